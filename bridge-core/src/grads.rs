@@ -1,0 +1,242 @@
+//! One parameter group's gradient seen as a vector.
+//!
+//! burn's [`GradientsParams`] maps parameter ids to tensors of their own ranks; the bilevel step
+//! needs to add, scale and compare whole gradients (equation (8) combines three of them).
+//! [`FlatGradients`] holds each parameter's gradient flattened to rank 1 together with its shape,
+//! keyed by [`ParamId`], and converts back to [`GradientsParams`] for an optimiser.
+
+use crate::error::{BridgeError, Result};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::{Gradients, Tensor};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug)]
+struct FlatEntry {
+    values: Tensor<1>,
+    shape: Vec<usize>,
+}
+
+/// The gradient of one parameter group (e.g. the adapter w), as a vector.
+#[derive(Clone, Debug, Default)]
+pub struct FlatGradients {
+    entries: BTreeMap<ParamId, FlatEntry>,
+}
+
+struct Collect<'a> {
+    grads: &'a GradientsParams,
+    out: &'a mut BTreeMap<ParamId, FlatEntry>,
+}
+
+impl ModuleVisitor for Collect<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            let shape = g.dims().to_vec();
+            let n = shape.iter().product::<usize>();
+            self.out.insert(param.id, FlatEntry { values: g.reshape([n]), shape });
+        }
+    }
+}
+
+struct Restore<'a> {
+    entries: &'a BTreeMap<ParamId, FlatEntry>,
+    out: GradientsParams,
+}
+
+impl ModuleVisitor for Restore<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(e) = self.entries.get(&param.id)
+            && let Ok(dims) = <[usize; D]>::try_from(e.shape.as_slice())
+        {
+            self.out.register::<D>(param.id, e.values.clone().reshape(dims));
+        }
+    }
+}
+
+impl FlatGradients {
+    /// The gradients in `grads` of the parameters of `module` (parameters without a gradient are
+    /// left out).
+    pub fn from_params<M: Module>(grads: &GradientsParams, module: &M) -> Self {
+        let mut entries = BTreeMap::new();
+        module.visit(&mut Collect { grads, out: &mut entries });
+        Self { entries }
+    }
+
+    /// The gradients of `module`'s parameters taken out of a backward pass's `grads`.
+    pub fn from_backward<M: Module>(grads: &mut Gradients, module: &M) -> Self {
+        Self::from_params(&GradientsParams::from_module(grads, module), module)
+    }
+
+    /// Converts back to [`GradientsParams`] for an optimiser step on `module`.
+    pub fn to_gradients_params<M: Module>(&self, module: &M) -> GradientsParams {
+        let mut restore = Restore { entries: &self.entries, out: GradientsParams::new() };
+        module.visit(&mut restore);
+        restore.out
+    }
+
+    /// Number of parameter tensors held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no parameter has a gradient.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The parameter ids held, in order.
+    pub fn ids(&self) -> impl Iterator<Item = ParamId> + '_ {
+        self.entries.keys().copied()
+    }
+
+    /// The flattened gradient of one parameter.
+    pub fn get(&self, id: ParamId) -> Option<Tensor<1>> {
+        self.entries.get(&id).map(|e| e.values.clone())
+    }
+
+    /// Total number of scalars.
+    pub fn num_elements(&self) -> usize {
+        self.entries.values().map(|e| e.shape.iter().product::<usize>()).sum()
+    }
+
+    fn check_same_ids(&self, other: &Self, op: &str) -> Result<()> {
+        if self.entries.len() != other.entries.len()
+            || self.entries.keys().zip(other.entries.keys()).any(|(a, b)| a != b)
+        {
+            return Err(BridgeError::InvalidInput(format!(
+                "{op}: gradients cover different parameters ({} vs {} tensors)",
+                self.entries.len(),
+                other.entries.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// `self · c`.
+    pub fn scale(&self, c: f64) -> Self {
+        let entries = self
+            .entries
+            .iter()
+            .map(|(id, e)| (*id, FlatEntry { values: e.values.clone().mul_scalar(c), shape: e.shape.clone() }))
+            .collect();
+        Self { entries }
+    }
+
+    /// `self + other`; both must cover the same parameters.
+    pub fn add(&self, other: &Self) -> Result<Self> {
+        self.check_same_ids(other, "add")?;
+        let entries = self
+            .entries
+            .iter()
+            .zip(other.entries.values())
+            .map(|((id, a), b)| {
+                (*id, FlatEntry { values: a.values.clone() + b.values.clone(), shape: a.shape.clone() })
+            })
+            .collect();
+        Ok(Self { entries })
+    }
+
+    /// `Σ cᵢ·gᵢ` over `terms` (at least one); all must cover the same parameters.
+    pub fn linear_combination(terms: &[(f64, &FlatGradients)]) -> Result<Self> {
+        let ((c0, g0), rest) =
+            terms.split_first().ok_or_else(|| BridgeError::InvalidInput("linear_combination of no terms".into()))?;
+        let mut acc = g0.scale(*c0);
+        for (c, g) in rest {
+            acc = acc.add(&g.scale(*c))?;
+        }
+        Ok(acc)
+    }
+
+    /// The inner product `⟨self, other⟩`.
+    pub fn dot(&self, other: &Self) -> Result<f64> {
+        self.check_same_ids(other, "dot")?;
+        let mut total = 0.0;
+        for (a, b) in self.entries.values().zip(other.entries.values()) {
+            total += (a.values.clone() * b.values.clone()).sum().into_scalar::<f64>();
+        }
+        Ok(total)
+    }
+
+    /// The Euclidean norm.
+    pub fn norm(&self) -> f64 {
+        self.entries.values().map(|e| e.values.clone().square().sum().into_scalar::<f64>()).sum::<f64>().sqrt()
+    }
+
+    /// Rescales to Euclidean norm at most `max_norm` (global-norm clipping, as `max_grad_norm` in
+    /// TRL/verl); returns the clipped gradients and the norm before clipping.
+    pub fn clip_norm(&self, max_norm: f64) -> (Self, f64) {
+        let norm = self.norm();
+        if norm > max_norm && norm.is_finite() { (self.scale(max_norm / norm), norm) } else { (self.clone(), norm) }
+    }
+
+    /// Detaches every tensor from the autodiff graph.
+    pub fn detach(self) -> Self {
+        let entries = self
+            .entries
+            .into_iter()
+            .map(|(id, e)| (id, FlatEntry { values: e.values.detach(), shape: e.shape }))
+            .collect();
+        Self { entries }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_relative_eq;
+    use burn::module::Module;
+    use burn::tensor::Device;
+
+    #[derive(Module, Debug)]
+    struct Two {
+        a: Param<Tensor<2>>,
+        b: Param<Tensor<1>>,
+    }
+
+    fn two(device: &Device) -> Two {
+        Two {
+            a: Param::from_tensor(Tensor::from_floats([[1.0, 2.0], [3.0, 4.0]], device)),
+            b: Param::from_tensor(Tensor::from_floats([0.5, -1.0, 2.0], device)),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_vector_algebra() {
+        let device = Device::flex().autodiff();
+        let m = two(&device);
+        // L = Σ a² + 3 Σ b  →  ∂L/∂a = 2a, ∂L/∂b = 3
+        let loss = m.a.val().square().sum() + m.b.val().sum().mul_scalar(3.0);
+        let mut grads = loss.backward();
+        let g = FlatGradients::from_backward(&mut grads, &m);
+        assert_eq!(g.len(), 2);
+        assert_eq!(g.num_elements(), 7);
+        assert_relative_eq!(g.norm(), (4.0f64 + 16.0 + 36.0 + 64.0 + 27.0).sqrt(), epsilon = 1e-5);
+        let h = g.scale(-2.0);
+        assert_relative_eq!(g.dot(&h).unwrap(), -2.0 * (4.0 + 16.0 + 36.0 + 64.0 + 27.0), epsilon = 1e-4);
+        let sum = FlatGradients::linear_combination(&[(1.0, &g), (0.5, &h)]).unwrap();
+        assert!(sum.norm() < 1e-6, "g + 0.5·(−2g) = 0");
+        let (clipped, before) = g.clip_norm(1.0);
+        assert_relative_eq!(before, g.norm());
+        assert_relative_eq!(clipped.norm(), 1.0, epsilon = 1e-5);
+        assert_relative_eq!(g.clip_norm(1e6).0.norm(), g.norm(), epsilon = 1e-6);
+        let back = g.to_gradients_params(&m);
+        let ga: Tensor<2> = back.get::<2>(m.a.id).unwrap();
+        assert_eq!(ga.dims(), [2, 2]);
+        let v: Vec<f32> = ga.into_data().try_to_vec().unwrap();
+        assert_eq!(v, vec![2.0, 4.0, 6.0, 8.0]);
+    }
+
+    #[test]
+    fn mismatched_groups_are_an_error() {
+        let device = Device::flex().autodiff();
+        let m = two(&device);
+        let mut grads = m.a.val().sum().backward();
+        let only_a = FlatGradients::from_backward(&mut grads, &m);
+        let mut grads = (m.a.val().sum() + m.b.val().sum()).backward();
+        let both = FlatGradients::from_backward(&mut grads, &m);
+        assert_eq!(only_a.len(), 1);
+        assert!(only_a.add(&both).is_err());
+        assert!(only_a.dot(&both).is_err());
+        assert!(FlatGradients::linear_combination(&[]).is_err());
+    }
+}
