@@ -3,7 +3,9 @@
 //! Every config struct denies unknown fields, so a typo in a run config is an error naming the
 //! key instead of a silently ignored setting.
 
-use crate::error::{BridgeError, Result};
+use crate::error::{BridgeError, Result, ensure_finite};
+use crate::grads::FlatGradients;
+use burn::module::Module;
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +75,61 @@ impl AdamWSettings {
     }
 }
 
+/// The optimiser of one parameter group (θ, θ̂ or w): AdamW plus global-norm clipping.
+///
+/// [`GroupOptimizer::apply`] takes a *loss* gradient: the parameters move along `−grads`. To move
+/// along an objective's ascent direction `d` (as the paper writes its updates), pass
+/// `d.scale(-1.0)`.
+#[derive(Clone)]
+pub struct GroupOptimizer {
+    settings: AdamWSettings,
+    optim: ModuleOptimizer,
+}
+
+impl GroupOptimizer {
+    /// Validates `settings` (field names prefixed with `name`) and builds the optimiser.
+    pub fn new(name: &str, settings: AdamWSettings) -> Result<Self> {
+        settings.validate(name)?;
+        let optim = settings.build();
+        Ok(Self { settings, optim })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &AdamWSettings {
+        &self.settings
+    }
+
+    /// The burn optimiser (its state is what checkpoints save).
+    pub fn optimizer(&self) -> &ModuleOptimizer {
+        &self.optim
+    }
+
+    /// Replaces the burn optimiser (e.g. with one whose state was loaded from a checkpoint).
+    pub fn set_optimizer(&mut self, optim: ModuleOptimizer) {
+        self.optim = optim;
+    }
+
+    /// Clips `grads` to `max_grad_norm` and checks them: returns the gradients to apply and the
+    /// norm before clipping, or [`BridgeError::NonFinite`] when the norm is NaN or infinite.
+    ///
+    /// Trainers clip *every* group first and apply only when all succeeded, so that a NaN in one
+    /// group never leaves the others half-updated.
+    pub fn clip(&self, grads: &FlatGradients, step: u64) -> Result<(FlatGradients, f64)> {
+        let (grads, norm) = match self.settings.max_grad_norm {
+            Some(max) => grads.clip_norm(max),
+            None => (grads.clone(), grads.norm()),
+        };
+        ensure_finite("gradient norm", norm, step)?;
+        Ok((grads, norm))
+    }
+
+    /// One AdamW step of `module` along `−grads` (gradients of a loss, already clipped).
+    pub fn apply<M: Module>(&mut self, module: M, grads: &FlatGradients) -> M {
+        let params = grads.to_gradients_params(&module);
+        self.optim.step(self.settings.lr, module, params)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +150,25 @@ mod tests {
         assert!(AdamWSettings { max_grad_norm: Some(0.0), ..Default::default() }.validate("o").is_err());
         let typo = serde_json::from_str::<AdamWSettings>(r#"{"learning_rate": 0.1}"#).unwrap_err();
         assert!(typo.to_string().contains("learning_rate"));
+    }
+
+    #[test]
+    fn group_optimizer_clips_and_rejects_nan() {
+        let device = Device::flex().autodiff();
+        let p = P { x: Param::from_tensor(Tensor::from_floats([1.0, -2.0], &device)) };
+        let settings = AdamWSettings { lr: 0.5, max_grad_norm: Some(1.0), ..Default::default() };
+        let mut opt = GroupOptimizer::new("optim.theta", settings).unwrap();
+        let loss = (p.x.val() * Tensor::from_floats([3.0, 4.0], &device)).sum();
+        let g = FlatGradients::from_backward(&mut loss.backward(), &p);
+        let (g, norm) = opt.clip(&g, 0).unwrap();
+        let p = opt.apply(p, &g);
+        assert!((norm - 5.0).abs() < 1e-5);
+        let v: Vec<f32> = p.x.val().into_data().try_to_vec().unwrap();
+        assert!((v[0] - 0.5).abs() < 1e-4 && (v[1] + 2.5).abs() < 1e-4, "{v:?}");
+        let loss = (p.x.val() * f32::NAN).sum();
+        let g = FlatGradients::from_backward(&mut loss.backward(), &p);
+        assert!(matches!(opt.clip(&g, 3), Err(BridgeError::NonFinite { step: 3, .. })));
+        assert!(GroupOptimizer::new("optim.w", AdamWSettings { lr: -1.0, ..Default::default() }).is_err());
     }
 
     #[test]

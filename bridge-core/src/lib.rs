@@ -31,15 +31,15 @@ pub mod schedule;
 pub mod seed;
 pub mod testing;
 
-pub use config::AdamWSettings;
+pub use config::{AdamWSettings, GroupOptimizer};
 pub use data::{DataCursor, ExampleSource, InMemorySource, Metadata, PromptSource, RlPrompt, SftExample, SftSource};
 pub use device::DeviceChoice;
 pub use error::{BridgeError, Result};
 pub use grads::FlatGradients;
 pub use outer::{AdapterGradTerms, CooperativeGain, JointSftRl, OuterObjective, TermWeights};
 pub use policy::{
-    CausalLm, Completion, FinishReason, ParamGroups, SamplingParams, SequenceBatch, TextCodec, TokenScores,
-    TokenSequence,
+    CausalLm, ChatMessage, Completion, FinishReason, ParamGroups, SamplingParams, SequenceBatch, TextCodec,
+    TokenScores, TokenSequence,
 };
 pub use reward::{Reward, RewardFunction};
 pub use schedule::{LambdaSchedule, LambdaScheduleConfig, ScheduleState};

@@ -227,6 +227,35 @@ pub struct Completion {
     pub finish: FinishReason,
 }
 
+/// One message of a conversation (`role` is `system`, `user` or `assistant`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The message text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message with `role` and `content`.
+    pub fn new(role: &str, content: &str) -> Self {
+        Self { role: role.to_owned(), content: content.to_owned() }
+    }
+}
+
+/// Renders `messages` in ChatML (`<|im_start|>role\ncontent<|im_end|>\n`), followed by the
+/// assistant header when `add_generation_prompt`: the fallback for models without a template.
+pub fn render_chatml(messages: &[ChatMessage], add_generation_prompt: bool) -> String {
+    let mut s = String::new();
+    for m in messages {
+        s.push_str(&format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content));
+    }
+    if add_generation_prompt {
+        s.push_str("<|im_start|>assistant\n");
+    }
+    s
+}
+
 /// Turns text into token ids and back, and renders prompts.
 pub trait TextCodec: Send + Sync {
     /// Encodes `text` without adding special tokens.
@@ -242,6 +271,11 @@ pub trait TextCodec: Send + Sync {
     /// Renders a user message as a generation prompt (chat template, or the plain text).
     fn render_prompt(&self, message: &str) -> Result<String> {
         Ok(message.to_owned())
+    }
+    /// Renders a conversation with the model's chat template; the default is ChatML
+    /// ([`render_chatml`]).
+    fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        Ok(render_chatml(messages, add_generation_prompt))
     }
 }
 
@@ -337,6 +371,15 @@ mod tests {
         // targets are tokens 1..T: row 0 scores 7, 8, 9 (columns 1..4), row 1 scores 2 (column 0).
         let m: Vec<f32> = b.target_mask(&device).into_data().try_to_vec().unwrap();
         assert_eq!(m, vec![0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn chatml_fallback_renders_a_generation_prompt() {
+        let m = [ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "1+1?")];
+        assert_eq!(
+            render_chatml(&m, true),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]

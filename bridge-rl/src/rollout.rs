@@ -1,0 +1,177 @@
+//! Rollouts: groups of sampled completions, their rewards and advantages, and the training batch
+//! built from them.
+//!
+//! "Token in, token out": the trained tokens are exactly the sampled ones (`Completion::tokens`),
+//! never re-tokenised from text, and the sampler's per-token log-probs become `π_old` of the
+//! importance ratio.
+
+use crate::advantage::{AdvantageScaling, Advantages, compute_advantages};
+use bridge_core::{
+    BridgeError, BridgeRng, CausalLm, Completion, FinishReason, Result, Reward, RewardFunction, RlPrompt,
+    SamplingParams, SequenceBatch, TokenSequence,
+};
+use burn::tensor::{Device, Tensor, TensorData};
+use std::time::Instant;
+
+/// A batch of prompt groups with their sampled completions, rewards and advantages.
+#[derive(Clone, Debug)]
+pub struct Rollouts {
+    /// The prompts, one per group.
+    pub prompts: Vec<RlPrompt>,
+    /// The prompts' token ids.
+    pub prompt_tokens: Vec<Vec<u32>>,
+    /// `G` completions per prompt, group after group.
+    pub completions: Vec<Completion>,
+    /// One reward per completion.
+    pub rewards: Vec<Reward>,
+    /// Group-relative advantages.
+    pub advantages: Advantages,
+    /// `G`.
+    pub group_size: usize,
+    /// The sampler's `max_new_tokens` (`L_max` of Dr.GRPO).
+    pub max_new_tokens: usize,
+    /// Seconds spent sampling.
+    pub generation_seconds: f64,
+}
+
+/// Samples `sampling.n` completions per prompt from `π(·; base, adapter)`, scores them with
+/// `reward` and computes advantages.
+#[allow(clippy::too_many_arguments)]
+pub fn collect_rollouts<L: CausalLm>(
+    lm: &L,
+    base: &L::Base,
+    adapter: Option<&L::Adapter>,
+    prompts: &[RlPrompt],
+    sampling: &SamplingParams,
+    reward: &dyn RewardFunction,
+    scaling: AdvantageScaling,
+    rng: &mut BridgeRng,
+) -> Result<Rollouts> {
+    sampling.validate()?;
+    if sampling.max_new_tokens == 0 {
+        return Err(BridgeError::config("sampling.max_new_tokens", "must be ≥ 1 for rollouts"));
+    }
+    let codec = lm.codec();
+    let prompt_tokens: Vec<Vec<u32>> = prompts.iter().map(|p| codec.encode(&p.prompt)).collect::<Result<_>>()?;
+    let start = Instant::now();
+    let completions = lm.sample(base, adapter, &prompt_tokens, sampling, rng)?;
+    let generation_seconds = start.elapsed().as_secs_f64();
+    if completions.len() != prompts.len() * sampling.n {
+        return Err(BridgeError::Model(format!(
+            "sampler returned {} completions for {} prompts × {}",
+            completions.len(),
+            prompts.len(),
+            sampling.n
+        )));
+    }
+    let items: Vec<(&str, &RlPrompt)> =
+        completions.iter().map(|c| (c.text.as_str(), &prompts[c.prompt_index])).collect();
+    let rewards = reward.score_batch(&items);
+    let values: Vec<Option<f64>> = rewards.iter().map(|r| r.value).collect();
+    let advantages = compute_advantages(&values, sampling.n, scaling, 1e-4)?;
+    Ok(Rollouts {
+        prompts: prompts.to_vec(),
+        prompt_tokens,
+        completions,
+        rewards,
+        advantages,
+        group_size: sampling.n,
+        max_new_tokens: sampling.max_new_tokens,
+        generation_seconds,
+    })
+}
+
+/// Rollouts laid out for the loss: sequences, `π_old` log-probs, advantages and the loss mask.
+#[derive(Clone, Debug)]
+pub struct RlTrainingBatch {
+    /// `prompt ++ completion` per completion, completion tokens scored.
+    pub sequences: SequenceBatch,
+    /// `[B·(T−1)]` row-major: the sampler's log-prob at each completion target, 0 elsewhere.
+    old_logprobs: Vec<f32>,
+    /// `[B·(T−1)]` row-major: 1 on completion targets that take part in the loss.
+    mask: Vec<f32>,
+    /// `[B]`.
+    advantages: Vec<f32>,
+    /// `L_max` for Dr.GRPO.
+    pub max_completion_len: usize,
+}
+
+impl Rollouts {
+    /// The training batch. Completions whose reward was skipped are masked out; so are truncated
+    /// ones (finish = length) when `mask_truncated`.
+    pub fn training_batch(&self, pad_id: u32, mask_truncated: bool) -> Result<RlTrainingBatch> {
+        let rows: Vec<TokenSequence> = self
+            .completions
+            .iter()
+            .map(|c| TokenSequence::prompt_completion(&self.prompt_tokens[c.prompt_index], &c.tokens))
+            .collect();
+        let sequences = SequenceBatch::new(rows, pad_id)?;
+        let t1 = sequences.seq_len() - 1;
+        let mut old_logprobs = vec![0.0f32; self.completions.len() * t1];
+        let mut mask = vec![0.0f32; self.completions.len() * t1];
+        for (i, c) in self.completions.iter().enumerate() {
+            if c.logprobs.len() != c.tokens.len() {
+                return Err(BridgeError::Model(format!(
+                    "completion {i}: {} log-probs for {} tokens",
+                    c.logprobs.len(),
+                    c.tokens.len()
+                )));
+            }
+            let keep = self.advantages.valid[i] && !(mask_truncated && c.finish == FinishReason::Length);
+            let p = self.prompt_tokens[c.prompt_index].len();
+            for (k, lp) in c.logprobs.iter().enumerate() {
+                // completion token k sits at position p + k and is predicted by column p + k − 1
+                let col = i * t1 + p + k - 1;
+                old_logprobs[col] = *lp;
+                mask[col] = if keep { 1.0 } else { 0.0 };
+            }
+        }
+        let advantages = self.advantages.values.iter().map(|&a| a as f32).collect();
+        Ok(RlTrainingBatch { sequences, old_logprobs, mask, advantages, max_completion_len: self.max_new_tokens })
+    }
+
+    /// Mean of the non-skipped rewards (0 when all were skipped).
+    pub fn reward_mean(&self) -> f64 {
+        let v: Vec<f64> = self.rewards.iter().filter_map(|r| r.value).collect();
+        if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 }
+    }
+
+    /// Population standard deviation of the non-skipped rewards.
+    pub fn reward_std(&self) -> f64 {
+        let v: Vec<f64> = self.rewards.iter().filter_map(|r| r.value).collect();
+        if v.len() < 2 {
+            return 0.0;
+        }
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+    }
+
+    /// Number of skipped completions.
+    pub fn skipped(&self) -> usize {
+        self.rewards.iter().filter(|r| r.is_skip()).count()
+    }
+}
+
+impl RlTrainingBatch {
+    /// `π_old` log-probs `[B, T−1]`.
+    pub fn old_logprobs(&self, device: &Device) -> Tensor<2> {
+        let shape = [self.sequences.batch_size(), self.sequences.seq_len() - 1];
+        Tensor::from_data(TensorData::new(self.old_logprobs.clone(), shape), device)
+    }
+
+    /// The loss mask `[B, T−1]`.
+    pub fn mask(&self, device: &Device) -> Tensor<2> {
+        let shape = [self.sequences.batch_size(), self.sequences.seq_len() - 1];
+        Tensor::from_data(TensorData::new(self.mask.clone(), shape), device)
+    }
+
+    /// Advantages `[B]`.
+    pub fn advantages(&self, device: &Device) -> Tensor<1> {
+        Tensor::from_data(TensorData::new(self.advantages.clone(), [self.advantages.len()]), device)
+    }
+
+    /// Number of tokens in the loss.
+    pub fn num_loss_tokens(&self) -> usize {
+        self.mask.iter().filter(|m| **m > 0.0).count()
+    }
+}
