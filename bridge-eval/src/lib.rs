@@ -1,1 +1,3 @@
 //! bridge-eval
+
+pub mod verify;

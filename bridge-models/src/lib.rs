@@ -1,1 +1,18 @@
-//! bridge-models
+//! # bridge-models
+//!
+//! Decoder-only transformers (Llama, Qwen2/2.5, Qwen3) in burn, with a trainable base θ and a
+//! LoRA adapter w kept as separate modules, weights from HF directories and GGUF files, and the
+//! tokenizer with its chat template.
+
+pub mod gguf;
+pub mod tensors;
+pub mod tokenizer;
+pub mod config;
+pub mod decoder;
+pub mod hf;
+pub mod lora;
+
+pub use config::{Architecture, DecoderConfig, RopeScaling};
+pub use decoder::{Decoder, DecoderWeights};
+pub use hf::{load_hf_dir, open_model, save_hf_dir};
+pub use lora::{LoraAdapter, LoraConfig, LoraTarget, merge};

@@ -259,12 +259,12 @@ mod tests {
     /// Independent scalar reference: TRL's GRPOTrainer._compute_loss written as loops (f64).
     fn reference(cfg: &PolicyLossConfig) -> (f64, Vec<f64>) {
         let mut per_token = vec![0.0; B * T];
-        for i in 0..B {
+        for (i, &a) in ADV.iter().enumerate() {
             for j in 0..T {
                 let k = i * T + j;
                 let ratio = (LOGP[k] - OLD[k]).exp();
                 let clipped = ratio.clamp(1.0 - cfg.epsilon_low, 1.0 + cfg.epsilon_high);
-                let surr = (ratio * ADV[i]).min(clipped * ADV[i]);
+                let surr = (ratio * a).min(clipped * a);
                 let d = REF[k] - LOGP[k];
                 let kl = match cfg.kl_estimator {
                     KlEstimator::K1 => -d,
@@ -333,11 +333,10 @@ mod tests {
         let grads = out.loss.backward();
         let g: Vec<f32> = logp.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
         let n: f64 = MASK.iter().sum();
-        for i in 0..B {
+        for (i, &a) in ADV.iter().enumerate() {
             for j in 0..T {
                 let k = i * T + j;
                 let ratio = (LOGP[k] - OLD[k]).exp();
-                let a = ADV[i];
                 // d(−min(ρA, clip(ρ)A))/dlogp = −ρA where the unclipped branch is active, else 0.
                 let clipped_active = (a > 0.0 && ratio > 1.2) || (a < 0.0 && ratio < 0.8);
                 let d_surr = if clipped_active { 0.0 } else { -ratio * a };

@@ -1,1 +1,29 @@
-//! bridge-sft
+//! # bridge-sft
+//!
+//! The supervised lower-level objective of BRIDGE, `J_SFT(θ, w) = E_{D_SFT} log π(r, y | x; θ, w)`
+//! (method.md §2), usable on its own (the SFT baseline, [`SftTrainer`]) and as a building block of
+//! the bilevel trainer ([`sft_loss`]).
+//!
+//! | module | what it provides |
+//! |---|---|
+//! | [`data`] | JSONL loaders for `D_SFT` ([`bridge_core::SftExample`]) and `D_RL` ([`bridge_core::RlPrompt`]) in the GSM8K, MATH, prompt/completion and conversational forms, with a [`PromptTemplate`] |
+//! | [`tokenize`] | [`SftTokenizer`]: example → [`bridge_core::TokenSequence`] with the prompt masked out, EOS, truncation policies |
+//! | [`batch`] | padded batches and first-fit-decreasing packing; [`SftBatcher`] combines tokenisation and batching |
+//! | [`loss`] | [`masked_nll`]: token-mean (default), sum or per-sequence-mean negative log-likelihood |
+//! | [`step`] | [`sft_loss`] for any trainer, and [`SftTrainer`], the standalone SFT baseline |
+//!
+//! Losses are *minimised*: the SFT loss is `−J_SFT` normalised per target token (by default).
+
+pub mod batch;
+pub mod data;
+pub mod loss;
+pub mod step;
+pub mod tokenize;
+
+pub use batch::{BatchConfig, SftBatch, SftBatcher, TokenizedSource, pack_sequences, pad_batch};
+pub use data::{
+    DataFormat, DatasetConfig, JsonlRecord, PromptTemplate, load_rl_prompts, load_sft_examples, read_jsonl,
+};
+pub use loss::{LossReduction, MaskedNll, masked_nll};
+pub use step::{SftConfig, SftLossOutput, SftStepMetrics, SftTrainer, sft_loss, sft_loss_with};
+pub use tokenize::{SftTokenizer, TokenizeConfig, TokenizeOutcome, TokenizeStats, TruncationPolicy};

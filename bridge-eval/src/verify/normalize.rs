@@ -32,39 +32,22 @@ pub(crate) fn matching_brace(s: &str, open: usize) -> Option<usize> {
     None
 }
 
-const TEXT_WRAPPERS: &[&str] = &[
-    "\\textnormal",
-    "\\textbf",
-    "\\textit",
-    "\\textrm",
-    "\\textsf",
-    "\\texttt",
-    "\\text",
-    "\\mbox",
-    "\\hbox",
-];
-const MATH_WRAPPERS: &[&str] = &[
-    "\\operatorname",
-    "\\mathrm",
-    "\\mathbf",
-    "\\mathit",
-    "\\mathsf",
-    "\\boldsymbol",
-    "\\mathnormal",
-];
+const TEXT_WRAPPERS: &[&str] =
+    &["\\textnormal", "\\textbf", "\\textit", "\\textrm", "\\textsf", "\\texttt", "\\text", "\\mbox", "\\hbox"];
+const MATH_WRAPPERS: &[&str] =
+    &["\\operatorname", "\\mathrm", "\\mathbf", "\\mathit", "\\mathsf", "\\boldsymbol", "\\mathnormal"];
 
 /// Names that are mathematics, never units or text words.
 pub(crate) const MATH_WORDS: &[&str] = &[
-    "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "ln", "log", "exp", "pi", "arcsin",
-    "arccos", "arctan", "sinh", "cosh", "tanh", "infty", "inf", "frac", "dfrac", "tfrac", "cdot",
-    "times", "div", "pm", "mp", "cup", "cap", "le", "ge", "leq", "geq", "neq", "ne", "in",
-    "binom", "left", "right", "mod", "max", "min", "gcd", "lcm", "abs",
+    "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "ln", "log", "exp", "pi", "arcsin", "arccos", "arctan", "sinh",
+    "cosh", "tanh", "infty", "inf", "frac", "dfrac", "tfrac", "cdot", "times", "div", "pm", "mp", "cup", "cap", "le",
+    "ge", "leq", "geq", "neq", "ne", "in", "binom", "left", "right", "mod", "max", "min", "gcd", "lcm", "abs",
 ];
 
 const SINGLE_LETTER_UNITS: &[&str] = &["m", "g", "s", "h", "l", "L", "K", "N", "J", "W", "V"];
 const GLUED_UNITS: &[&str] = &[
-    "cm", "mm", "km", "m", "kg", "g", "mg", "lb", "lbs", "oz", "ft", "s", "sec", "min", "mins",
-    "h", "hr", "hrs", "ml", "mL", "l", "L", "mph", "kmh", "cm2", "m2", "km2", "cm3", "m3", "kph",
+    "cm", "mm", "km", "m", "kg", "g", "mg", "lb", "lbs", "oz", "ft", "s", "sec", "min", "mins", "h", "hr", "hrs", "ml",
+    "mL", "l", "L", "mph", "kmh", "cm2", "m2", "km2", "cm3", "m3", "kph",
 ];
 
 /// Result of normalisation: the string to tokenise.
@@ -114,15 +97,10 @@ fn unwrap_delimiters(s: &str) -> String {
         let before = cur;
         if cur.len() >= 4 && cur.starts_with("$$") && cur.ends_with("$$") {
             cur = cur[2..cur.len() - 2].trim();
-        } else if cur.len() >= 2
-            && cur.starts_with('$')
-            && cur.ends_with('$')
-            && !cur.ends_with("\\$")
-        {
+        } else if cur.len() >= 2 && cur.starts_with('$') && cur.ends_with('$') && !cur.ends_with("\\$") {
             cur = cur[1..cur.len() - 1].trim();
         } else if cur.len() >= 4
-            && ((cur.starts_with("\\(") && cur.ends_with("\\)"))
-                || (cur.starts_with("\\[") && cur.ends_with("\\]")))
+            && ((cur.starts_with("\\(") && cur.ends_with("\\)")) || (cur.starts_with("\\[") && cur.ends_with("\\]")))
         {
             cur = cur[2..cur.len() - 2].trim();
         } else {
@@ -151,9 +129,7 @@ fn is_unit_like(content: &str) -> bool {
     let c = content.trim();
     !c.is_empty()
         && c.chars().any(|ch| ch.is_ascii_alphabetic())
-        && c.chars().all(|ch| {
-            ch.is_ascii_alphabetic() || matches!(ch, ' ' | '.' | '/' | '^' | '2' | '3' | '-' | '\'')
-        })
+        && c.chars().all(|ch| ch.is_ascii_alphabetic() || matches!(ch, ' ' | '.' | '/' | '^' | '2' | '3' | '-' | '\''))
 }
 
 /// Handles `\text{…}`-like wrappers: dropped when they hold a unit after something
@@ -190,7 +166,14 @@ fn strip_text_wrappers(s: &str) -> String {
                             && (is_text || trimmed.len() >= 2)
                             && !MATH_WORDS.contains(&trimmed)
                         {
-                            // A unit: drop it.
+                            // A unit: drop it, with a following `^2`/`^{3}`.
+                            let rest = &s[close + 1..];
+                            let skip = ["^{2}", "^{3}", "^2", "^3"]
+                                .iter()
+                                .find(|p| rest.starts_with(**p))
+                                .map_or(0, |p| p.len());
+                            i = close + 1 + skip;
+                            continue 'outer;
                         } else {
                             out.push(' ');
                             out.push_str(trimmed);
@@ -212,6 +195,10 @@ fn strip_text_wrappers(s: &str) -> String {
 
 fn strip_misc(s: &str) -> String {
     let mut t = s.to_string();
+    for pat in ["\\,", "\\!", "\\;", "\\:"] {
+        t = t.replace(pat, "");
+    }
+    t = t.replace("\\ ", " ");
     for pat in ["^{\\circ}", "^\\circ", "^{\\degree}", "\\degree", "\\circ"] {
         t = t.replace(pat, "");
     }
@@ -256,23 +243,15 @@ fn strip_in_prefix(s: &str) -> String {
 }
 
 fn ends_numberish(s: &str) -> bool {
-    s.trim_end()
-        .chars()
-        .last()
-        .is_some_and(|c| c.is_ascii_digit() || matches!(c, '}' | ')' | '%' | '.'))
+    s.trim_end().chars().last().is_some_and(|c| c.is_ascii_digit() || matches!(c, '}' | ')' | '%' | '.'))
 }
 
 fn is_unit_word(w: &str) -> bool {
-    let base = w
-        .trim_end_matches(['2', '3'])
-        .trim_end_matches('^')
-        .trim_end_matches(['.', ',']);
+    let base = w.trim_end_matches(['2', '3']).trim_end_matches('^').trim_end_matches(['.', ',']);
     if base.is_empty() || MATH_WORDS.contains(&base) {
         return false;
     }
-    if !base
-        .chars()
-        .all(|c| c.is_ascii_alphabetic() || c == '/' || c == '-' || c == '\'')
+    if !base.chars().all(|c| c.is_ascii_alphabetic() || c == '/' || c == '-' || c == '\'')
         || !base.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
     {
         return false;
@@ -297,18 +276,11 @@ fn strip_units(s: &str) -> String {
         break;
     }
     // Glued unit: digits immediately followed by a known unit.
-    let letters_start = cur
-        .char_indices()
-        .rev()
-        .take_while(|(_, c)| c.is_ascii_alphanumeric() || *c == '/')
-        .last()
-        .map(|(i, _)| i);
+    let letters_start =
+        cur.char_indices().rev().take_while(|(_, c)| c.is_ascii_alphanumeric() || *c == '/').last().map(|(i, _)| i);
     if let Some(start) = letters_start {
         let tail = &cur[start..];
-        let digit_end = tail
-            .char_indices()
-            .find(|(_, c)| !c.is_ascii_digit() && *c != '.')
-            .map(|(i, _)| i);
+        let digit_end = tail.char_indices().find(|(_, c)| !c.is_ascii_digit() && *c != '.').map(|(i, _)| i);
         if let Some(de) = digit_end
             && de > 0
         {
@@ -328,20 +300,14 @@ fn strip_thousands(s: &str) -> String {
     let body = t.strip_prefix('-').unwrap_or(t);
     let body = body.strip_suffix('%').unwrap_or(body);
     let int_part = body.split('.').next().unwrap_or(body);
-    let frac_ok = body
-        .split_once('.')
-        .is_none_or(|(_, f)| f.chars().all(|c| c.is_ascii_digit()));
+    let frac_ok = body.split_once('.').is_none_or(|(_, f)| f.chars().all(|c| c.is_ascii_digit()));
     for sep in [',', ' '] {
         if !int_part.contains(sep) || !frac_ok {
             continue;
         }
         let groups: Vec<&str> = int_part.split(sep).collect();
-        let ok = groups.first().is_some_and(|g| {
-            (1..=3).contains(&g.len()) && g.chars().all(|c| c.is_ascii_digit())
-        }) && groups
-            .iter()
-            .skip(1)
-            .all(|g| g.len() == 3 && g.chars().all(|c| c.is_ascii_digit()));
+        let ok = groups.first().is_some_and(|g| (1..=3).contains(&g.len()) && g.chars().all(|c| c.is_ascii_digit()))
+            && groups.iter().skip(1).all(|g| g.len() == 3 && g.chars().all(|c| c.is_ascii_digit()));
         if ok {
             return t.replace(sep, "");
         }
@@ -360,9 +326,7 @@ fn mixed_number(s: &str) -> String {
         Some(b) => (true, b.trim_start()),
         None => (false, t),
     };
-    let wrap = |w: &str, n: &str, d: &str| {
-        format!("{}({}+{}/{})", if neg { "-" } else { "" }, w, n, d)
-    };
+    let wrap = |w: &str, n: &str, d: &str| format!("{}({}+{}/{})", if neg { "-" } else { "" }, w, n, d);
     if let Some((w, frac)) = body.split_once(' ')
         && all_digits(w)
         && let Some((n, d)) = frac.trim().split_once('/')

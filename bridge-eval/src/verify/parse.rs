@@ -14,6 +14,8 @@ pub const MAX_ANSWER_LEN: usize = 2000;
 pub const MAX_DEPTH: usize = 48;
 /// Maximum number of tokens in one answer.
 const MAX_TOKENS: usize = 600;
+/// Maximum number of postfix operators (`!`, `%`, subscripts) on one atom.
+const MAX_POSTFIX: usize = 4;
 /// Fuel for [`parse_answer`] when called on its own.
 pub const DEFAULT_PARSE_FUEL: u64 = 20_000;
 
@@ -158,12 +160,7 @@ pub(crate) fn parse_with_fuel(s: &str, fuel: &mut Fuel) -> Result<(Answer, Strin
     if toks.is_empty() {
         return Err(ParseError::Empty);
     }
-    let mut p = Parser {
-        toks,
-        pos: 0,
-        depth: 0,
-        fuel,
-    };
+    let mut p = Parser { toks, pos: 0, depth: 0, fuel };
     let ans = p.parse_top()?;
     Ok((ans, norm))
 }
@@ -182,15 +179,16 @@ fn as_choice(s: &str) -> Option<char> {
 }
 
 fn as_text(s: &str) -> Option<String> {
-    if !s
-        .chars()
-        .all(|c| c.is_ascii_alphabetic() || matches!(c, ' ' | '-' | '\'' | '.' | '!' | '?' | ','))
-    {
+    if !s.chars().all(|c| c.is_ascii_alphabetic() || matches!(c, ' ' | '-' | '\'' | '.' | '!' | '?' | ',')) {
         return None;
     }
     let has_word = s
         .split(|c: char| !c.is_ascii_alphabetic())
-        .any(|w| w.len() >= 2 && !MATH_WORDS.contains(&w) && !matches!(w, "infinity" | "infty"));
+        .any(|w| {
+            (w.len() >= 3 || w.eq_ignore_ascii_case("no"))
+                && !MATH_WORDS.contains(&w)
+                && !matches!(w, "infinity" | "infty")
+        });
     if !has_word {
         return None;
     }
@@ -234,10 +232,7 @@ impl Parser<'_> {
 
     fn unexpected(&self) -> ParseError {
         match self.peek() {
-            Some(t) => ParseError::UnexpectedToken {
-                pos: self.pos,
-                found: format!("{t:?}"),
-            },
+            Some(t) => ParseError::UnexpectedToken { pos: self.pos, found: format!("{t:?}") },
             None => ParseError::UnexpectedEnd,
         }
     }
@@ -377,10 +372,7 @@ impl Parser<'_> {
                 Tok::Op(',') => {}
                 Tok::Close(c @ (')' | ']')) => break c,
                 t => {
-                    return Err(ParseError::UnexpectedToken {
-                        pos: self.pos - 1,
-                        found: format!("{t:?}"),
-                    });
+                    return Err(ParseError::UnexpectedToken { pos: self.pos - 1, found: format!("{t:?}") });
                 }
             }
         };
@@ -388,12 +380,7 @@ impl Parser<'_> {
             let hi = items.pop();
             let lo = items.pop();
             if let (Some(Answer::Expr(lo)), Some(Answer::Expr(hi))) = (lo, hi) {
-                return Ok(Answer::Interval {
-                    lo,
-                    hi,
-                    lo_closed: open == '[',
-                    hi_closed: close == ']',
-                });
+                return Ok(Answer::Interval { lo, hi, lo_closed: open == '[', hi_closed: close == ']' });
             }
             return Err(ParseError::Unsupported("interval with non-numeric ends"));
         }
@@ -418,11 +405,7 @@ impl Parser<'_> {
                 break;
             }
         }
-        Ok(if terms.len() == 1 {
-            terms.pop().ok_or(ParseError::UnexpectedEnd)?
-        } else {
-            Node::Add(terms)
-        })
+        Ok(if terms.len() == 1 { terms.pop().ok_or(ParseError::UnexpectedEnd)? } else { Node::Add(terms) })
     }
 
     fn starts_atom(t: Option<&Tok>) -> bool {
@@ -455,11 +438,7 @@ impl Parser<'_> {
                 break;
             }
         }
-        Ok(if factors.len() == 1 {
-            factors.pop().ok_or(ParseError::UnexpectedEnd)?
-        } else {
-            Node::Mul(factors)
-        })
+        Ok(if factors.len() == 1 { factors.pop().ok_or(ParseError::UnexpectedEnd)? } else { Node::Mul(factors) })
     }
 
     fn parse_unary(&mut self) -> PResult<Node> {
@@ -504,7 +483,7 @@ impl Parser<'_> {
     }
 
     fn postfix_ops(&mut self, mut a: Node) -> PResult<Node> {
-        loop {
+        for _ in 0..=MAX_POSTFIX {
             self.fuel.step()?;
             if self.eat(&Tok::Op('!')) {
                 a = Node::Factorial(Box::new(a));
@@ -521,6 +500,7 @@ impl Parser<'_> {
                 return Ok(a);
             }
         }
+        Err(ParseError::TooDeep { max: MAX_DEPTH })
     }
 
     /// A LaTeX macro argument: `{…}` or a single token (one digit of a number).
@@ -612,10 +592,7 @@ impl Parser<'_> {
                 Ok(Node::Root(Box::new(arg), index))
             }
             Tok::Func(f) => self.parse_func(f),
-            other => Err(ParseError::UnexpectedToken {
-                pos: self.pos - 1,
-                found: format!("{other:?}"),
-            }),
+            other => Err(ParseError::UnexpectedToken { pos: self.pos - 1, found: format!("{other:?}") }),
         }
     }
 
@@ -628,17 +605,10 @@ impl Parser<'_> {
         if self.eat(&Tok::Op('^')) {
             power = Some(self.parse_exponent()?);
         }
-        let arg = if self.peek() == Some(&Tok::Open('(')) {
-            self.parse_atom()?
-        } else {
-            self.parse_power()?
-        };
+        let arg = if self.peek() == Some(&Tok::Open('(')) { self.parse_atom()? } else { self.parse_power()? };
         let mut node = Node::Func(f, Box::new(arg));
         if let Some(b) = log_base {
-            node = Node::Mul(vec![
-                node,
-                Node::Recip(Box::new(Node::Func(Func::Ln, Box::new(b)))),
-            ]);
+            node = Node::Mul(vec![node, Node::Recip(Box::new(Node::Func(Func::Ln, Box::new(b))))]);
         }
         if let Some(p) = power {
             node = Node::Pow(Box::new(node), Box::new(p));
@@ -662,18 +632,10 @@ fn relation(lhs: Node, r: Rel, rhs: Node) -> PResult<Answer> {
         _ => return Err(ParseError::Unsupported("inequality")),
     };
     Ok(match op {
-        Rel::Gt | Rel::Ge => Answer::Interval {
-            lo: Expr(value),
-            hi: inf(true),
-            lo_closed: op == Rel::Ge,
-            hi_closed: false,
-        },
-        _ => Answer::Interval {
-            lo: inf(false),
-            hi: Expr(value),
-            lo_closed: false,
-            hi_closed: op == Rel::Le,
-        },
+        Rel::Gt | Rel::Ge => {
+            Answer::Interval { lo: Expr(value), hi: inf(true), lo_closed: op == Rel::Ge, hi_closed: false }
+        }
+        _ => Answer::Interval { lo: inf(false), hi: Expr(value), lo_closed: false, hi_closed: op == Rel::Le },
     })
 }
 
@@ -693,18 +655,12 @@ fn chain(a: Node, r1: Rel, b: Node, r2: Rel, c: Node) -> PResult<Answer> {
     }
     let closed = |r: Rel| r == Rel::Le || r == Rel::Ge;
     match (r1, r2) {
-        (Rel::Lt | Rel::Le, Rel::Lt | Rel::Le) => Ok(Answer::Interval {
-            lo: Expr(a),
-            hi: Expr(c),
-            lo_closed: closed(r1),
-            hi_closed: closed(r2),
-        }),
-        (Rel::Gt | Rel::Ge, Rel::Gt | Rel::Ge) => Ok(Answer::Interval {
-            lo: Expr(c),
-            hi: Expr(a),
-            lo_closed: closed(r2),
-            hi_closed: closed(r1),
-        }),
+        (Rel::Lt | Rel::Le, Rel::Lt | Rel::Le) => {
+            Ok(Answer::Interval { lo: Expr(a), hi: Expr(c), lo_closed: closed(r1), hi_closed: closed(r2) })
+        }
+        (Rel::Gt | Rel::Ge, Rel::Gt | Rel::Ge) => {
+            Ok(Answer::Interval { lo: Expr(c), hi: Expr(a), lo_closed: closed(r2), hi_closed: closed(r1) })
+        }
         _ => Err(ParseError::Unsupported("relation chain")),
     }
 }
@@ -819,9 +775,7 @@ impl Node {
                 let k = k.eval(env, fuel)?;
                 binom(n, k, fuel)?
             }
-            Node::Percent(a) => a
-                .eval(env, fuel)?
-                .mul(Val::Q(Rat::new(1, 100).unwrap_or(Rat::ZERO))),
+            Node::Percent(a) => a.eval(env, fuel)?.mul(Val::Q(Rat::new(1, 100).unwrap_or(Rat::ZERO))),
         })
     }
 }
@@ -864,24 +818,28 @@ fn eval_func(f: Func, x: Val) -> Val {
 }
 
 fn binom(n: Val, k: Val, fuel: &mut Fuel) -> Result<Val, Exhausted> {
-    let (Val::Q(n), Val::Q(k)) = (n, k) else {
-        return Ok(Val::Undef);
+    // Generalised binomial: integer k >= 0, any n: n (n-1) ... (n-k+1) / k!.
+    let k = match k {
+        Val::Q(k) if k.is_integer() && k.numer() >= 0 => k.numer(),
+        _ => return Ok(Val::Undef),
     };
-    if !n.is_integer() || !k.is_integer() || k.numer() < 0 || n.numer() < 0 {
-        return Ok(Val::Undef);
+    let mut k = k;
+    if let Val::Q(nq) = n
+        && nq.is_integer()
+        && nq.numer() >= 0
+    {
+        if k > nq.numer() {
+            return Ok(Val::Q(Rat::ZERO));
+        }
+        k = k.min(nq.numer() - k);
     }
-    let (n, k) = (n.numer(), k.numer());
-    if k > n {
-        return Ok(Val::Q(Rat::ZERO));
-    }
-    let k = k.min(n - k);
     if k > 1000 {
         return Ok(Val::Undef);
     }
     fuel.spend(k.unsigned_abs() as u64)?;
     let mut acc = Val::Q(Rat::ONE);
     for i in 0..k {
-        let num = Val::Q(Rat::int(n - i));
+        let num = n.add(Val::Q(Rat::int(-i)));
         let den = Val::Q(Rat::int(i + 1)).recip();
         acc = acc.mul(num).mul(den);
     }

@@ -85,10 +85,7 @@ impl Rat {
     }
 
     fn neg(self) -> Option<Rat> {
-        Some(Rat {
-            n: self.n.checked_neg()?,
-            d: self.d,
-        })
+        Some(Rat { n: self.n.checked_neg()?, d: self.d })
     }
 
     fn recip(self) -> Option<Rat> {
@@ -233,12 +230,10 @@ impl Val {
         match (self, o) {
             (Val::Undef, _) | (_, Val::Undef) => Val::Undef,
             (Val::Inf(_), x) | (x, Val::Inf(_)) if x.is_zero() => Val::Undef,
-            (Val::Inf(_), _) | (_, Val::Inf(_)) => {
-                match (self.sign_positive(), o.sign_positive()) {
-                    (Some(a), Some(b)) => Val::Inf(a == b),
-                    _ => Val::Undef,
-                }
-            }
+            (Val::Inf(_), _) | (_, Val::Inf(_)) => match (self.sign_positive(), o.sign_positive()) {
+                (Some(a), Some(b)) => Val::Inf(a == b),
+                _ => Val::Undef,
+            },
             (Val::Q(a), Val::Q(b)) => match a.mul(b) {
                 Some(r) => Val::Q(r),
                 None => Val::float(a.to_f64() * b.to_f64()),
@@ -295,6 +290,7 @@ impl Val {
     }
 
     /// Square root (exact for perfect squares).
+    #[cfg(test)]
     pub(crate) fn sqrt(self) -> Val {
         self.root(2)
     }
@@ -399,10 +395,7 @@ mod tests {
         let s = Val::Q(a).add(Val::Q(Rat::new(1, 3).unwrap()));
         assert_eq!(s, Val::Q(Rat::new(5, 6).unwrap()));
         assert_eq!(Val::Q(Rat::int(4)).sqrt(), Val::Q(Rat::int(2)));
-        assert_eq!(
-            Val::Q(Rat::int(8)).pow(Val::Q(Rat::new(-1, 3).unwrap())),
-            Val::Q(Rat::new(1, 2).unwrap())
-        );
+        assert_eq!(Val::Q(Rat::int(8)).pow(Val::Q(Rat::new(-1, 3).unwrap())), Val::Q(Rat::new(1, 2).unwrap()));
     }
 
     #[test]
