@@ -6,13 +6,26 @@
 use crate::error::{BridgeError, Result, ensure_finite};
 use crate::grads::FlatGradients;
 use burn::module::Module;
-use burn::optim::{AdamWConfig, ModuleOptimizer};
+use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
 use serde::{Deserialize, Serialize};
 
-/// AdamW hyper-parameters of one parameter group (θ, θ̂ or w each get their own optimiser).
+/// Which update rule a parameter group uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// AdamW (method.md's decision for θ, θ̂ and w).
+    #[default]
+    AdamW,
+    /// Plain SGD `p ← p − lr·g` (no momentum, no decay): the exact reference in tests.
+    Sgd,
+}
+
+/// Optimiser hyper-parameters of one parameter group (θ, θ̂ or w each get their own optimiser).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdamWSettings {
+    /// The update rule (AdamW by default; `sgd` ignores the betas, eps and weight decay).
+    pub kind: OptimizerKind,
     /// Learning rate (α for θ and θ̂, β for w in the paper's notation).
     pub lr: f64,
     /// First-moment decay.
@@ -29,7 +42,15 @@ pub struct AdamWSettings {
 
 impl Default for AdamWSettings {
     fn default() -> Self {
-        Self { lr: 1e-5, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, max_grad_norm: Some(1.0) }
+        Self {
+            kind: OptimizerKind::AdamW,
+            lr: 1e-5,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            max_grad_norm: Some(1.0),
+        }
     }
 }
 
@@ -64,8 +85,16 @@ impl AdamWSettings {
         Ok(())
     }
 
-    /// A burn AdamW optimiser with these settings (the learning rate is passed at each step).
+    /// Plain SGD with learning rate `lr` and no clipping (exact reference computations).
+    pub fn sgd(lr: f64) -> Self {
+        Self { kind: OptimizerKind::Sgd, lr, max_grad_norm: None, ..Self::default() }
+    }
+
+    /// A burn optimiser with these settings (the learning rate is passed at each step).
     pub fn build(&self) -> ModuleOptimizer {
+        if self.kind == OptimizerKind::Sgd {
+            return SgdConfig::new().init();
+        }
         AdamWConfig::new()
             .with_beta_1(self.beta1 as f32)
             .with_beta_2(self.beta2 as f32)

@@ -183,7 +183,7 @@ impl DataCursor {
     }
 
     /// The next `n` examples of `source`.
-    pub fn next_batch<S: ExampleSource>(&mut self, source: &S, n: usize) -> Result<Vec<S::Example>> {
+    pub fn next_batch<S: ExampleSource + ?Sized>(&mut self, source: &S, n: usize) -> Result<Vec<S::Example>> {
         self.next_indices(source.len(), n)?.into_iter().map(|i| source.get(i)).collect()
     }
 

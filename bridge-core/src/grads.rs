@@ -6,7 +6,7 @@
 //! keyed by [`ParamId`], and converts back to [`GradientsParams`] for an optimiser.
 
 use crate::error::{BridgeError, Result};
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Gradients, Tensor};
 use std::collections::BTreeMap;
@@ -65,6 +65,28 @@ impl FlatGradients {
     /// The gradients of `module`'s parameters taken out of a backward pass's `grads`.
     pub fn from_backward<M: Module>(grads: &mut Gradients, module: &M) -> Self {
         Self::from_params(&GradientsParams::from_module(grads, module), module)
+    }
+
+    /// Like [`Self::from_backward`], but every float parameter of `module` is present: those the
+    /// loss does not reach get a zero gradient. Gradients of one group from different losses can
+    /// then always be added.
+    pub fn from_backward_dense<M: Module>(grads: &mut Gradients, module: &M) -> Self {
+        struct Fill<'a> {
+            out: &'a mut BTreeMap<ParamId, FlatEntry>,
+        }
+        impl ModuleVisitor for Fill<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.out.entry(param.id).or_insert_with(|| {
+                    let value = param.val();
+                    let shape = value.dims().to_vec();
+                    let n = shape.iter().product::<usize>();
+                    FlatEntry { values: Tensor::<1>::zeros([n], &value.device()), shape }
+                });
+            }
+        }
+        let mut g = Self::from_backward(grads, module);
+        module.visit(&mut Fill { out: &mut g.entries });
+        g
     }
 
     /// Converts back to [`GradientsParams`] for an optimiser step on `module`.
@@ -180,6 +202,44 @@ impl FlatGradients {
     }
 }
 
+/// A copy of `module` whose parameters are new leaves with *new* ids.
+///
+/// `module.clone()` shares parameter ids with the original, so gradients and optimiser states of
+/// the two would be confused. BRIDGE's RL-only base θ̂ starts as such an independent copy of θ₀.
+pub fn independent_copy<M: Module>(module: &M) -> M {
+    struct Fresh;
+    impl ModuleMapper for Fresh {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            Param::from_tensor(param.val().detach())
+        }
+    }
+    module.clone().map(&mut Fresh)
+}
+
+/// Moves `module` along `direction` by `scale`, without an optimiser: `p ← p + scale·d`.
+///
+/// Used for reference computations (plain gradient steps written as in the paper).
+pub fn step_along<M: Module>(module: M, direction: &FlatGradients, scale: f64) -> M {
+    struct Step<'a> {
+        d: &'a FlatGradients,
+        scale: f64,
+    }
+    impl ModuleMapper for Step<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            match self.d.entries.get(&param.id) {
+                Some(e) => {
+                    let dims: [usize; D] = param.val().dims();
+                    let delta = e.values.clone().reshape(dims).mul_scalar(self.scale);
+                    let id = param.id;
+                    Param::initialized(id, (param.val() + delta).detach().require_grad())
+                }
+                None => param,
+            }
+        }
+    }
+    module.map(&mut Step { d: direction, scale })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +284,37 @@ mod tests {
         assert_eq!(ga.dims(), [2, 2]);
         let v: Vec<f32> = ga.into_data().try_to_vec().unwrap();
         assert_eq!(v, vec![2.0, 4.0, 6.0, 8.0]);
+    }
+
+    #[test]
+    fn independent_copies_have_their_own_ids_and_gradients() {
+        let device = Device::flex().autodiff();
+        let m = two(&device);
+        let c = independent_copy(&m);
+        assert_ne!(m.a.id, c.a.id);
+        let loss = m.a.val().sum() + c.a.val().sum().mul_scalar(2.0);
+        let mut grads = loss.backward();
+        let gm = FlatGradients::from_backward(&mut grads, &m);
+        let gc = FlatGradients::from_backward(&mut grads, &c);
+        assert_relative_eq!(gm.norm(), 2.0, epsilon = 1e-6); // four ones
+        assert_relative_eq!(gc.norm(), 4.0, epsilon = 1e-6); // four twos
+        let moved = step_along(c, &gc, -0.5);
+        let v: Vec<f32> = moved.a.val().into_data().try_to_vec().unwrap();
+        assert_eq!(v, vec![0.0, 1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn dense_gradients_fill_unreached_parameters_with_zeros() {
+        let device = Device::flex().autodiff();
+        let m = two(&device);
+        let mut grads = m.a.val().sum().backward();
+        let dense = FlatGradients::from_backward_dense(&mut grads, &m);
+        assert_eq!(dense.len(), 2);
+        let b: Vec<f32> = dense.get(m.b.id).unwrap().into_data().try_to_vec().unwrap();
+        assert_eq!(b, vec![0.0; 3]);
+        let mut grads = (m.a.val().sum() + m.b.val().sum()).backward();
+        let full = FlatGradients::from_backward(&mut grads, &m);
+        assert!(dense.add(&full).is_ok());
     }
 
     #[test]

@@ -31,11 +31,11 @@ pub mod schedule;
 pub mod seed;
 pub mod testing;
 
-pub use config::{AdamWSettings, GroupOptimizer};
+pub use config::{AdamWSettings, GroupOptimizer, OptimizerKind};
 pub use data::{DataCursor, ExampleSource, InMemorySource, Metadata, PromptSource, RlPrompt, SftExample, SftSource};
 pub use device::DeviceChoice;
 pub use error::{BridgeError, Result};
-pub use grads::FlatGradients;
+pub use grads::{FlatGradients, independent_copy, step_along};
 pub use outer::{AdapterGradTerms, CooperativeGain, JointSftRl, OuterObjective, TermWeights};
 pub use policy::{
     CausalLm, ChatMessage, Completion, FinishReason, ParamGroups, SamplingParams, SequenceBatch, TextCodec,

@@ -13,6 +13,25 @@
 //! | [`step`] | [`sft_loss`] for any trainer, and [`SftTrainer`], the standalone SFT baseline |
 //!
 //! Losses are *minimised*: the SFT loss is `−J_SFT` normalised per target token (by default).
+//!
+//! ```
+//! use bridge_core::testing::{BigramLm, CharCodec};
+//! use bridge_core::{BridgeRng, CausalLm, SftExample};
+//! use bridge_sft::{SftBatcher, SftTokenizer, TokenizeConfig, sft_loss};
+//! use burn::tensor::Device;
+//!
+//! let device = Device::flex().autodiff();
+//! let lm = BigramLm::new(CharCodec::new("abc"));
+//! let base = lm.init_base(1.0, &device, &mut BridgeRng::seed_from_u64(0));
+//! let examples = [SftExample { id: "0".into(), prompt: "ab".into(), completion: "c".into() }];
+//! let config = TokenizeConfig::default(); // EOS appended, no length limit
+//! let tokenizer = SftTokenizer::new(lm.codec(), &config)?;
+//! let batch = SftBatcher::new(tokenizer, lm.codec(), false)?.batch(&examples)?.expect("one example kept");
+//! let out = sft_loss(&lm, &base, None, &batch.batch)?;
+//! assert_eq!(out.num_tokens, 2); // `c` and <eos>; the prompt is not scored
+//! let _grads = out.loss.backward();
+//! # Ok::<(), bridge_core::BridgeError>(())
+//! ```
 
 pub mod batch;
 pub mod data;

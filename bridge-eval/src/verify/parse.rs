@@ -182,13 +182,9 @@ fn as_text(s: &str) -> Option<String> {
     if !s.chars().all(|c| c.is_ascii_alphabetic() || matches!(c, ' ' | '-' | '\'' | '.' | '!' | '?' | ',')) {
         return None;
     }
-    let has_word = s
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .any(|w| {
-            (w.len() >= 3 || w.eq_ignore_ascii_case("no"))
-                && !MATH_WORDS.contains(&w)
-                && !matches!(w, "infinity" | "infty")
-        });
+    let has_word = s.split(|c: char| !c.is_ascii_alphabetic()).any(|w| {
+        (w.len() >= 3 || w.eq_ignore_ascii_case("no")) && !MATH_WORDS.contains(&w) && !matches!(w, "infinity" | "infty")
+    });
     if !has_word {
         return None;
     }

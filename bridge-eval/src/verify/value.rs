@@ -112,7 +112,7 @@ impl Rat {
         if k == 0 {
             return None;
         }
-        if self.n < 0 && k % 2 == 0 {
+        if self.n < 0 && k.is_multiple_of(2) {
             return None;
         }
         let neg = self.n < 0;
@@ -279,7 +279,7 @@ impl Val {
                 } else if e.n < 0 {
                     Val::Q(Rat::ZERO)
                 } else {
-                    Val::Inf(p || e.n % 2 == 0)
+                    Val::Inf(p || e.n.unsigned_abs().is_multiple_of(2))
                 }
             }
             (a, b) => match (a.to_f64(), b.to_f64()) {
@@ -340,7 +340,7 @@ fn root_f64(x: f64, k: u32) -> Val {
         return Val::Undef;
     }
     if x < 0.0 {
-        if k % 2 == 1 {
+        if !k.is_multiple_of(2) {
             return Val::float(-(-x).powf(1.0 / f64::from(k)));
         }
         return Val::Undef;
@@ -358,7 +358,7 @@ fn exact_pow(b: Rat, e: Rat) -> Option<Rat> {
         return if e.n > 0 { Some(Rat::ZERO) } else { None };
     }
     if b.n.abs() == 1 && b.d == 1 && den == 1 {
-        let r = if b.n < 0 && num % 2 == 1 { -1 } else { 1 };
+        let r = if b.n < 0 && !num.is_multiple_of(2) { -1 } else { 1 };
         return Some(Rat::int(r));
     }
     if num > MAX_EXACT_EXPONENT {

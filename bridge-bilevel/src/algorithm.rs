@@ -1,0 +1,328 @@
+//! Training algorithms on the bridge-core traits: the [`TrainingAlgorithm`] trait, the step
+//! context, shared building blocks, and the baselines of method.md §5.
+//!
+//! An algorithm advances a [`TrainState`] by one step, drawing SFT batches and RL rollouts
+//! through the [`StepContext`]. The built-ins are [`SftOnly`], [`RlZero`], [`ColdStart`],
+//! [`NaiveAlternating`], [`SftRlMixing`] and BRIDGE ([`crate::Bridge`], whose ablation without
+//! the meta objective is `Bridge` with [`bridge_core::JointSftRl`]). A new algorithm in another
+//! crate implements [`TrainingAlgorithm`] with the same public helpers
+//! ([`next_sft_batch`], [`next_rollouts`], [`apply_all`]).
+
+use crate::state::TrainState;
+use bridge_core::{
+    BridgeError, CausalLm, ExampleSource, FlatGradients, GroupOptimizer, PromptSource, Result, RewardFunction,
+    SequenceBatch, TokenSequence, error::ensure_finite,
+};
+use bridge_rl::{GrpoConfig, GrpoStepMetrics, Rollouts, collect_rollouts, grpo_loss};
+use bridge_sft::sft_loss;
+use burn::module::Module;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Named scalar metrics of one step (one JSONL line, with `step` added by the loop).
+pub type Metrics = BTreeMap<String, f64>;
+
+/// Everything a step may read: the model architecture, the data and the settings.
+pub struct StepContext<'a, L: CausalLm> {
+    /// The architecture (weights live in the [`TrainState`]).
+    pub lm: &'a L,
+    /// Tokenised SFT examples (`D_SFT`).
+    pub sft: &'a dyn ExampleSource<Example = TokenSequence>,
+    /// RL prompts with references (`D_RL`).
+    pub prompts: &'a dyn PromptSource,
+    /// The verifiable reward.
+    pub reward: &'a dyn RewardFunction,
+    /// GRPO settings (rollouts and loss).
+    pub rl: &'a GrpoConfig,
+    /// SFT examples per step.
+    pub sft_batch_size: usize,
+    /// λ for this step (from the schedule).
+    pub lambda: f64,
+}
+
+/// What an algorithm needs in the [`TrainState`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// The adapter w and its optimiser.
+    pub adapter: bool,
+    /// The RL-only base θ̂ and its optimiser.
+    pub theta_hat: bool,
+    /// A second optimiser for θ's SFT updates.
+    pub theta_sft_optimizer: bool,
+}
+
+/// One training algorithm: advances the state by one step.
+pub trait TrainingAlgorithm<L: CausalLm> {
+    /// A short name (`bridge`, `rl_zero`, …).
+    fn name(&self) -> &str;
+
+    /// Which parts of the state the algorithm uses.
+    fn needs(&self) -> Needs;
+
+    /// One optimisation step; returns its metrics.
+    fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics>;
+}
+
+/// The next SFT batch (`sft_batch_size` tokenised examples from the state's SFT cursor).
+pub fn next_sft_batch<L: CausalLm>(ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<SequenceBatch> {
+    let rows = state.sft_cursor.next_batch(ctx.sft, ctx.sft_batch_size)?;
+    SequenceBatch::new(rows, ctx.lm.codec().pad_token_id())
+}
+
+/// Rollouts of the next RL prompts, sampled from `π(·; base, adapter)` with the state's RNG.
+pub fn next_rollouts<L: CausalLm>(
+    ctx: &StepContext<'_, L>,
+    rl_cursor: &mut bridge_core::DataCursor,
+    rng: &mut bridge_core::BridgeRng,
+    base: &L::Base,
+    adapter: Option<&L::Adapter>,
+) -> Result<Rollouts> {
+    let prompts = rl_cursor.next_batch(ctx.prompts, ctx.rl.prompts_per_step)?;
+    collect_rollouts(ctx.lm, base, adapter, &prompts, &ctx.rl.sampling, ctx.reward, ctx.rl.advantage_scaling, rng)
+}
+
+/// Adds the rollout statistics (reward, lengths, zero-std groups, generation time) to `m`.
+pub fn record_rollouts(m: &mut Metrics, prefix: &str, rollouts: &Rollouts) {
+    let r = GrpoStepMetrics::from_rollouts(0, rollouts);
+    for (k, v) in [
+        ("reward_mean", r.reward_mean),
+        ("reward_std", r.reward_std),
+        ("skipped", r.skipped as f64),
+        ("zero_std_fraction", r.zero_std_fraction),
+        ("completion_len_mean", r.completion_len_mean),
+        ("completion_len_min", r.completion_len_min as f64),
+        ("completion_len_max", r.completion_len_max as f64),
+        ("truncated_fraction", r.truncated_fraction),
+    ] {
+        m.insert(format!("{prefix}{k}"), v);
+    }
+    *m.entry("generation_seconds".into()).or_insert(0.0) += r.generation_seconds;
+}
+
+/// The GRPO loss at `(base, adapter)` on rollouts, with its statistics recorded under `prefix`
+/// (`None` when no completion token takes part in the loss).
+#[allow(clippy::too_many_arguments)]
+pub fn rl_loss<L: CausalLm>(
+    ctx: &StepContext<'_, L>,
+    base: &L::Base,
+    adapter: Option<&L::Adapter>,
+    reference: Option<&L::Base>,
+    rollouts: &Rollouts,
+    m: &mut Metrics,
+    prefix: &str,
+    step: u64,
+) -> Result<Option<burn::tensor::Tensor<1>>> {
+    let batch = rollouts.training_batch(ctx.lm.codec().pad_token_id(), ctx.rl.mask_truncated)?;
+    let tokens = batch.num_loss_tokens();
+    m.insert(format!("{prefix}tokens"), tokens as f64);
+    if tokens == 0 {
+        return Ok(None);
+    }
+    let (out, entropy) = grpo_loss(ctx.lm, base, adapter, &batch, reference, &ctx.rl.loss, ctx.rl.log_entropy)?;
+    let s = &out.stats;
+    ensure_finite(&format!("{prefix}rl_loss"), s.loss, step)?;
+    for (k, v) in [
+        ("rl_loss", s.loss),
+        ("surrogate", s.surrogate),
+        ("kl", s.kl),
+        ("ratio_mean", s.ratio_mean),
+        ("clip_fraction", s.clip_fraction),
+        ("clip_low_fraction", s.clip_low_fraction),
+        ("clip_high_fraction", s.clip_high_fraction),
+    ] {
+        m.insert(format!("{prefix}{k}"), v);
+    }
+    if let Some(e) = entropy {
+        m.insert(format!("{prefix}entropy"), e);
+    }
+    Ok(Some(out.loss))
+}
+
+/// One update of a parameter group: the module, its optimiser, and its loss gradient.
+pub struct GroupUpdate<'a, M> {
+    /// Metric name of the gradient norm.
+    pub name: &'a str,
+    /// The optimiser.
+    pub optim: &'a mut GroupOptimizer,
+    /// The module (taken out of the state; put back by the caller).
+    pub module: M,
+    /// The gradient of the loss (parameters move along its negative).
+    pub grads: FlatGradients,
+}
+
+/// Clips and checks every group's gradient first, then applies them all: a non-finite gradient
+/// in any group stops the step before any weight changes.
+pub fn apply_all<M: Module>(updates: Vec<GroupUpdate<'_, M>>, step: u64, m: &mut Metrics) -> Result<Vec<M>> {
+    let mut clipped = Vec::with_capacity(updates.len());
+    for u in &updates {
+        let (g, norm) = u.optim.clip(&u.grads, step)?;
+        m.insert(format!("grad_norm_{}", u.name), norm);
+        clipped.push(g);
+    }
+    Ok(updates.into_iter().zip(clipped).map(|(u, g)| u.optim.apply(u.module, &g)).collect())
+}
+
+fn one_group<M: Module>(
+    name: &str,
+    optim: &mut GroupOptimizer,
+    module: M,
+    grads: FlatGradients,
+    step: u64,
+    m: &mut Metrics,
+) -> Result<M> {
+    let mut out = apply_all(vec![GroupUpdate { name, optim, module, grads }], step, m)?;
+    out.pop().ok_or_else(|| BridgeError::InvalidInput("no group updated".into()))
+}
+
+/// SFT on θ: `θ ← θ + α ∇_θ J_SFT(θ)` (the SFT baseline).
+#[derive(Clone, Debug, Default)]
+pub struct SftOnly;
+
+/// One SFT step on θ with optimiser `optim` (shared by [`SftOnly`], [`ColdStart`] and
+/// [`NaiveAlternating`]).
+fn sft_step<L: CausalLm>(ctx: &StepContext<'_, L>, state: &mut TrainState<L>, use_sft_optim: bool) -> Result<Metrics> {
+    let mut m = Metrics::new();
+    let start = Instant::now();
+    let batch = next_sft_batch(ctx, state)?;
+    let out = sft_loss(ctx.lm, &state.theta, None, &batch)?;
+    ensure_finite("sft_loss", out.value, state.step)?;
+    m.insert("sft_loss".into(), out.value);
+    m.insert("sft_tokens".into(), out.num_tokens as f64);
+    let g = FlatGradients::from_backward(&mut out.loss.backward(), &state.theta);
+    let optim = match (use_sft_optim, state.optim.theta_sft.as_mut()) {
+        (true, Some(o)) => o,
+        _ => &mut state.optim.theta,
+    };
+    state.theta = one_group("theta", optim, state.theta.clone(), g, state.step, &mut m)?;
+    *m.entry("training_seconds".into()).or_insert(0.0) += start.elapsed().as_secs_f64();
+    Ok(m)
+}
+
+/// One GRPO step on θ.
+fn rl_step<L: CausalLm>(ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
+    let mut m = Metrics::new();
+    let rollouts = next_rollouts(ctx, &mut state.rl_cursor, &mut state.rollout_rng, &state.theta, None)?;
+    record_rollouts(&mut m, "", &rollouts);
+    let start = Instant::now();
+    for _ in 0..ctx.rl.epochs_per_batch {
+        let loss = rl_loss(ctx, &state.theta, None, state.reference.as_ref(), &rollouts, &mut m, "", state.step)?;
+        let Some(loss) = loss else { break };
+        let g = FlatGradients::from_backward(&mut loss.backward(), &state.theta);
+        state.theta = one_group("theta", &mut state.optim.theta, state.theta.clone(), g, state.step, &mut m)?;
+    }
+    *m.entry("training_seconds".into()).or_insert(0.0) += start.elapsed().as_secs_f64();
+    Ok(m)
+}
+
+impl<L: CausalLm> TrainingAlgorithm<L> for SftOnly {
+    fn name(&self) -> &str {
+        "sft"
+    }
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+    fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
+        sft_step(ctx, state, false)
+    }
+}
+
+/// GRPO on θ from the base model (RL-zero).
+#[derive(Clone, Debug, Default)]
+pub struct RlZero;
+
+impl<L: CausalLm> TrainingAlgorithm<L> for RlZero {
+    fn name(&self) -> &str {
+        "rl_zero"
+    }
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+    fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
+        rl_step(ctx, state)
+    }
+}
+
+/// SFT for `sft_steps` steps, then GRPO (the two-stage pipeline).
+#[derive(Clone, Debug)]
+pub struct ColdStart {
+    /// Length of the SFT stage in steps.
+    pub sft_steps: u64,
+}
+
+impl<L: CausalLm> TrainingAlgorithm<L> for ColdStart {
+    fn name(&self) -> &str {
+        "cold_start"
+    }
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+    fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
+        let mut m = if state.step < self.sft_steps { sft_step(ctx, state, false)? } else { rl_step(ctx, state)? };
+        m.insert("stage".into(), if state.step < self.sft_steps { 0.0 } else { 1.0 });
+        Ok(m)
+    }
+}
+
+/// Each step: one GRPO step, then one SFT step, both on θ, each with its own optimiser.
+#[derive(Clone, Debug, Default)]
+pub struct NaiveAlternating;
+
+impl<L: CausalLm> TrainingAlgorithm<L> for NaiveAlternating {
+    fn name(&self) -> &str {
+        "alternating"
+    }
+    fn needs(&self) -> Needs {
+        Needs { theta_sft_optimizer: true, ..Needs::default() }
+    }
+    fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
+        let mut m = rl_step(ctx, state)?;
+        let sft = sft_step(ctx, state, true)?;
+        for (k, v) in sft {
+            match k.as_str() {
+                "training_seconds" => *m.entry(k).or_insert(0.0) += v,
+                "grad_norm_theta" => {
+                    m.insert("grad_norm_theta_sft".into(), v);
+                }
+                _ => {
+                    m.insert(k, v);
+                }
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// One stage with the loss `−(J_RL + μ·J_SFT)` on θ.
+#[derive(Clone, Debug)]
+pub struct SftRlMixing {
+    /// Weight μ of the SFT term.
+    pub mu: f64,
+}
+
+impl<L: CausalLm> TrainingAlgorithm<L> for SftRlMixing {
+    fn name(&self) -> &str {
+        "mixing"
+    }
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+    fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
+        let mut m = Metrics::new();
+        let rollouts = next_rollouts(ctx, &mut state.rl_cursor, &mut state.rollout_rng, &state.theta, None)?;
+        record_rollouts(&mut m, "", &rollouts);
+        let start = Instant::now();
+        let batch = next_sft_batch(ctx, state)?;
+        let sft = sft_loss(ctx.lm, &state.theta, None, &batch)?;
+        ensure_finite("sft_loss", sft.value, state.step)?;
+        m.insert("sft_loss".into(), sft.value);
+        let rl = rl_loss(ctx, &state.theta, None, state.reference.as_ref(), &rollouts, &mut m, "", state.step)?;
+        let loss = match rl {
+            Some(rl) => rl + sft.loss.mul_scalar(self.mu),
+            None => sft.loss.mul_scalar(self.mu),
+        };
+        let g = FlatGradients::from_backward(&mut loss.backward(), &state.theta);
+        state.theta = one_group("theta", &mut state.optim.theta, state.theta.clone(), g, state.step, &mut m)?;
+        m.insert("training_seconds".into(), start.elapsed().as_secs_f64());
+        Ok(m)
+    }
+}

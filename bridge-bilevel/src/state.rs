@@ -1,0 +1,241 @@
+//! Everything a run carries from step to step, and its checkpoints.
+//!
+//! A [`TrainState`] holds the weights (θ, θ̂, w, the frozen reference), one optimiser per
+//! parameter group, the rollout RNG, both data cursors and the step counter. A checkpoint holds
+//! *all* of it, so that `k` steps + resume + `N−k` steps equal `N` steps exactly.
+//!
+//! Checkpoints are written atomically: into `checkpoints/step-NNNNNNNN.tmp/`, then renamed to
+//! `checkpoints/step-NNNNNNNN/`, then `checkpoints/latest` is replaced (temp file + rename). A
+//! run killed at any moment leaves the previous checkpoint complete and `latest` pointing at a
+//! complete directory.
+
+use bridge_core::{BridgeError, BridgeRng, CausalLm, DataCursor, GroupOptimizer, Result};
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// One optimiser per parameter group.
+#[derive(Clone)]
+pub struct Optimizers {
+    /// θ (learning rate α).
+    pub theta: GroupOptimizer,
+    /// θ̂, BRIDGE's RL-only base (learning rate α).
+    pub theta_hat: Option<GroupOptimizer>,
+    /// w, the adapter (learning rate β).
+    pub adapter: Option<GroupOptimizer>,
+    /// θ's SFT optimiser of naive alternating (its own learning rate and moments).
+    pub theta_sft: Option<GroupOptimizer>,
+}
+
+/// The mutable state of a run.
+pub struct TrainState<L: CausalLm> {
+    /// The base θ.
+    pub theta: L::Base,
+    /// The RL-only base θ̂ (BRIDGE only).
+    pub theta_hat: Option<L::Base>,
+    /// The adapter w.
+    pub adapter: Option<L::Adapter>,
+    /// The frozen reference π_ref = θ₀ (only when the KL coefficient is non-zero).
+    pub reference: Option<L::Base>,
+    /// The optimisers.
+    pub optim: Optimizers,
+    /// Rollout sampling RNG.
+    pub rollout_rng: BridgeRng,
+    /// Position in the SFT data.
+    pub sft_cursor: DataCursor,
+    /// Position in the RL prompts.
+    pub rl_cursor: DataCursor,
+    /// Steps completed.
+    pub step: u64,
+}
+
+/// The host-side part of a checkpoint (`state.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Steps completed.
+    pub step: u64,
+    /// Rollout RNG.
+    pub rollout_rng: BridgeRng,
+    /// SFT cursor.
+    pub sft_cursor: DataCursor,
+    /// RL cursor.
+    pub rl_cursor: DataCursor,
+    /// Which weights the checkpoint holds.
+    pub has_theta_hat: bool,
+    /// Whether `adapter.bpk` is present.
+    pub has_adapter: bool,
+    /// Whether `reference.bpk` is present.
+    pub has_reference: bool,
+    /// Free-form data of the caller (e.g. the resolved config's digest, wall time so far).
+    #[serde(default)]
+    pub extra: serde_json::Value,
+}
+
+fn record_err(path: &Path, e: impl std::fmt::Debug) -> BridgeError {
+    BridgeError::checkpoint(path, format!("{e:?}"))
+}
+
+fn save_module<M: Module>(module: &M, path: &Path) -> Result<()> {
+    module.clone().into_record().save(path).map_err(|e| record_err(path, e))
+}
+
+fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
+    let record = ModuleRecord::load(path).map_err(|e| record_err(path, e))?;
+    module.try_load_record(record).map_err(|e| record_err(path, e))
+}
+
+fn save_optim(optim: &GroupOptimizer, path: &Path) -> Result<()> {
+    optim.optimizer().save(path).map_err(|e| record_err(path, e))
+}
+
+fn load_optim(optim: &mut GroupOptimizer, path: &Path) -> Result<()> {
+    let loaded = optim.optimizer().clone().load(path).map_err(|e| record_err(path, e))?;
+    optim.set_optimizer(loaded);
+    Ok(())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes).map_err(|e| BridgeError::io(&tmp, e))?;
+    fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| BridgeError::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| BridgeError::io(path, e))
+}
+
+/// Name of the checkpoint directory of `step`.
+pub fn checkpoint_name(step: u64) -> String {
+    format!("step-{step:08}")
+}
+
+impl<L: CausalLm> TrainState<L> {
+    /// Writes a complete checkpoint under `dir/checkpoints/`, atomically, and keeps only the
+    /// newest `keep` checkpoints. Returns the checkpoint's directory.
+    pub fn save_checkpoint(&self, dir: &Path, keep: usize, extra: serde_json::Value) -> Result<PathBuf> {
+        let root = dir.join("checkpoints");
+        fs::create_dir_all(&root).map_err(|e| BridgeError::io(&root, e))?;
+        let name = checkpoint_name(self.step);
+        let final_dir = root.join(&name);
+        let tmp = root.join(format!("{name}.tmp"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| BridgeError::io(&tmp, e))?;
+        }
+        fs::create_dir_all(&tmp).map_err(|e| BridgeError::io(&tmp, e))?;
+        save_module(&self.theta, &tmp.join("theta.bpk"))?;
+        save_optim(&self.optim.theta, &tmp.join("optim-theta.bpk"))?;
+        if let Some(m) = &self.theta_hat {
+            save_module(m, &tmp.join("theta_hat.bpk"))?;
+        }
+        if let Some(o) = &self.optim.theta_hat {
+            save_optim(o, &tmp.join("optim-theta_hat.bpk"))?;
+        }
+        if let Some(m) = &self.adapter {
+            save_module(m, &tmp.join("adapter.bpk"))?;
+        }
+        if let Some(o) = &self.optim.adapter {
+            save_optim(o, &tmp.join("optim-adapter.bpk"))?;
+        }
+        if let Some(o) = &self.optim.theta_sft {
+            save_optim(o, &tmp.join("optim-theta_sft.bpk"))?;
+        }
+        if let Some(m) = &self.reference {
+            save_module(m, &tmp.join("reference.bpk"))?;
+        }
+        let meta = CheckpointMeta {
+            step: self.step,
+            rollout_rng: self.rollout_rng.clone(),
+            sft_cursor: self.sft_cursor.clone(),
+            rl_cursor: self.rl_cursor.clone(),
+            has_theta_hat: self.theta_hat.is_some(),
+            has_adapter: self.adapter.is_some(),
+            has_reference: self.reference.is_some(),
+            extra,
+        };
+        let json = serde_json::to_vec_pretty(&meta).map_err(|e| BridgeError::checkpoint(&tmp, e.to_string()))?;
+        write_atomic(&tmp.join("state.json"), &json)?;
+        if final_dir.exists() {
+            fs::remove_dir_all(&final_dir).map_err(|e| BridgeError::io(&final_dir, e))?;
+        }
+        fs::rename(&tmp, &final_dir).map_err(|e| BridgeError::io(&final_dir, e))?;
+        write_atomic(&root.join("latest"), name.as_bytes())?;
+        prune(&root, keep)?;
+        Ok(final_dir)
+    }
+
+    /// Loads the checkpoint in `checkpoint_dir` into this state (whose modules must have the
+    /// checkpoint's architecture; their values and parameter ids are replaced).
+    pub fn load_checkpoint(mut self, checkpoint_dir: &Path) -> Result<(Self, CheckpointMeta)> {
+        let meta_path = checkpoint_dir.join("state.json");
+        let bytes = fs::read(&meta_path).map_err(|e| BridgeError::io(&meta_path, e))?;
+        let meta: CheckpointMeta = serde_json::from_slice(&bytes)
+            .map_err(|e| BridgeError::checkpoint(&meta_path, format!("state.json: {e}")))?;
+        let mismatch = |what: &str| {
+            BridgeError::checkpoint(checkpoint_dir, format!("the checkpoint and the run disagree on {what}"))
+        };
+        if meta.has_theta_hat != self.theta_hat.is_some() {
+            return Err(mismatch("θ̂ (the algorithm differs)"));
+        }
+        if meta.has_adapter != self.adapter.is_some() {
+            return Err(mismatch("the adapter"));
+        }
+        if meta.has_reference != self.reference.is_some() {
+            return Err(mismatch("the reference model (KL coefficient)"));
+        }
+        self.theta = load_module(self.theta, &checkpoint_dir.join("theta.bpk"))?;
+        load_optim(&mut self.optim.theta, &checkpoint_dir.join("optim-theta.bpk"))?;
+        if let Some(m) = self.theta_hat.take() {
+            self.theta_hat = Some(load_module(m, &checkpoint_dir.join("theta_hat.bpk"))?);
+        }
+        if let Some(o) = self.optim.theta_hat.as_mut() {
+            load_optim(o, &checkpoint_dir.join("optim-theta_hat.bpk"))?;
+        }
+        if let Some(m) = self.adapter.take() {
+            self.adapter = Some(load_module(m, &checkpoint_dir.join("adapter.bpk"))?);
+        }
+        if let Some(o) = self.optim.adapter.as_mut() {
+            load_optim(o, &checkpoint_dir.join("optim-adapter.bpk"))?;
+        }
+        if let Some(o) = self.optim.theta_sft.as_mut() {
+            load_optim(o, &checkpoint_dir.join("optim-theta_sft.bpk"))?;
+        }
+        if let Some(m) = self.reference.take() {
+            self.reference = Some(load_module(m, &checkpoint_dir.join("reference.bpk"))?);
+        }
+        self.step = meta.step;
+        self.rollout_rng = meta.rollout_rng.clone();
+        self.sft_cursor = meta.sft_cursor.clone();
+        self.rl_cursor = meta.rl_cursor.clone();
+        Ok((self, meta))
+    }
+}
+
+/// The newest complete checkpoint of the run in `dir` (`None` when there is none).
+pub fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
+    let root = dir.join("checkpoints");
+    let latest = root.join("latest");
+    if !latest.exists() {
+        return Ok(None);
+    }
+    let name = fs::read_to_string(&latest).map_err(|e| BridgeError::io(&latest, e))?;
+    let path = root.join(name.trim());
+    if !path.join("state.json").exists() {
+        return Err(BridgeError::checkpoint(&path, "`latest` names a checkpoint without state.json"));
+    }
+    Ok(Some(path))
+}
+
+fn prune(root: &Path, keep: usize) -> Result<()> {
+    let mut complete: Vec<PathBuf> = fs::read_dir(root)
+        .map_err(|e| BridgeError::io(root, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
+        })
+        .collect();
+    complete.sort();
+    let excess = complete.len().saturating_sub(keep.max(1));
+    for old in &complete[..excess] {
+        fs::remove_dir_all(old).map_err(|e| BridgeError::io(old, e))?;
+    }
+    Ok(())
+}
