@@ -1,1 +1,27 @@
-//! bridge facade
+//! # bridge
+//!
+//! Training LLM reasoners with BRIDGE — cooperative SFT and RL through bilevel optimisation
+//! (Chen et al., arXiv 2509.06948) — and every baseline it is measured against, on burn.
+//!
+//! This facade re-exports the workspace's crates and holds the application layer the examples
+//! are thin binaries over: [`train`] (a run from a TOML config) and [`quickstart`] (the
+//! end-to-end comparison of `examples/quickstart.rs`).
+//!
+//! | crate | re-exported as | what it holds |
+//! |---|---|---|
+//! | `bridge-core` | [`core`] | traits: policy, reward, data sources, outer objective, λ schedule |
+//! | `bridge-models` | [`models`] | Llama/Qwen2/Qwen3 decoders, LoRA, HF and GGUF weights, tokenizers |
+//! | `bridge-sft` | [`sft`] | the SFT objective and trainer |
+//! | `bridge-rl` | [`rl`] | GRPO and its variants |
+//! | `bridge-bilevel` | [`bilevel`] | BRIDGE and the baselines, checkpoints |
+//! | `bridge-eval` | [`eval`] | verifier, rewards, benchmark runner, metrics and plots |
+
+pub use bridge_bilevel as bilevel;
+pub use bridge_core as core;
+pub use bridge_eval as eval;
+pub use bridge_models as models;
+pub use bridge_rl as rl;
+pub use bridge_sft as sft;
+
+pub mod quickstart;
+pub mod train;

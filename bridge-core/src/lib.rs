@@ -18,6 +18,7 @@
 //! objectives are *ascent* directions; a trainer that "moves θ along g" feeds `−g` to an
 //! optimiser as the gradient of a loss.
 
+pub mod codec;
 pub mod config;
 pub mod data;
 pub mod device;
@@ -31,6 +32,7 @@ pub mod schedule;
 pub mod seed;
 pub mod testing;
 
+pub use codec::CharCodec;
 pub use config::{AdamWSettings, GroupOptimizer, OptimizerKind};
 pub use data::{DataCursor, ExampleSource, InMemorySource, Metadata, PromptSource, RlPrompt, SftExample, SftSource};
 pub use device::DeviceChoice;

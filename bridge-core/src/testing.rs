@@ -6,10 +6,11 @@
 //! * [`BigramLm`]: a [`CausalLm`] whose base θ is a `[V, V]` table of next-token logits and whose
 //!   adapter w is a LoRA pair `(A, B)` adding `scale · A·B` to the table. Exact log-probs,
 //!   entropies and sampling; gradients reach θ and w like a real model's.
-//! * [`CharCodec`]: a [`TextCodec`] mapping each character of an alphabet to one token.
+//! * [`CharCodec`] (re-exported from [`crate::codec`]): one token per character of an alphabet.
 //! * [`ExactMatchReward`], [`FnReward`]: [`RewardFunction`]s.
 //! * [`ProjectedCooperativeGain`]: a non-linear [`OuterObjective`].
 
+pub use crate::codec::CharCodec;
 use crate::data::RlPrompt;
 use crate::error::{BridgeError, Result};
 use crate::grads::FlatGradients;
@@ -21,68 +22,6 @@ use crate::seed::BridgeRng;
 use burn::module::{Module, Param};
 use burn::tensor::activation::log_softmax as log_softmax_t;
 use burn::tensor::{Device, Tensor, TensorData};
-
-/// A character-level codec: token 0 is `<eos>` (also the pad), tokens `1..=n` the alphabet.
-#[derive(Clone, Debug)]
-pub struct CharCodec {
-    alphabet: Vec<char>,
-    eos: [u32; 1],
-}
-
-impl CharCodec {
-    /// A codec over the distinct characters of `alphabet`, in order.
-    pub fn new(alphabet: &str) -> Self {
-        let mut chars: Vec<char> = Vec::new();
-        for c in alphabet.chars() {
-            if !chars.contains(&c) {
-                chars.push(c);
-            }
-        }
-        Self { alphabet: chars, eos: [0] }
-    }
-}
-
-impl TextCodec for CharCodec {
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        text.chars()
-            .map(|c| {
-                self.alphabet
-                    .iter()
-                    .position(|&a| a == c)
-                    .map(|i| i as u32 + 1)
-                    .ok_or_else(|| BridgeError::Tokenizer(format!("character {c:?} is not in the alphabet")))
-            })
-            .collect()
-    }
-
-    fn decode(&self, ids: &[u32]) -> Result<String> {
-        let mut s = String::new();
-        for &id in ids {
-            match id {
-                0 => {}
-                i => s.push(
-                    *self
-                        .alphabet
-                        .get(i as usize - 1)
-                        .ok_or_else(|| BridgeError::Tokenizer(format!("token id {id} is outside the vocabulary")))?,
-                ),
-            }
-        }
-        Ok(s)
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.alphabet.len() + 1
-    }
-
-    fn eos_token_ids(&self) -> &[u32] {
-        &self.eos
-    }
-
-    fn pad_token_id(&self) -> u32 {
-        0
-    }
-}
 
 /// Base weights θ of [`BigramLm`]: next-token logits for each current token.
 #[derive(Module, Debug)]

@@ -9,4 +9,5 @@ pub mod metrics;
 pub mod plot;
 pub mod reward;
 pub mod runner;
+pub mod tasks;
 pub mod verify;

@@ -4,13 +4,13 @@
 //! LoRA adapter w kept as separate modules, weights from HF directories and GGUF files, and the
 //! tokenizer with its chat template.
 
-pub mod gguf;
-pub mod tensors;
-pub mod tokenizer;
 pub mod config;
 pub mod decoder;
+pub mod gguf;
 pub mod hf;
 pub mod lora;
+pub mod tensors;
+pub mod tokenizer;
 
 pub use config::{Architecture, DecoderConfig, RopeScaling};
 pub use decoder::{Decoder, DecoderWeights};

@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Reference fixtures for bridge-models, produced with Hugging Face `transformers` (independent
+of our Rust code).
+
+Modes:
+  make_fixtures.py [--out DIR]   create tiny random checkpoints of every supported family
+                                 under DIR (default: bridge-models/fixtures), each an HF directory
+                                 (config.json + model.safetensors) plus reference.json holding
+                                 logits of a fixed, right-padded batch.
+  make_fixtures.py --check DIR   load DIR (an HF directory written by our Rust saver) with
+                                 transformers, compute logits for the ids in DIR/rust_logits.json,
+                                 compare them with the Rust logits, and write DIR/reference.json.
+  make_fixtures.py --bench       time forward+backward of the tiny Qwen2 config used by
+                                 `cargo run --release --example bench_forward`, on 2 threads.
+
+Setup (outside the repository):
+  python3 -m venv /tmp/hfvenv && /tmp/hfvenv/bin/pip install torch transformers safetensors
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_OUT = os.path.join(os.path.dirname(HERE), "fixtures")
+
+VOCAB = 160
+COMMON = dict(
+    vocab_size=VOCAB,
+    hidden_size=48,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=512,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+    initializer_range=0.02,
+)
+
+# name -> (config class, extra config kwargs); each exercises one feature of the loader/decoder.
+FIXTURES = {
+    # Llama 3 style: GQA (4 query / 2 kv heads), untied head, llama3 rope scaling whose
+    # thresholds put the 6 frequencies in all three regimes (kept, smoothed, divided).
+    "llama3_gqa": (
+        LlamaConfig,
+        dict(
+            num_key_value_heads=2,
+            tie_word_embeddings=False,
+            rope_theta=10000.0,
+            rope_scaling=dict(
+                rope_type="llama3",
+                factor=8.0,
+                low_freq_factor=1.0,
+                high_freq_factor=8.0,
+                original_max_position_embeddings=256,
+            ),
+            rms_norm_eps=1e-5,
+        ),
+    ),
+    # Llama with every bias on, tied embeddings, linear rope scaling, full multi-head attention.
+    "llama_bias_tied": (
+        LlamaConfig,
+        dict(
+            num_key_value_heads=4,
+            tie_word_embeddings=True,
+            attention_bias=True,
+            mlp_bias=True,
+            rope_theta=500.0,
+            rope_scaling=dict(rope_type="linear", factor=2.0),
+            rms_norm_eps=1e-6,
+        ),
+    ),
+    # Qwen2: q/k/v biases, GQA, tied embeddings, large rope theta.
+    "qwen2_tied": (
+        Qwen2Config,
+        dict(num_key_value_heads=2, tie_word_embeddings=True, rope_theta=1000000.0, rms_norm_eps=1e-6,
+             use_sliding_window=False),
+    ),
+    # Qwen3: per-head q/k RMSNorm, explicit head_dim != hidden/heads, GQA, untied.
+    "qwen3_qknorm": (
+        Qwen3Config,
+        dict(num_key_value_heads=2, head_dim=16, tie_word_embeddings=False, rope_theta=1000000.0,
+             rms_norm_eps=1e-6, attention_bias=False, use_sliding_window=False),
+    ),
+}
+
+# A right-padded batch: row 0 uses the full length, row 1 is padded after 4 tokens.
+INPUT_IDS = [[1, 17, 159, 42, 0, 99, 7, 133], [1, 5, 64, 120, 0, 0, 0, 0]]
+ATTENTION_MASK = [[1, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0, 0]]
+
+
+def perturb(model, seed):
+    """HF's init gives near-uniform logits (std 0.02, unit norms, zero biases); spread every
+    parameter so that a wrong norm weight, bias or rotary detail shows up in the logits."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if "norm" in name:
+                p.copy_(1.0 + 0.2 * noise)
+            elif name.endswith("bias"):
+                p.copy_(0.1 * noise)
+            elif "embed_tokens" in name:
+                p.copy_(noise)
+            else:
+                p.copy_(0.15 * noise)
+
+
+def logits_of(model, input_ids, attention_mask):
+    with torch.no_grad():
+        out = model(
+            input_ids=torch.tensor(input_ids),
+            attention_mask=torch.tensor(attention_mask) if attention_mask is not None else None,
+        )
+    return out.logits.float()
+
+
+def make(out_dir):
+    torch.manual_seed(0)
+    for i, (name, (cls, extra)) in enumerate(FIXTURES.items()):
+        cfg = cls(**COMMON, **extra)
+        cfg._attn_implementation = "eager"
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+        perturb(model, seed=1000 + i)
+        path = os.path.join(out_dir, name)
+        os.makedirs(path, exist_ok=True)
+        model.save_pretrained(path, safe_serialization=True)
+        gen = os.path.join(path, "generation_config.json")
+        if os.path.exists(gen):
+            os.remove(gen)
+        logits = logits_of(model, INPUT_IDS, ATTENTION_MASK)
+        ref = dict(
+            transformers_version=transformers.__version__,
+            torch_version=torch.__version__,
+            input_ids=INPUT_IDS,
+            attention_mask=ATTENTION_MASK,
+            logits=[[[round(float(x), 6) for x in pos] for pos in row] for row in logits],
+        )
+        with open(os.path.join(path, "reference.json"), "w") as f:
+            json.dump(ref, f, separators=(",", ":"))
+        size = sum(os.path.getsize(os.path.join(path, p)) for p in os.listdir(path))
+        print(f"{name}: {size / 1024:.0f} KiB, logits {tuple(logits.shape)}")
+
+
+def check(path):
+    """Loads a directory written by the Rust saver and compares logits with the Rust ones."""
+    with open(os.path.join(path, "rust_logits.json")) as f:
+        rust = json.load(f)
+    model, info = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32, attn_implementation="eager", output_loading_info=True
+    )
+    problems = {k: v for k, v in info.items() if v}
+    if problems:
+        print(f"loading problems: {problems}")
+        sys.exit(1)
+    model.eval()
+    ids, mask = rust["input_ids"], rust.get("attention_mask")
+    logits = logits_of(model, ids, mask)
+    ours = torch.tensor(rust["logits"])
+    valid = torch.tensor(mask, dtype=torch.bool) if mask is not None else torch.ones(logits.shape[:2], dtype=torch.bool)
+    diff = (logits - ours).abs()[valid].max().item()
+    print(f"{path}: {type(model).__name__} loaded, max |logit(transformers) - logit(rust)| = {diff:.3e}")
+    ref = dict(
+        transformers_version=transformers.__version__,
+        torch_version=torch.__version__,
+        input_ids=ids,
+        attention_mask=mask,
+        max_abs_diff_vs_rust=diff,
+        logits=[[[round(float(x), 6) for x in pos] for pos in row] for row in logits],
+    )
+    with open(os.path.join(path, "reference.json"), "w") as f:
+        json.dump(ref, f, separators=(",", ":"))
+    if diff > 1e-4:
+        sys.exit(1)
+
+
+def bench(steps, warmup, threads):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=512, hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=True, use_sliding_window=False,
+    )
+    results = {}
+    for attn in ["sdpa", "eager"]:
+        cfg._attn_implementation = attn
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).train()
+        ids = torch.randint(0, 512, (16, 64))
+        mask = torch.ones_like(ids)
+
+        def step():
+            out = model(input_ids=ids, attention_mask=mask)
+            logp = torch.log_softmax(out.logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])
+            loss = -logp.sum()
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+
+        for _ in range(warmup):
+            step()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        dt = time.perf_counter() - t0
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=mask)
+            t1 = time.perf_counter()
+            for _ in range(steps):
+                out = model(input_ids=ids, attention_mask=mask)
+                torch.log_softmax(out.logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None]).sum()
+            dt_fwd = time.perf_counter() - t1
+        results[attn] = dict(
+            forward_backward=dict(seconds_per_step=dt / steps, tokens_per_second=16 * 64 * steps / dt),
+            forward_only=dict(seconds_per_step=dt_fwd / steps, tokens_per_second=16 * 64 * steps / dt_fwd),
+        )
+    print(json.dumps(dict(framework="pytorch", torch=torch.__version__, transformers=transformers.__version__,
+                          threads=threads, batch=16, seq_len=64, steps=steps, results=results)))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--check", metavar="DIR")
+    ap.add_argument("--bench", action="store_true")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    if a.check:
+        check(a.check)
+    elif a.bench:
+        bench(a.steps, a.warmup, a.threads)
+    else:
+        make(a.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,954 @@
+//! The decoder-only transformer shared by Llama, Qwen2 and Qwen3, as a [`CausalLm`].
+//!
+//! The three families differ only in where biases sit (Qwen2: q, k, v), whether queries and keys
+//! get a per-head RMSNorm before the rotary embedding (Qwen3) and how rotary frequencies are
+//! scaled (Llama 3). Everything else is common:
+//!
+//! ```text
+//! h = embed_tokens[ids]
+//! for each layer:
+//!     h = h + o_proj(attention(rope(q_norm(q_proj(n))), rope(k_norm(k_proj(n))), v_proj(n)))   n = input_layernorm(h)
+//!     h = h + down_proj(silu(gate_proj(n)) * up_proj(n))                                       n = post_attention_layernorm(h)
+//! logits = lm_head(norm(h))            (lm_head = embed_tokensᵀ when tied)
+//! ```
+//!
+//! Attention is causal and grouped-query (each key/value head serves
+//! `num_attention_heads / num_key_value_heads` query heads, as in `transformers`' `repeat_kv`);
+//! batches are right-padded, positions are `0..T`, and padded keys are masked. Everything is
+//! computed in the tensor dtype (f32 here; bf16 is not wired yet).
+//!
+//! The weights are split as BRIDGE needs them: [`Decoder`] holds only the architecture (config,
+//! rotary tables, codec), [`DecoderWeights`] is the base θ and [`LoraAdapter`] the adapter w. Every
+//! linear projection computes `x·Wᵀ + b + scale·(x·Aᵀ)·Bᵀ` when an adapter is passed, so θ and w
+//! are trained together and one adapter can be applied to two bases without copying.
+
+use crate::config::DecoderConfig;
+use crate::lora::{LoraAdapter, LoraLayer, LoraPair};
+use crate::tensors::{HostTensor, TensorMap};
+use bridge_core::policy::{CausalLm, Completion, FinishReason, SamplingParams, SequenceBatch, TextCodec, TokenScores};
+use bridge_core::sampling::{log_softmax, sample_token};
+use bridge_core::{BridgeError, BridgeRng, Result};
+use burn::module::{Module, Param};
+use burn::tensor::activation::{log_softmax as log_softmax_t, silu, softmax};
+use burn::tensor::module::linear;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use std::sync::RwLock;
+
+/// A linear projection in HF layout: `weight [out, in]`, optional `bias [out]`.
+#[derive(Module, Debug)]
+pub struct Proj {
+    /// `[out, in]`, as stored by `transformers`.
+    pub weight: Param<Tensor<2>>,
+    /// `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Proj {
+    /// `x·Wᵀ + b`, plus `scale·(x·Aᵀ)·Bᵀ` when a LoRA pair is given.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>, lora: Option<(&LoraPair, f64)>) -> Tensor<D> {
+        let bias = self.bias.as_ref().map(Param::val);
+        match lora {
+            None => linear(x, self.weight.val().transpose(), bias),
+            Some((pair, scale)) => {
+                let down = linear(x.clone(), pair.lora_a.val().transpose(), None);
+                let up = linear(down, pair.lora_b.val().transpose(), None);
+                linear(x, self.weight.val().transpose(), bias) + up.mul_scalar(scale)
+            }
+        }
+    }
+
+    /// `[out, in]` of the weight.
+    pub fn dims(&self) -> [usize; 2] {
+        self.weight.dims()
+    }
+}
+
+/// The scale vector of an RMSNorm (`weight [d]`); epsilon comes from the config.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    /// `[d]`, ones at initialisation.
+    pub weight: Param<Tensor<1>>,
+}
+
+impl RmsNorm {
+    /// `x / sqrt(mean(x²) + eps) · weight` over the last dimension, in the dtype of `x`
+    /// (burn's own `RmsNorm` upcasts to f32).
+    pub fn forward<const D: usize>(&self, x: Tensor<D>, eps: f64) -> Tensor<D> {
+        let inv_rms = x.clone().square().mean_dim(D - 1).add_scalar(eps).sqrt().recip();
+        x * inv_rms * self.weight.val().unsqueeze::<D>()
+    }
+}
+
+/// The token embedding (`weight [vocab, hidden]`).
+#[derive(Module, Debug)]
+pub struct Embedding {
+    /// `[vocab, hidden]`.
+    pub weight: Param<Tensor<2>>,
+}
+
+/// Grouped-query self-attention weights.
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    /// `[heads·head_dim, hidden]`.
+    pub q_proj: Proj,
+    /// `[kv_heads·head_dim, hidden]`.
+    pub k_proj: Proj,
+    /// `[kv_heads·head_dim, hidden]`.
+    pub v_proj: Proj,
+    /// `[hidden, heads·head_dim]`.
+    pub o_proj: Proj,
+    /// Qwen3's per-head query norm (`[head_dim]`).
+    pub q_norm: Option<RmsNorm>,
+    /// Qwen3's per-head key norm (`[head_dim]`).
+    pub k_norm: Option<RmsNorm>,
+}
+
+/// SwiGLU MLP weights.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// `[intermediate, hidden]`.
+    pub gate_proj: Proj,
+    /// `[intermediate, hidden]`.
+    pub up_proj: Proj,
+    /// `[hidden, intermediate]`.
+    pub down_proj: Proj,
+}
+
+/// One pre-norm decoder layer.
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    /// Attention block.
+    pub self_attn: SelfAttention,
+    /// MLP block.
+    pub mlp: Mlp,
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    /// The projection a LoRA target names.
+    pub fn proj(&self, target: crate::lora::LoraTarget) -> &Proj {
+        use crate::lora::LoraTarget as T;
+        match target {
+            T::QProj => &self.self_attn.q_proj,
+            T::KProj => &self.self_attn.k_proj,
+            T::VProj => &self.self_attn.v_proj,
+            T::OProj => &self.self_attn.o_proj,
+            T::GateProj => &self.mlp.gate_proj,
+            T::UpProj => &self.mlp.up_proj,
+            T::DownProj => &self.mlp.down_proj,
+        }
+    }
+
+    fn proj_mut(&mut self, target: crate::lora::LoraTarget) -> &mut Proj {
+        use crate::lora::LoraTarget as T;
+        match target {
+            T::QProj => &mut self.self_attn.q_proj,
+            T::KProj => &mut self.self_attn.k_proj,
+            T::VProj => &mut self.self_attn.v_proj,
+            T::OProj => &mut self.self_attn.o_proj,
+            T::GateProj => &mut self.mlp.gate_proj,
+            T::UpProj => &mut self.mlp.up_proj,
+            T::DownProj => &mut self.mlp.down_proj,
+        }
+    }
+}
+
+/// The base weights θ of a decoder. Field names mirror the HF keys without the `model.` prefix
+/// (`layers.0.self_attn.q_proj.weight` is `model.layers.0.self_attn.q_proj.weight`).
+#[derive(Module, Debug)]
+pub struct DecoderWeights {
+    /// Token embedding.
+    pub embed_tokens: Embedding,
+    /// Decoder layers.
+    pub layers: Vec<DecoderLayer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// The LM head `[vocab, hidden]`; `None` when tied to the embedding.
+    pub lm_head: Option<Proj>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Construction: random init, from / to a TensorMap.
+// ---------------------------------------------------------------------------------------------
+
+fn tensor_from_host<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+fn normal_param<const D: usize>(shape: [usize; D], std: f64, device: &Device, rng: &mut BridgeRng) -> Param<Tensor<D>> {
+    let n = shape.iter().product();
+    let values = (0..n).map(|_| (rng.normal() * std) as f32).collect();
+    Param::from_tensor(tensor_from_host(values, shape, device))
+}
+
+fn const_param<const D: usize>(shape: [usize; D], value: f32, device: &Device) -> Param<Tensor<D>> {
+    let n = shape.iter().product();
+    Param::from_tensor(tensor_from_host(vec![value; n], shape, device))
+}
+
+/// The HF tensor names and shapes of one linear projection of the model.
+struct ProjSpec {
+    name: String,
+    out: usize,
+    inp: usize,
+    bias: bool,
+}
+
+fn layer_proj_specs(cfg: &DecoderConfig, i: usize) -> Vec<(crate::lora::LoraTarget, ProjSpec)> {
+    use crate::lora::LoraTarget as T;
+    let (h, q, kv, f) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
+    let spec = |t: T, out, inp, bias| {
+        (t, ProjSpec { name: format!("model.layers.{i}.{}.{}", t.module(), t.name()), out, inp, bias })
+    };
+    vec![
+        spec(T::QProj, q, h, cfg.qkv_bias),
+        spec(T::KProj, kv, h, cfg.qkv_bias),
+        spec(T::VProj, kv, h, cfg.qkv_bias),
+        spec(T::OProj, h, q, cfg.o_bias),
+        spec(T::GateProj, f, h, cfg.mlp_bias),
+        spec(T::UpProj, f, h, cfg.mlp_bias),
+        spec(T::DownProj, h, f, cfg.mlp_bias),
+    ]
+}
+
+/// Reads a tensor of a fixed shape out of a [`TensorMap`], marking it used.
+struct MapReader<'a> {
+    map: &'a TensorMap,
+    used: std::collections::BTreeSet<&'a str>,
+    device: &'a Device,
+}
+
+impl<'a> MapReader<'a> {
+    fn take<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Param<Tensor<D>>> {
+        let (key, t): (&'a String, &'a HostTensor) =
+            self.map.get_key_value(name).ok_or_else(|| BridgeError::Model(format!("tensor `{name}` is missing")))?;
+        if t.shape.as_slice() != shape.as_slice() {
+            return Err(BridgeError::Model(format!(
+                "tensor `{name}` has shape {:?}, expected {:?} from the config",
+                t.shape, shape
+            )));
+        }
+        if t.data.len() != shape.iter().product::<usize>() {
+            return Err(BridgeError::Model(format!(
+                "tensor `{name}` holds {} values for shape {:?}",
+                t.data.len(),
+                shape
+            )));
+        }
+        self.used.insert(key.as_str());
+        Ok(Param::from_tensor(tensor_from_host(t.data.clone(), shape, self.device)))
+    }
+
+    fn proj(&mut self, spec: &ProjSpec) -> Result<Proj> {
+        let weight = self.take(&format!("{}.weight", spec.name), [spec.out, spec.inp])?;
+        let bias = if spec.bias { Some(self.take(&format!("{}.bias", spec.name), [spec.out])?) } else { None };
+        Ok(Proj { weight, bias })
+    }
+
+    fn norm(&mut self, name: &str, d: usize) -> Result<RmsNorm> {
+        Ok(RmsNorm { weight: self.take(&format!("{name}.weight"), [d])? })
+    }
+}
+
+fn param_to_host<const D: usize>(p: &Param<Tensor<D>>) -> Result<HostTensor> {
+    let t = p.val();
+    let shape = t.dims().to_vec();
+    let data: Vec<f32> = t
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| BridgeError::Model(format!("reading a weight back to the host: {e:?}")))?;
+    HostTensor::new(shape, data)
+}
+
+impl DecoderWeights {
+    /// A random model: every linear weight and the embedding drawn from
+    /// `N(0, initializer_range²)` on the host from `rng` (deterministic, independent of burn's
+    /// global RNG), biases zero, norms one — `transformers`' `_init_weights`.
+    pub fn init(cfg: &DecoderConfig, device: &Device, rng: &mut BridgeRng) -> Result<Self> {
+        cfg.validate()?;
+        let std = cfg.initializer_range;
+        let embed_tokens = Embedding { weight: normal_param([cfg.vocab_size, cfg.hidden_size], std, device, rng) };
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let mut projs = layer_proj_specs(cfg, i).into_iter().map(|(_, s)| Proj {
+                weight: normal_param([s.out, s.inp], std, device, rng),
+                bias: s.bias.then(|| const_param([s.out], 0.0, device)),
+            });
+            // The iterator yields q, k, v, o, gate, up, down in order.
+            let mut next = || projs.next().ok_or_else(|| BridgeError::Model("projection list too short".into()));
+            let (q_proj, k_proj, v_proj, o_proj) = (next()?, next()?, next()?, next()?);
+            let (gate_proj, up_proj, down_proj) = (next()?, next()?, next()?);
+            let qk_norm = || cfg.qk_norm.then(|| RmsNorm { weight: const_param([cfg.head_dim], 1.0, device) });
+            layers.push(DecoderLayer {
+                self_attn: SelfAttention { q_proj, k_proj, v_proj, o_proj, q_norm: qk_norm(), k_norm: qk_norm() },
+                mlp: Mlp { gate_proj, up_proj, down_proj },
+                input_layernorm: RmsNorm { weight: const_param([cfg.hidden_size], 1.0, device) },
+                post_attention_layernorm: RmsNorm { weight: const_param([cfg.hidden_size], 1.0, device) },
+            });
+        }
+        let norm = RmsNorm { weight: const_param([cfg.hidden_size], 1.0, device) };
+        let lm_head = (!cfg.tie_word_embeddings)
+            .then(|| Proj { weight: normal_param([cfg.vocab_size, cfg.hidden_size], std, device, rng), bias: None });
+        Ok(Self { embed_tokens, layers, norm, lm_head })
+    }
+
+    /// Builds the model from HF-named host tensors: the single place where a weight map becomes
+    /// a model, whatever file it came from.
+    ///
+    /// Every tensor the config implies must be present with its exact shape, and every tensor of
+    /// the map must be used (except rotary caches and a tied `lm_head.weight`), so a config that
+    /// does not match the weights is reported instead of silently mis-loaded. Errors are
+    /// [`BridgeError::Model`] naming the tensor.
+    pub fn from_tensor_map(cfg: &DecoderConfig, map: &TensorMap, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let mut r = MapReader { map, used: Default::default(), device };
+        let (h, d) = (cfg.hidden_size, cfg.head_dim);
+        let embed_tokens = Embedding { weight: r.take("model.embed_tokens.weight", [cfg.vocab_size, h])? };
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let specs = layer_proj_specs(cfg, i);
+            let mut projs = Vec::with_capacity(7);
+            for (_, s) in &specs {
+                projs.push(r.proj(s)?);
+            }
+            let mut it = projs.into_iter();
+            let mut next = || it.next().ok_or_else(|| BridgeError::Model("projection list too short".into()));
+            let (q_proj, k_proj, v_proj, o_proj) = (next()?, next()?, next()?, next()?);
+            let (gate_proj, up_proj, down_proj) = (next()?, next()?, next()?);
+            let p = format!("model.layers.{i}");
+            let (q_norm, k_norm) = if cfg.qk_norm {
+                (Some(r.norm(&format!("{p}.self_attn.q_norm"), d)?), Some(r.norm(&format!("{p}.self_attn.k_norm"), d)?))
+            } else {
+                (None, None)
+            };
+            layers.push(DecoderLayer {
+                self_attn: SelfAttention { q_proj, k_proj, v_proj, o_proj, q_norm, k_norm },
+                mlp: Mlp { gate_proj, up_proj, down_proj },
+                input_layernorm: r.norm(&format!("{p}.input_layernorm"), h)?,
+                post_attention_layernorm: r.norm(&format!("{p}.post_attention_layernorm"), h)?,
+            });
+        }
+        let norm = r.norm("model.norm", h)?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(r.proj(&ProjSpec { name: "lm_head".into(), out: cfg.vocab_size, inp: h, bias: false })?)
+        };
+        let unused: Vec<&String> = map
+            .keys()
+            .filter(|k| {
+                let ignorable = k.ends_with("rotary_emb.inv_freq")
+                    || (cfg.tie_word_embeddings && k.as_str() == "lm_head.weight");
+                !(r.used.contains(k.as_str()) || ignorable)
+            })
+            .collect();
+        if let Some(first) = unused.first() {
+            return Err(BridgeError::Model(format!(
+                "{} tensor(s) are not used by a {} model with this config, e.g. `{first}`",
+                unused.len(),
+                cfg.architecture.model_type()
+            )));
+        }
+        Ok(Self { embed_tokens, layers, norm, lm_head })
+    }
+
+    /// The weights as HF-named host tensors (f32, `[out, in]` layout), e.g. to save them.
+    pub fn to_tensor_map(&self) -> Result<TensorMap> {
+        let mut map = TensorMap::new();
+        map.insert("model.embed_tokens.weight".into(), param_to_host(&self.embed_tokens.weight)?);
+        let put_proj = |map: &mut TensorMap, name: String, p: &Proj| -> Result<()> {
+            map.insert(format!("{name}.weight"), param_to_host(&p.weight)?);
+            if let Some(b) = &p.bias {
+                map.insert(format!("{name}.bias"), param_to_host(b)?);
+            }
+            Ok(())
+        };
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            for t in crate::lora::LoraTarget::ALL {
+                put_proj(&mut map, format!("{p}.{}.{}", t.module(), t.name()), l.proj(t))?;
+            }
+            if let Some(n) = &l.self_attn.q_norm {
+                map.insert(format!("{p}.self_attn.q_norm.weight"), param_to_host(&n.weight)?);
+            }
+            if let Some(n) = &l.self_attn.k_norm {
+                map.insert(format!("{p}.self_attn.k_norm.weight"), param_to_host(&n.weight)?);
+            }
+            map.insert(format!("{p}.input_layernorm.weight"), param_to_host(&l.input_layernorm.weight)?);
+            map.insert(
+                format!("{p}.post_attention_layernorm.weight"),
+                param_to_host(&l.post_attention_layernorm.weight)?,
+            );
+        }
+        map.insert("model.norm.weight".into(), param_to_host(&self.norm.weight)?);
+        if let Some(head) = &self.lm_head {
+            put_proj(&mut map, "lm_head".into(), head)?;
+        }
+        Ok(map)
+    }
+
+    /// Checks that these weights have the shapes `cfg` implies (cheap: shapes only).
+    pub fn check(&self, cfg: &DecoderConfig) -> Result<()> {
+        let bad = |what: String| Err(BridgeError::Model(format!("weights do not match the config: {what}")));
+        if self.layers.len() != cfg.num_hidden_layers {
+            return bad(format!("{} layers, config has {}", self.layers.len(), cfg.num_hidden_layers));
+        }
+        if self.embed_tokens.weight.dims() != [cfg.vocab_size, cfg.hidden_size] {
+            return bad(format!("embedding {:?}", self.embed_tokens.weight.dims()));
+        }
+        if self.lm_head.is_none() != cfg.tie_word_embeddings {
+            return bad("lm_head presence disagrees with tie_word_embeddings".into());
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            for (t, s) in layer_proj_specs(cfg, i) {
+                if l.proj(t).dims() != [s.out, s.inp] {
+                    return bad(format!("`{}` has shape {:?}", s.name, l.proj(t).dims()));
+                }
+            }
+            if l.self_attn.q_norm.is_some() != cfg.qk_norm {
+                return bad(format!("layer {i}: q/k norm presence disagrees with the architecture"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds the adapter into a new set of base weights: `W ← W + scale·B·A` for every adapted
+    /// projection. The result is detached from any graph; its parameters are fresh (new ids).
+    pub fn merge(&self, adapter: &LoraAdapter) -> Result<Self> {
+        if adapter.layers.len() != self.layers.len() {
+            return Err(BridgeError::Model(format!(
+                "adapter has {} layers, the base has {}",
+                adapter.layers.len(),
+                self.layers.len()
+            )));
+        }
+        let fresh1 = |p: &Param<Tensor<1>>| Param::from_tensor(p.val().detach());
+        let fresh2 = |p: &Param<Tensor<2>>| Param::from_tensor(p.val().detach());
+        let fresh_proj = |p: &Proj| Proj { weight: fresh2(&p.weight), bias: p.bias.as_ref().map(fresh1) };
+        let fresh_norm = |n: &RmsNorm| RmsNorm { weight: fresh1(&n.weight) };
+        let scale = adapter.scale();
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (l, a) in self.layers.iter().zip(&adapter.layers) {
+            let mut new = DecoderLayer {
+                self_attn: SelfAttention {
+                    q_proj: fresh_proj(&l.self_attn.q_proj),
+                    k_proj: fresh_proj(&l.self_attn.k_proj),
+                    v_proj: fresh_proj(&l.self_attn.v_proj),
+                    o_proj: fresh_proj(&l.self_attn.o_proj),
+                    q_norm: l.self_attn.q_norm.as_ref().map(fresh_norm),
+                    k_norm: l.self_attn.k_norm.as_ref().map(fresh_norm),
+                },
+                mlp: Mlp {
+                    gate_proj: fresh_proj(&l.mlp.gate_proj),
+                    up_proj: fresh_proj(&l.mlp.up_proj),
+                    down_proj: fresh_proj(&l.mlp.down_proj),
+                },
+                input_layernorm: fresh_norm(&l.input_layernorm),
+                post_attention_layernorm: fresh_norm(&l.post_attention_layernorm),
+            };
+            for t in crate::lora::LoraTarget::ALL {
+                if let Some(pair) = a.pair(t) {
+                    let w = l.proj(t);
+                    check_pair(pair, w.dims(), t)?;
+                    let delta = pair.lora_b.val().matmul(pair.lora_a.val()).mul_scalar(scale);
+                    new.proj_mut(t).weight = Param::from_tensor((w.weight.val() + delta).detach());
+                }
+            }
+            layers.push(new);
+        }
+        Ok(Self {
+            embed_tokens: Embedding { weight: fresh2(&self.embed_tokens.weight) },
+            layers,
+            norm: fresh_norm(&self.norm),
+            lm_head: self.lm_head.as_ref().map(fresh_proj),
+        })
+    }
+}
+
+fn check_pair(pair: &LoraPair, [out, inp]: [usize; 2], t: crate::lora::LoraTarget) -> Result<()> {
+    let [ra, ia] = pair.lora_a.dims();
+    let [ob, rb] = pair.lora_b.dims();
+    if ia != inp || ob != out || ra != rb {
+        return Err(BridgeError::Model(format!(
+            "LoRA pair for `{}` has A {:?} and B {:?}, which do not fit a [{out}, {inp}] weight",
+            t.name(),
+            [ra, ia],
+            [ob, rb]
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The architecture and its forward pass.
+// ---------------------------------------------------------------------------------------------
+
+/// Host-side rotary tables `[positions, head_dim]` (cos and sin of `cat(freqs, freqs)`), grown on
+/// demand and shared by every forward pass.
+#[derive(Default)]
+struct RopeTables {
+    positions: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+/// The architecture of a decoder: config, rotary tables and codec. The weights are passed to
+/// every call (see [`CausalLm`]).
+pub struct Decoder {
+    config: DecoderConfig,
+    codec: Box<dyn TextCodec>,
+    inv_freq: Vec<f32>,
+    rope: RwLock<RopeTables>,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("config", &self.config)
+            .field("codec_vocab_size", &self.codec.vocab_size())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-call constants of a forward pass: rotary tables and the additive attention mask.
+struct ForwardCtx {
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    /// `cos / √head_dim`: the query's table, with the attention scale folded in.
+    cos_q: Tensor<4>,
+    /// `sin / √head_dim`.
+    sin_q: Tensor<4>,
+    /// `[1, 1, d, d]`: see [`rotate_half_matrix`].
+    rot: Tensor<4>,
+    mask_bias: Tensor<4>,
+}
+
+/// What is added to the score of a masked (query, key) pair: large and negative but finite, so a
+/// fully masked row gives a uniform distribution instead of NaN.
+const MASKED: f32 = -1.0e9;
+
+impl Decoder {
+    /// The architecture `config` with the tokenizer `codec`. Fails when the codec's vocabulary
+    /// is larger than the embedding.
+    pub fn new(config: DecoderConfig, codec: Box<dyn TextCodec>) -> Result<Self> {
+        config.validate()?;
+        if codec.vocab_size() > config.vocab_size {
+            return Err(BridgeError::Tokenizer(format!(
+                "the tokenizer has {} tokens but the model's embedding only {} rows",
+                codec.vocab_size(),
+                config.vocab_size
+            )));
+        }
+        let inv_freq = config.rope_inv_freq().into_iter().map(|f| f as f32).collect();
+        Ok(Self { config, codec, inv_freq, rope: RwLock::new(RopeTables::default()) })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.config
+    }
+
+    /// A random base θ (see [`DecoderWeights::init`]).
+    pub fn init_weights(&self, device: &Device, rng: &mut BridgeRng) -> Result<DecoderWeights> {
+        DecoderWeights::init(&self.config, device, rng)
+    }
+
+    /// A fresh LoRA adapter w for this architecture (see [`LoraAdapter::init`]).
+    pub fn init_adapter(
+        &self,
+        lora: &crate::lora::LoraConfig,
+        device: &Device,
+        rng: &mut BridgeRng,
+    ) -> Result<LoraAdapter> {
+        LoraAdapter::init(&self.config, lora, device, rng)
+    }
+
+    fn rope_tensors(&self, t: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+        let d = self.config.head_dim;
+        let half = d / 2;
+        let need_grow = self.rope.read().map(|r| r.positions < t).unwrap_or(true);
+        if need_grow {
+            let mut tables = self.rope.write().unwrap_or_else(|e| e.into_inner());
+            if tables.positions < t {
+                let n = t.max(tables.positions * 2).max(64);
+                let (mut cos, mut sin) = (vec![0.0f32; n * d], vec![0.0f32; n * d]);
+                for p in 0..n {
+                    for (i, &f) in self.inv_freq.iter().enumerate() {
+                        // transformers multiplies in f32, then takes cos/sin of the f32 angle.
+                        let angle = f64::from(p as f32 * f);
+                        let (s, c) = angle.sin_cos();
+                        cos[p * d + i] = c as f32;
+                        cos[p * d + i + half] = c as f32;
+                        sin[p * d + i] = s as f32;
+                        sin[p * d + i + half] = s as f32;
+                    }
+                }
+                *tables = RopeTables { positions: n, cos, sin };
+            }
+        }
+        let tables = self.rope.read().unwrap_or_else(|e| e.into_inner());
+        let cos = tensor_from_host(tables.cos[..t * d].to_vec(), [1, 1, t, d], device);
+        let sin = tensor_from_host(tables.sin[..t * d].to_vec(), [1, 1, t, d], device);
+        (cos, sin)
+    }
+
+    /// The additive mask `[B or 1, 1, T, T]`: 0 where query `i` may attend key `j` (`j ≤ i` and
+    /// `j` is a real token), [`MASKED`] elsewhere.
+    fn mask_bias(&self, b: usize, t: usize, lengths: Option<&[Vec<bool>]>, device: &Device) -> Tensor<4> {
+        match lengths {
+            None => {
+                let mut m = vec![0.0f32; t * t];
+                for i in 0..t {
+                    for j in i + 1..t {
+                        m[i * t + j] = MASKED;
+                    }
+                }
+                tensor_from_host(m, [1, 1, t, t], device)
+            }
+            Some(valid) => {
+                let mut m = vec![0.0f32; b * t * t];
+                for (r, row) in valid.iter().enumerate() {
+                    for i in 0..t {
+                        for j in 0..t {
+                            if j > i || !row[j] {
+                                m[(r * t + i) * t + j] = MASKED;
+                            }
+                        }
+                    }
+                }
+                tensor_from_host(m, [b, 1, t, t], device)
+            }
+        }
+    }
+
+    fn check_weights(&self, base: &DecoderWeights, adapter: Option<&LoraAdapter>) -> Result<()> {
+        base.check(&self.config)?;
+        if let Some(a) = adapter {
+            a.check(&self.config)?;
+        }
+        Ok(())
+    }
+
+    /// The final hidden states `[B, T, hidden]` (after the last norm).
+    fn forward_hidden(
+        &self,
+        base: &DecoderWeights,
+        adapter: Option<&LoraAdapter>,
+        ids: Tensor<2, Int>,
+        ctx: &ForwardCtx,
+    ) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        let cfg = &self.config;
+        let mut h = base.embed_tokens.weight.val().select(0, ids.reshape([b * t])).reshape([b, t, cfg.hidden_size]);
+        let scale = adapter.map_or(0.0, LoraAdapter::scale);
+        for (i, layer) in base.layers.iter().enumerate() {
+            let lora = adapter.and_then(|a| a.layers.get(i));
+            h = self.layer_forward(layer, lora, scale, h, ctx);
+        }
+        base.norm.forward(h, cfg.rms_norm_eps)
+    }
+
+    /// `hidden [.., hidden] → logits [.., vocab]` through the LM head (or the tied embedding).
+    fn head<const D: usize>(&self, base: &DecoderWeights, hidden: Tensor<D>) -> Tensor<D> {
+        match &base.lm_head {
+            Some(head) => head.forward(hidden, None),
+            None => linear(hidden, base.embed_tokens.weight.val().transpose(), None),
+        }
+    }
+
+    fn layer_forward(
+        &self,
+        layer: &DecoderLayer,
+        lora: Option<&LoraLayer>,
+        scale: f64,
+        x: Tensor<3>,
+        ctx: &ForwardCtx,
+    ) -> Tensor<3> {
+        let eps = self.config.rms_norm_eps;
+        let l = |f: fn(&LoraLayer) -> Option<&LoraPair>| lora.and_then(f).map(|p| (p, scale));
+
+        // attention block
+        let [b, t, _] = x.dims();
+        let (hq, hkv, d) = (self.config.num_attention_heads, self.config.num_key_value_heads, self.config.head_dim);
+        let n = layer.input_layernorm.forward(x.clone(), eps);
+        let attn = &layer.self_attn;
+        let mut q = attn.q_proj.forward(n.clone(), l(|w| w.q_proj.as_ref())).reshape([b, t, hq, d]);
+        let mut k = attn.k_proj.forward(n.clone(), l(|w| w.k_proj.as_ref())).reshape([b, t, hkv, d]);
+        let v = attn.v_proj.forward(n, l(|w| w.v_proj.as_ref())).reshape([b, t, hkv, d]);
+        if let Some(qn) = &attn.q_norm {
+            q = qn.forward(q, eps);
+        }
+        if let Some(kn) = &attn.k_norm {
+            k = kn.forward(k, eps);
+        }
+        // The softmax scale 1/√d is folded into the query's rotary tables.
+        let q = apply_rope(q.swap_dims(1, 2), &ctx.cos_q, &ctx.sin_q, &ctx.rot); // [B, Hq, T, d]
+        let k = apply_rope(k.swap_dims(1, 2), &ctx.cos, &ctx.sin, &ctx.rot); // [B, Hkv, T, d]
+        let v = v.swap_dims(1, 2);
+        // Grouped-query attention without copying keys and values (`repeat_kv`): the n_rep query
+        // heads sharing a key/value head are stacked along the time axis of one matmul.
+        let n_rep = hq / hkv;
+        let scores = q.reshape([b, hkv, n_rep * t, d]).matmul(k.swap_dims(2, 3)).reshape([b, hq, t, t]);
+        let probs = softmax(scores + ctx.mask_bias.clone(), 3).reshape([b, hkv, n_rep * t, t]);
+        let o = probs.matmul(v).reshape([b, hq, t, d]).swap_dims(1, 2).reshape([b, t, hq * d]);
+        let x = x + attn.o_proj.forward(o, l(|w| w.o_proj.as_ref()));
+
+        // MLP block
+        let n = layer.post_attention_layernorm.forward(x.clone(), eps);
+        let mlp = &layer.mlp;
+        let gate = silu(mlp.gate_proj.forward(n.clone(), l(|w| w.gate_proj.as_ref())));
+        let up = mlp.up_proj.forward(n, l(|w| w.up_proj.as_ref()));
+        x + mlp.down_proj.forward(gate * up, l(|w| w.down_proj.as_ref()))
+    }
+
+    fn check_ids(&self, ids: impl IntoIterator<Item = u32>) -> Result<()> {
+        let v = self.config.vocab_size;
+        if let Some(bad) = ids.into_iter().find(|&x| x as usize >= v) {
+            return Err(BridgeError::Model(format!("token id {bad} is outside the vocabulary of {v}")));
+        }
+        Ok(())
+    }
+
+    fn ctx(&self, b: usize, t: usize, valid: Option<&[Vec<bool>]>, device: &Device) -> ForwardCtx {
+        let d = self.config.head_dim;
+        let (cos, sin) = self.rope_tensors(t, device);
+        let scale = 1.0 / (d as f64).sqrt();
+        let rot = tensor_from_host(rotate_half_matrix(d), [1, 1, d, d], device);
+        ForwardCtx {
+            cos_q: cos.clone().mul_scalar(scale),
+            sin_q: sin.clone().mul_scalar(scale),
+            cos,
+            sin,
+            rot,
+            mask_bias: self.mask_bias(b, t, valid, device),
+        }
+    }
+
+    /// Logits `[B, T, vocab]` of `ids [B, T]` under `π(·; base, adapter)`, differentiable when the
+    /// weights live on an autodiff device. `attention_mask [B, T]` marks real tokens (`true`) of
+    /// right-padded rows; positions are `0..T` in every row.
+    ///
+    /// Fails (instead of panicking) on ids outside the vocabulary, mismatched mask shapes and
+    /// weights or adapters that do not fit the config.
+    pub fn forward_logits(
+        &self,
+        base: &DecoderWeights,
+        adapter: Option<&LoraAdapter>,
+        ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Bool>>,
+    ) -> Result<Tensor<3>> {
+        self.check_weights(base, adapter)?;
+        let [b, t] = ids.dims();
+        if b == 0 || t == 0 {
+            return Err(BridgeError::InvalidInput(format!("empty id tensor of shape [{b}, {t}]")));
+        }
+        let host_ids: Vec<i64> = ids
+            .to_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .map_err(|e| BridgeError::InvalidInput(format!("reading token ids: {e:?}")))?;
+        if let Some(bad) = host_ids.iter().find(|&&x| x < 0 || x as u64 >= self.config.vocab_size as u64) {
+            return Err(BridgeError::Model(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.config.vocab_size
+            )));
+        }
+        let valid = match attention_mask {
+            None => None,
+            Some(m) => {
+                if m.dims() != [b, t] {
+                    return Err(BridgeError::InvalidInput(format!(
+                        "attention mask has shape {:?}, ids have [{b}, {t}]",
+                        m.dims()
+                    )));
+                }
+                let flat: Vec<bool> = m
+                    .into_data()
+                    .convert::<bool>()
+                    .try_into_vec::<bool>()
+                    .map_err(|e| BridgeError::InvalidInput(format!("reading the attention mask: {e:?}")))?;
+                Some(flat.chunks(t).map(<[bool]>::to_vec).collect::<Vec<_>>())
+            }
+        };
+        let device = base.embed_tokens.weight.device();
+        let ctx = self.ctx(b, t, valid.as_deref(), &device);
+        let hidden = self.forward_hidden(base, adapter, ids, &ctx);
+        Ok(self.head(base, hidden))
+    }
+}
+
+/// HF's `x·cos + rotate_half(x)·sin` with `rotate_half(x) = cat(−x₂, x₁)` over the last dim,
+/// computed as `x·cos + (x·R)·sin` with the signed permutation `R [d, d]` (one small matmul
+/// instead of two slices, a negation and a concatenation).
+fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>, rot: &Tensor<4>) -> Tensor<4> {
+    x.clone() * cos.clone() + x.matmul(rot.clone()) * sin.clone()
+}
+
+/// The matrix `R [d, d]` with `x·R = rotate_half(x)`.
+fn rotate_half_matrix(d: usize) -> Vec<f32> {
+    let half = d / 2;
+    let mut r = vec![0.0f32; d * d];
+    for j in 0..half {
+        r[(j + half) * d + j] = -1.0; // out[j] = −x[j + half]
+        r[j * d + j + half] = 1.0; // out[j + half] = x[j]
+    }
+    r
+}
+
+/// A row being sampled.
+struct Sampling {
+    prompt_index: usize,
+    sample_index: usize,
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    logprobs: Vec<f32>,
+    finish: Option<FinishReason>,
+}
+
+impl CausalLm for Decoder {
+    type Base = DecoderWeights;
+    type Adapter = LoraAdapter;
+
+    fn codec(&self) -> &dyn TextCodec {
+        self.codec.as_ref()
+    }
+
+    fn token_scores(
+        &self,
+        base: &DecoderWeights,
+        adapter: Option<&LoraAdapter>,
+        batch: &SequenceBatch,
+        with_entropy: bool,
+    ) -> Result<TokenScores> {
+        self.check_weights(base, adapter)?;
+        self.check_ids(batch.rows().iter().flat_map(|r| r.tokens.iter().copied()))?;
+        let device = base.embed_tokens.weight.device();
+        let (b, t) = (batch.batch_size(), batch.seq_len());
+        let valid: Vec<Vec<bool>> = batch.rows().iter().map(|r| (0..t).map(|j| j < r.tokens.len()).collect()).collect();
+        let all_full = valid.iter().all(|r| r.iter().all(|&x| x));
+        let ctx = self.ctx(b, t, (!all_full).then_some(valid.as_slice()), &device);
+        let ids = batch.ids(&device);
+        let hidden = self.forward_hidden(base, adapter, ids.clone(), &ctx);
+        // The last position predicts nothing that is scored.
+        let logits = self.head(base, hidden.slice([0..b, 0..t - 1]));
+        let logp = log_softmax_t(logits, 2); // [B, T−1, V]
+        let entropy = with_entropy.then(|| (logp.clone().exp() * logp.clone()).sum_dim(2).neg().reshape([b, t - 1]));
+        let targets = ids.slice([0..b, 1..t]).reshape([b, t - 1, 1]);
+        let logprobs = logp.gather(2, targets).reshape([b, t - 1]);
+        Ok(TokenScores { logprobs, entropy, mask: batch.target_mask(&device) })
+    }
+
+    /// Samples by re-running the full forward pass for every new token (no KV cache yet), all
+    /// rows of the request batched together (right-padded). Sampling is restricted to the
+    /// codec's vocabulary (embedding rows beyond it are padding); the recorded log-probability is
+    /// the policy's own over the full vocabulary at temperature 1, as `token_scores` computes it.
+    fn sample(
+        &self,
+        base: &DecoderWeights,
+        adapter: Option<&LoraAdapter>,
+        prompts: &[Vec<u32>],
+        params: &SamplingParams,
+        rng: &mut BridgeRng,
+    ) -> Result<Vec<Completion>> {
+        params.validate()?;
+        self.check_weights(base, adapter)?;
+        for (pi, p) in prompts.iter().enumerate() {
+            if p.is_empty() {
+                return Err(BridgeError::InvalidInput(format!("prompt {pi} is empty")));
+            }
+            self.check_ids(p.iter().copied()).map_err(|e| BridgeError::Model(format!("prompt {pi}: {e}")))?;
+        }
+        // No autodiff graph: plain-device snapshots of the weights.
+        let base = base.valid();
+        let adapter = adapter.map(Module::valid);
+        let adapter = adapter.as_ref();
+        let device = base.embed_tokens.weight.device();
+        let vocab = self.config.vocab_size;
+        let sample_vocab = self.codec.vocab_size().min(vocab);
+        let mut stop_ids: Vec<u32> = self.codec.eos_token_ids().to_vec();
+        stop_ids.extend(&self.config.eos_token_ids);
+        stop_ids.extend(&params.stop_token_ids);
+
+        let mut rows: Vec<Sampling> = Vec::with_capacity(prompts.len() * params.n);
+        for (pi, p) in prompts.iter().enumerate() {
+            for si in 0..params.n {
+                rows.push(Sampling {
+                    prompt_index: pi,
+                    sample_index: si,
+                    tokens: p.clone(),
+                    prompt_len: p.len(),
+                    logprobs: Vec::new(),
+                    finish: (params.max_new_tokens == 0).then_some(FinishReason::Length),
+                });
+            }
+        }
+        loop {
+            let active: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].finish.is_none()).collect();
+            if active.is_empty() {
+                break;
+            }
+            let t = active.iter().map(|&i| rows[i].tokens.len()).max().unwrap_or(1);
+            let b = active.len();
+            let pad = i64::from(self.codec.pad_token_id().min(vocab as u32 - 1));
+            let mut ids = Vec::with_capacity(b * t);
+            let mut valid = Vec::with_capacity(b);
+            let mut last = Vec::with_capacity(b);
+            for (r, &i) in active.iter().enumerate() {
+                let toks = &rows[i].tokens;
+                ids.extend(toks.iter().map(|&x| i64::from(x)));
+                ids.extend(std::iter::repeat_n(pad, t - toks.len()));
+                valid.push((0..t).map(|j| j < toks.len()).collect::<Vec<_>>());
+                last.push((r * t + toks.len() - 1) as i64);
+            }
+            let all_full = valid.iter().all(|r| r.iter().all(|&x| x));
+            let ctx = self.ctx(b, t, (!all_full).then_some(valid.as_slice()), &device);
+            let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [b, t]), &device);
+            let hidden = self.forward_hidden(&base, adapter, ids, &ctx);
+            let last: Tensor<1, Int> = Tensor::from_data(TensorData::new(last, [b]), &device);
+            let hidden_last = hidden.reshape([b * t, self.config.hidden_size]).select(0, last);
+            let logits: Vec<f32> = self
+                .head(&base, hidden_last)
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| BridgeError::Model(format!("reading logits: {e:?}")))?;
+            for (r, &i) in active.iter().enumerate() {
+                let row_logits = &logits[r * vocab..(r + 1) * vocab];
+                let next =
+                    sample_token(&row_logits[..sample_vocab], params.temperature, params.top_k, params.top_p, rng);
+                let lp = log_softmax(row_logits)[next];
+                let row = &mut rows[i];
+                row.tokens.push(next as u32);
+                row.logprobs.push(lp);
+                let generated = &row.tokens[row.prompt_len..];
+                let stop_string = !params.stop_strings.is_empty() && {
+                    let text = self.codec.decode(generated)?;
+                    params.stop_strings.iter().any(|s| text.contains(s.as_str()))
+                };
+                if stop_ids.contains(&(next as u32)) || stop_string {
+                    row.finish = Some(FinishReason::Stop);
+                } else if generated.len() >= params.max_new_tokens {
+                    row.finish = Some(FinishReason::Length);
+                }
+            }
+        }
+        rows.into_iter()
+            .map(|r| {
+                let tokens = r.tokens[r.prompt_len..].to_vec();
+                let text = self.codec.decode(&tokens)?;
+                Ok(Completion {
+                    prompt_index: r.prompt_index,
+                    sample_index: r.sample_index,
+                    tokens,
+                    text,
+                    logprobs: r.logprobs,
+                    finish: r.finish.unwrap_or(FinishReason::Length),
+                })
+            })
+            .collect()
+    }
+}

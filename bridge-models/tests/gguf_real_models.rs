@@ -1,0 +1,194 @@
+//! The real GGUF models of `scripts/fetch_models.sh` against gguf-py and transformers
+//! (`fixtures/smollm2_gguf_reference.json`, `fixtures/qwen25_gguf_reference.json`, written by
+//! `scripts/gguf_reference.py`). Each test prints a note and passes when its model is absent.
+
+mod gguf_common;
+
+use bridge_core::{BridgeRng, CausalLm, SamplingParams, TextCodec};
+use bridge_models::gguf::GgufFile;
+use bridge_models::tokenizer::{ChatMessage, HfCodec};
+use bridge_models::{Decoder, DecoderConfig, DecoderWeights};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use gguf_common::{cached_model, fixture};
+use serde_json::Value;
+
+const SMOL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const QWEN: &str = "qwen2.5-coder-0.5b-instruct-q4.gguf";
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-6)
+}
+
+/// Our dequantised tensors (GGUF names, no permutation) against gguf-py's statistics.
+fn check_gguf_tensors(file: &GgufFile, reference: &Value) {
+    for r in reference["gguf_tensors"].as_array().unwrap() {
+        let name = r["name"].as_str().unwrap();
+        let t = file.read_tensor(name).unwrap();
+        let shape: Vec<usize> = r["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        assert_eq!(t.shape, shape, "{name}");
+        let sum: f64 = t.data.iter().map(|&v| f64::from(v)).sum();
+        let abs_sum: f64 = t.data.iter().map(|&v| f64::from(v).abs()).sum();
+        assert!(close(abs_sum, r["abs_sum"].as_f64().unwrap(), 1e-9), "{name}: Σ|x| {abs_sum} vs {}", r["abs_sum"]);
+        assert!((sum - r["sum"].as_f64().unwrap()).abs() <= 1e-9 * abs_sum, "{name}: Σx {sum} vs {}", r["sum"]);
+        for (i, want) in floats(&r["first"]).into_iter().enumerate() {
+            assert!(close(f64::from(t.data[i]), want, 1e-6), "{name}[{i}]: {} vs {want}", t.data[i]);
+        }
+        let idx = r["strided_index"].as_array().unwrap();
+        for (i, want) in idx.iter().zip(floats(&r["strided"])) {
+            let i = i.as_u64().unwrap() as usize;
+            assert!(close(f64::from(t.data[i]), want, 1e-6), "{name}[{i}]: {} vs {want}", t.data[i]);
+        }
+        println!("{name} ({}): matches gguf-py (Σx = {sum:.6})", r["type"].as_str().unwrap());
+    }
+}
+
+/// Our codec's ids and chat renderings against transformers' GGUF tokenizer.
+fn check_tokenizer(codec: &HfCodec, reference: &Value) {
+    let texts = reference["texts"].as_array().unwrap();
+    for t in texts {
+        let text = t["text"].as_str().unwrap();
+        let want: Vec<u32> = t["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(codec.encode(text).unwrap(), want, "ids of {text:?}");
+        let back = codec.decode(&want).unwrap();
+        if !text.contains("<|") {
+            assert_eq!(back, text, "round trip of {text:?}");
+        }
+    }
+    let chats = reference["chats"].as_array().unwrap();
+    for c in chats {
+        let messages: Vec<ChatMessage> = c["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+            .collect();
+        let got = codec.apply_chat_template(&messages, c["add_generation_prompt"].as_bool().unwrap()).unwrap();
+        assert_eq!(got, c["rendered"].as_str().unwrap());
+    }
+    println!("tokenizer: {} texts and {} chat renderings identical to transformers", texts.len(), chats.len());
+}
+
+#[test]
+fn smollm2_tensors_and_config_match_gguf_py_and_transformers() {
+    let Some(path) = cached_model(SMOL) else { return };
+    let reference = fixture("smollm2_gguf_reference.json");
+    let file = GgufFile::open(&path).unwrap();
+    check_gguf_tensors(&file, &reference);
+
+    let config = file.hf_config().unwrap();
+    for (k, want) in reference["config"].as_object().unwrap() {
+        let got = &config[k.as_str()];
+        match (got.as_f64(), want.as_f64()) {
+            (Some(g), Some(w)) if k == "rms_norm_eps" => assert!((g - w).abs() < 1e-9, "{k}: {g} vs {w}"),
+            _ => assert_eq!(got, want, "config `{k}`"),
+        }
+    }
+
+    // HF names and layouts, with llama's Q/K rows un-permuted as transformers does.
+    let map = file.hf_tensors().unwrap();
+    assert_eq!(map.len(), file.tensors().len());
+    assert!(!map.contains_key("lm_head.weight"), "SmolLM2 ties its embeddings");
+    for r in reference["hf_tensors"].as_array().unwrap() {
+        let name = r["name"].as_str().unwrap();
+        let t = &map[name];
+        let shape: Vec<usize> = r["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        assert_eq!(t.shape, shape, "{name}");
+        let cols = *t.shape.last().unwrap();
+        for (row, want) in r["rows"].as_object().unwrap() {
+            let row: usize = row.parse().unwrap();
+            for (j, w) in floats(want).into_iter().enumerate() {
+                let g = f64::from(t.data[row * cols + j]);
+                assert!(close(g, w, 1e-6), "{name}[{row}, {j}]: {g} vs transformers {w}");
+            }
+        }
+        let sum: f64 = t.data.iter().map(|&v| f64::from(v)).sum();
+        assert!(close(sum, r["sum"].as_f64().unwrap(), 1e-7), "{name}: Σ {sum} vs {}", r["sum"]);
+    }
+    println!("hf tensors: {} tensors, names/shapes/rows match transformers", map.len());
+}
+
+#[test]
+fn smollm2_tokenizer_matches_transformers() {
+    let Some(path) = cached_model(SMOL) else { return };
+    let reference = fixture("smollm2_gguf_reference.json");
+    let file = GgufFile::open(&path).unwrap();
+    let codec = HfCodec::from_gguf(&file).unwrap();
+    assert_eq!(codec.eos_token_ids(), &[2]);
+    assert_eq!(codec.pad_token_id(), 2);
+    assert_eq!(codec.vocab_size(), 49152);
+    codec.check_fits(49152).unwrap();
+    assert!(codec.check_fits(49151).is_err());
+    check_tokenizer(&codec, &reference);
+    let prompt = codec.render_prompt("What is 12 + 7? Answer with a number.").unwrap();
+    assert_eq!(prompt, reference["logits"]["prompt"].as_str().unwrap());
+}
+
+#[test]
+fn smollm2_logits_and_greedy_continuation_match_transformers() {
+    let Some(path) = cached_model(SMOL) else { return };
+    let reference = fixture("smollm2_gguf_reference.json");
+    let lr = &reference["logits"];
+    let device = Device::flex();
+    let file = GgufFile::open(&path).unwrap();
+    let codec = HfCodec::from_gguf(&file).unwrap();
+    let cfg = DecoderConfig::from_hf_json(&file.hf_config().unwrap()).unwrap();
+    let weights = DecoderWeights::from_tensor_map(&cfg, &file.hf_tensors().unwrap(), &device).unwrap();
+    codec.check_fits(cfg.vocab_size).unwrap();
+    let ids: Vec<u32> = lr["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    assert_eq!(codec.encode(lr["prompt"].as_str().unwrap()).unwrap(), ids);
+    let model = Decoder::new(cfg, Box::new(codec)).unwrap();
+
+    let t = ids.len();
+    let id_tensor: Tensor<2, Int> =
+        Tensor::from_data(TensorData::new(ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>(), [1, t]), &device);
+    let logits = model.forward_logits(&weights, None, id_tensor, None).unwrap();
+    let [_, _, vocab] = logits.dims();
+    let data: Vec<f32> = logits.into_data().convert::<f32>().try_to_vec().unwrap();
+    let slice = lr["slice"].as_u64().unwrap() as usize;
+    let (mut worst, mut worst_lse) = (0f64, 0f64);
+    for (p, want_row) in lr["first"].as_array().unwrap().iter().enumerate() {
+        let row = &data[p * vocab..(p + 1) * vocab];
+        for (j, w) in floats(want_row).into_iter().enumerate().take(slice) {
+            worst = worst.max((f64::from(row[j]) - w).abs());
+        }
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let lse = f64::from(max) + row.iter().map(|&x| f64::from(x - max).exp()).sum::<f64>().ln();
+        worst_lse = worst_lse.max((lse - lr["logsumexp"][p].as_f64().unwrap()).abs());
+        let argmax =
+            row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0;
+        assert_eq!(argmax as u64, lr["argmax"][p].as_u64().unwrap(), "argmax at position {p}");
+    }
+    println!("logits: max |Δ| over {t}×{slice} = {worst:.2e}, max |Δ logsumexp| = {worst_lse:.2e}");
+    assert!(worst < 1e-3, "max |Δlogit| {worst}");
+    assert!(worst_lse < 1e-3, "max |Δ logsumexp| {worst_lse}");
+
+    let want: Vec<u32> = lr["greedy_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let mut rng = BridgeRng::seed_from_u64(0);
+    let out = model.sample(&weights, None, &[ids], &SamplingParams::greedy(want.len()), &mut rng).unwrap();
+    println!("greedy: {:?}", out[0].text);
+    assert_eq!(out[0].tokens, want);
+    assert_eq!(out[0].text, lr["greedy_text"].as_str().unwrap());
+}
+
+#[test]
+fn qwen25_tensors_and_tokenizer_match_references() {
+    let Some(path) = cached_model(QWEN) else { return };
+    let reference = fixture("qwen25_gguf_reference.json");
+    let file = GgufFile::open(&path).unwrap();
+    check_gguf_tensors(&file, &reference);
+    let codec = HfCodec::from_gguf(&file).unwrap();
+    assert_eq!(codec.eos_token_ids(), &[151645]);
+    assert_eq!(codec.pad_token_id(), 151643);
+    check_tokenizer(&codec, &reference);
+    let config = file.hf_config().unwrap();
+    assert_eq!(config["model_type"], "qwen2");
+    assert_eq!(config["attention_bias"], true);
+    assert_eq!(config["tie_word_embeddings"], false, "this file stores output.weight separately");
+    assert_eq!((config["num_attention_heads"].as_u64(), config["num_key_value_heads"].as_u64()), (Some(14), Some(2)));
+    codec.check_fits(config["vocab_size"].as_u64().unwrap() as usize).unwrap();
+    assert!(DecoderConfig::from_hf_json(&config).is_ok());
+}

@@ -1,0 +1,195 @@
+//! The quickstart's summary over seeds, its table and its plot.
+
+use super::{Method, SeedRun};
+use bridge_core::Result;
+use bridge_eval::plot::{LineChart, grid};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Mean and sample standard deviation over seeds (std 0 for one seed).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    /// Mean.
+    pub mean: f64,
+    /// Sample standard deviation (n − 1 in the denominator).
+    pub std: f64,
+    /// Values it summarises.
+    pub n: usize,
+}
+
+impl Stat {
+    /// The statistics of `values` (`None` when empty).
+    pub fn of(values: &[f64]) -> Option<Self> {
+        if values.is_empty() {
+            return None;
+        }
+        let n = values.len();
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let std = if n > 1 {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        } else {
+            0.0
+        };
+        Some(Self { mean, std, n })
+    }
+
+    fn show(&self, scale: f64, decimals: usize, with_std: bool) -> String {
+        if with_std {
+            format!("{:.d$} ± {:.d$}", self.mean * scale, self.std * scale, d = decimals)
+        } else {
+            format!("{:.d$}", self.mean * scale, d = decimals)
+        }
+    }
+}
+
+/// One method's row of the table, over the seeds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MethodSummary {
+    /// The method.
+    pub method: Method,
+    /// Final test accuracy of level 1, 2, … (fractions).
+    pub levels: Vec<Stat>,
+    /// Final overall test accuracy.
+    pub overall: Stat,
+    /// Training wall time, seconds.
+    pub train_seconds: Stat,
+    /// Training time until the accuracy first reached Cold-start's final accuracy of the same
+    /// seed, over the seeds where it did (`None`: no seed did, or there is no Cold-start run).
+    pub time_to_cold_start: Option<Stat>,
+    /// Seeds on which the method reached Cold-start's final accuracy.
+    pub reached_cold_start: usize,
+}
+
+/// The per-method summary of `seeds`, in the order of `methods`.
+pub fn summarise(methods: &[Method], seeds: &[SeedRun], levels: u32) -> Vec<MethodSummary> {
+    let zero = Stat { mean: 0.0, std: 0.0, n: 0 };
+    methods
+        .iter()
+        .map(|&method| {
+            let runs: Vec<(&SeedRun, &super::MethodRun)> = seeds
+                .iter()
+                .filter_map(|s| s.methods.iter().find(|m| m.method == method).map(|m| (s, m)))
+                .collect();
+            let finals: Vec<&super::CurvePoint> = runs.iter().filter_map(|(_, m)| m.last()).collect();
+            let level = |l: usize| Stat::of(&finals.iter().map(|p| p.levels.get(l).copied().unwrap_or(0.0)).collect::<Vec<_>>());
+            let times: Vec<f64> = runs
+                .iter()
+                .filter_map(|(s, m)| {
+                    let target = s.methods.iter().find(|c| c.method == Method::ColdStart)?.last()?.accuracy;
+                    m.time_to_reach(target)
+                })
+                .collect();
+            MethodSummary {
+                method,
+                levels: (0..levels as usize).map(|l| level(l).unwrap_or(zero)).collect(),
+                overall: Stat::of(&finals.iter().map(|p| p.accuracy).collect::<Vec<_>>()).unwrap_or(zero),
+                train_seconds: Stat::of(&runs.iter().map(|(_, m)| m.train_seconds).collect::<Vec<_>>()).unwrap_or(zero),
+                reached_cold_start: times.len(),
+                time_to_cold_start: Stat::of(&times),
+            }
+        })
+        .collect()
+}
+
+/// The table: accuracy (%) per level and overall, training wall time and time to Cold-start's
+/// final accuracy (s), as mean ± std when there are several seeds.
+pub fn format_table(summary: &[MethodSummary], levels: u32, seeds: usize) -> String {
+    let multi = seeds > 1;
+    let mut header: Vec<String> = vec!["method".into()];
+    header.extend((1..=levels).map(|l| format!("L{l} %")));
+    header.extend(["overall %".into(), "train s".into(), "→ Cold-start s".into()]);
+    let mut rows = vec![header];
+    for s in summary {
+        let mut row = vec![s.method.label().to_owned()];
+        row.extend(s.levels.iter().map(|l| l.show(100.0, 1, multi)));
+        row.push(s.overall.show(100.0, 1, multi));
+        row.push(s.train_seconds.show(1.0, 1, multi));
+        row.push(match &s.time_to_cold_start {
+            None => "—".into(),
+            Some(t) if t.n < seeds => format!("{} ({}/{seeds})", t.show(1.0, 1, t.n > 1), t.n),
+            Some(t) => t.show(1.0, 1, multi),
+        });
+        rows.push(row);
+    }
+    let cols = rows[0].len();
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let line = |r: &[String]| {
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, x)| {
+                let pad = widths[c] - x.chars().count();
+                if c == 0 { format!("{x}{}", " ".repeat(pad)) } else { format!("{}{x}", " ".repeat(pad)) }
+            })
+            .collect();
+        format!("| {} |", cells.join(" | "))
+    };
+    let mut out = vec![line(&rows[0])];
+    let rule: Vec<String> = widths
+        .iter()
+        .enumerate()
+        .map(|(c, w)| if c == 0 { "-".repeat(*w) } else { format!("{}:", "-".repeat(w.saturating_sub(1))) })
+        .collect();
+    out.push(format!("|-{}-|", rule.join("-|-")));
+    out.extend(rows[1..].iter().map(|r| line(r)));
+    out.join("\n")
+}
+
+/// Mean curve of `method` over the seeds, point by point (every seed evaluates at the same steps).
+fn mean_curve(method: Method, seeds: &[SeedRun], value: impl Fn(&super::CurvePoint) -> f64) -> Vec<(f64, f64)> {
+    let curves: Vec<&Vec<super::CurvePoint>> =
+        seeds.iter().filter_map(|s| s.methods.iter().find(|m| m.method == method).map(|m| &m.curve)).collect();
+    let len = curves.iter().map(|c| c.len()).min().unwrap_or(0);
+    (0..len)
+        .map(|i| {
+            let n = curves.len() as f64;
+            let t = curves.iter().map(|c| c[i].seconds).sum::<f64>() / n;
+            let v = curves.iter().map(|c| value(&c[i])).sum::<f64>() / n;
+            (t, v)
+        })
+        .collect()
+}
+
+/// `accuracy.png`: test accuracy against training wall time, overall and on the hardest level,
+/// one series per method (the mean over seeds); Base is a flat line.
+pub(super) fn plot(methods: &[Method], seeds: &[SeedRun], levels: u32, path: &Path) -> Result<()> {
+    let hardest = levels as usize - 1;
+    let t_max = methods
+        .iter()
+        .flat_map(|&m| mean_curve(m, seeds, |p| p.accuracy))
+        .map(|(t, _)| t)
+        .fold(0.0f64, f64::max)
+        .max(1e-3);
+    let chart = |title: String, value: &dyn Fn(&super::CurvePoint) -> f64| {
+        let mut c = LineChart::new(title).x_label("training wall time (s)").y_label("test accuracy").y_range(0.0, 1.0);
+        for &m in methods {
+            let mut points = mean_curve(m, seeds, value);
+            if m == Method::Base {
+                if let Some(&(_, v)) = points.first() {
+                    points = vec![(0.0, v), (t_max, v)];
+                }
+            }
+            c = c.series(m.label(), points);
+        }
+        c
+    };
+    let suffix = if seeds.len() > 1 { format!(" (mean of {} seeds)", seeds.len()) } else { String::new() };
+    let overall = chart(format!("test accuracy{suffix}"), &|p| p.accuracy);
+    let hard = chart(format!("level {levels} accuracy{suffix}"), &|p| p.levels.get(hardest).copied().unwrap_or(0.0));
+    grid(vec![overall, hard], 2).save_png(path, 1400, 560)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_use_the_sample_std() {
+        let s = Stat::of(&[1.0, 2.0, 3.0]).unwrap();
+        assert!((s.mean - 2.0).abs() < 1e-12 && (s.std - 1.0).abs() < 1e-12);
+        assert_eq!(Stat::of(&[5.0]).unwrap().std, 0.0);
+        assert!(Stat::of(&[]).is_none());
+        assert_eq!(s.show(100.0, 1, true), "200.0 ± 100.0");
+    }
+}
