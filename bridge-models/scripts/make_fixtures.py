@@ -10,8 +10,15 @@ Modes:
   make_fixtures.py --check DIR   load DIR (an HF directory written by our Rust saver) with
                                  transformers, compute logits for the ids in DIR/rust_logits.json,
                                  compare them with the Rust logits, and write DIR/reference.json.
-  make_fixtures.py --bench       time forward+backward of the tiny Qwen2 config used by
-                                 `cargo run --release --example bench_forward`, on 2 threads.
+  make_fixtures.py --bench       time forward+backward (and forward only) of the tiny Qwen2
+                                 config used by `cargo run --release --example bench_forward`,
+                                 on 2 threads (--threads N), with sdpa and eager attention.
+
+The committed fixtures/roundtrip_qwen2 was made by the Rust test
+`cargo test -p bridge-models --test lora -- --ignored regenerate_roundtrip_fixture`
+(one SGD step on θ and a LoRA adapter from qwen2_tied, merged, saved by our HF saver)
+followed by `make_fixtures.py --check fixtures/roundtrip_qwen2`, which loaded it with
+transformers and wrote reference.json (max |Δlogit| vs Rust: 4.8e-6).
 
 Setup (outside the repository):
   python3 -m venv /tmp/hfvenv && /tmp/hfvenv/bin/pip install torch transformers safetensors

@@ -341,8 +341,8 @@ impl DecoderWeights {
         let unused: Vec<&String> = map
             .keys()
             .filter(|k| {
-                let ignorable = k.ends_with("rotary_emb.inv_freq")
-                    || (cfg.tie_word_embeddings && k.as_str() == "lm_head.weight");
+                let ignorable =
+                    k.ends_with("rotary_emb.inv_freq") || (cfg.tie_word_embeddings && k.as_str() == "lm_head.weight");
                 !(r.used.contains(k.as_str()) || ignorable)
             })
             .collect();
@@ -846,6 +846,8 @@ impl CausalLm for Decoder {
     /// rows of the request batched together (right-padded). Sampling is restricted to the
     /// codec's vocabulary (embedding rows beyond it are padding); the recorded log-probability is
     /// the policy's own over the full vocabulary at temperature 1, as `token_scores` computes it.
+    /// A completion stops at the codec's EOS ids, the config's `eos_token_id`s, `stop_token_ids`
+    /// (the stop token is kept) or a stop string in its decoded text.
     fn sample(
         &self,
         base: &DecoderWeights,
