@@ -10,6 +10,14 @@ Modes:
   make_fixtures.py --check DIR   load DIR (an HF directory written by our Rust saver) with
                                  transformers, compute logits for the ids in DIR/rust_logits.json,
                                  compare them with the Rust logits, and write DIR/reference.json.
+  make_fixtures.py --generate    write DIR/generate_reference.json for every fixture DIR:
+                                 transformers' greedy `generate` (do_sample=False, EOS disabled)
+                                 of 3 prompts × 16 new tokens, each prompt alone.
+  make_fixtures.py --bench-generate
+                                 new tokens/s of transformers `generate` (greedy and sampled,
+                                 KV cache) for the tiny Qwen2 config of
+                                 `cargo run --release --example bench_generate`, batch 1/16/64,
+                                 16-token prompts, 48 new tokens, on 2 threads (--threads N).
   make_fixtures.py --bench       time forward+backward (and forward only) of the tiny Qwen2
                                  config used by `cargo run --release --example bench_forward`,
                                  on 2 threads (--threads N), with sdpa and eager attention.
@@ -230,17 +238,89 @@ def bench(steps, warmup, threads):
                           threads=threads, batch=16, seq_len=64, steps=steps, results=results)))
 
 
+GENERATE_PROMPTS = [[1, 17, 159, 42, 99, 7], [1, 5, 64], [3, 120, 8, 77, 15, 31, 9, 140, 66, 12]]
+GENERATE_NEW_TOKENS = 16
+
+
+def generate_references(out_dir):
+    """Greedy continuations of GENERATE_PROMPTS by transformers, EOS disabled (each prompt alone,
+    so no padding is involved on this side)."""
+    from transformers import GenerationConfig
+
+    for name in FIXTURES:
+        path = os.path.join(out_dir, name)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+        gen = GenerationConfig(do_sample=False, max_new_tokens=GENERATE_NEW_TOKENS,
+                               min_new_tokens=0, eos_token_id=None, pad_token_id=0, bos_token_id=None)
+        outs = []
+        for prompt in GENERATE_PROMPTS:
+            ids = torch.tensor([prompt])
+            with torch.no_grad():
+                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen)
+            new = out[0, len(prompt):].tolist()
+            assert len(new) == GENERATE_NEW_TOKENS, (name, new)
+            outs.append(new)
+        ref = dict(transformers_version=transformers.__version__, torch_version=torch.__version__,
+                   do_sample=False, eos_token_id=None, prompts=GENERATE_PROMPTS, completions=outs)
+        with open(os.path.join(path, "generate_reference.json"), "w") as f:
+            json.dump(ref, f, separators=(",", ":"))
+        print(f"{name}: {outs}")
+
+
+def bench_generate(threads, repeats, batches=(1, 16, 64), prompt_len=16, new_tokens=48):
+    """New tokens/s of `generate` for the tiny Qwen2 config (random init, EOS disabled)."""
+    from transformers import GenerationConfig
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=512, hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=True, use_sliding_window=False,
+    )
+    results = {}
+    for attn in ["sdpa", "eager"]:
+        cfg._attn_implementation = attn
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+        for mode in ["greedy", "sample"]:
+            gen = GenerationConfig(do_sample=(mode == "sample"), temperature=1.0, top_k=None, top_p=None,
+                                   max_new_tokens=new_tokens, min_new_tokens=0, eos_token_id=None, pad_token_id=0)
+            for b in batches:
+                ids = torch.randint(3, 512, (b, prompt_len))
+                mask = torch.ones_like(ids)
+                with torch.no_grad():
+                    model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)  # warm-up
+                    times = []
+                    for _ in range(repeats):
+                        t0 = time.perf_counter()
+                        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
+                        times.append(time.perf_counter() - t0)
+                        assert out.shape == (b, prompt_len + new_tokens)
+                best = min(times)
+                results[f"{attn}/{mode}/batch{b}"] = dict(
+                    batch=b, seconds=best, seconds_all=times, new_tokens_per_second=b * new_tokens / best)
+    print(json.dumps(dict(framework="pytorch", torch=torch.__version__, transformers=transformers.__version__,
+                          threads=threads, prompt_len=prompt_len, new_tokens=new_tokens, repeats=repeats,
+                          results=results)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=DEFAULT_OUT)
     ap.add_argument("--check", metavar="DIR")
     ap.add_argument("--bench", action="store_true")
+    ap.add_argument("--generate", action="store_true")
+    ap.add_argument("--bench-generate", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     if a.check:
         check(a.check)
+    elif a.generate:
+        generate_references(a.out)
+    elif a.bench_generate:
+        bench_generate(a.threads, a.repeats)
     elif a.bench:
         bench(a.steps, a.warmup, a.threads)
     else:

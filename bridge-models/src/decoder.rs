@@ -25,8 +25,7 @@
 use crate::config::DecoderConfig;
 use crate::lora::{LoraAdapter, LoraLayer, LoraPair};
 use crate::tensors::{HostTensor, TensorMap};
-use bridge_core::policy::{CausalLm, Completion, FinishReason, SamplingParams, SequenceBatch, TextCodec, TokenScores};
-use bridge_core::sampling::{log_softmax, sample_token};
+use bridge_core::policy::{CausalLm, Completion, SamplingParams, SequenceBatch, TextCodec, TokenScores};
 use bridge_core::{BridgeError, BridgeRng, Result};
 use burn::module::{Module, Param};
 use burn::tensor::activation::{log_softmax as log_softmax_t, silu, softmax};
@@ -515,21 +514,26 @@ impl std::fmt::Debug for Decoder {
 }
 
 /// Per-call constants of a forward pass: rotary tables and the additive attention mask.
-struct ForwardCtx {
-    cos: Tensor<4>,
-    sin: Tensor<4>,
+///
+/// # Shapes
+/// The rotary tables are `[1 or B, 1, T, d]` (one row per sequence when positions differ by
+/// row, as in [`crate::generate`]); `mask_bias` is `[1 or B, 1, T, S]` for `T` queries over `S`
+/// keys (`S = T` in training, the filled cache length when decoding).
+pub(crate) struct ForwardCtx {
+    pub(crate) cos: Tensor<4>,
+    pub(crate) sin: Tensor<4>,
     /// `cos / √head_dim`: the query's table, with the attention scale folded in.
-    cos_q: Tensor<4>,
+    pub(crate) cos_q: Tensor<4>,
     /// `sin / √head_dim`.
-    sin_q: Tensor<4>,
+    pub(crate) sin_q: Tensor<4>,
     /// `[1, 1, d, d]`: see [`rotate_half_matrix`].
-    rot: Tensor<4>,
-    mask_bias: Tensor<4>,
+    pub(crate) rot: Tensor<4>,
+    pub(crate) mask_bias: Tensor<4>,
 }
 
 /// What is added to the score of a masked (query, key) pair: large and negative but finite, so a
 /// fully masked row gives a uniform distribution instead of NaN.
-const MASKED: f32 = -1.0e9;
+pub(crate) const MASKED: f32 = -1.0e9;
 
 impl Decoder {
     /// The architecture `config` with the tokenizer `codec`. Fails when the codec's vocabulary
@@ -567,7 +571,8 @@ impl Decoder {
         LoraAdapter::init(&self.config, lora, device, rng)
     }
 
-    fn rope_tensors(&self, t: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+    /// Grows the host rotary tables to at least `t` positions.
+    fn grow_rope(&self, t: usize) {
         let d = self.config.head_dim;
         let half = d / 2;
         let need_grow = self.rope.read().map(|r| r.positions < t).unwrap_or(true);
@@ -590,6 +595,25 @@ impl Decoder {
                 *tables = RopeTables { positions: n, cos, sin };
             }
         }
+    }
+
+    /// Host rotary rows `(cos, sin)`, each `positions.len() × head_dim` values (row-major), for
+    /// arbitrary positions (the generation engine's per-row positions).
+    pub(crate) fn rope_rows(&self, positions: &[usize]) -> (Vec<f32>, Vec<f32>) {
+        let d = self.config.head_dim;
+        self.grow_rope(positions.iter().max().map_or(1, |&p| p + 1));
+        let tables = self.rope.read().unwrap_or_else(|e| e.into_inner());
+        let (mut cos, mut sin) = (Vec::with_capacity(positions.len() * d), Vec::with_capacity(positions.len() * d));
+        for &p in positions {
+            cos.extend_from_slice(&tables.cos[p * d..(p + 1) * d]);
+            sin.extend_from_slice(&tables.sin[p * d..(p + 1) * d]);
+        }
+        (cos, sin)
+    }
+
+    fn rope_tensors(&self, t: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+        let d = self.config.head_dim;
+        self.grow_rope(t);
         let tables = self.rope.read().unwrap_or_else(|e| e.into_inner());
         let cos = tensor_from_host(tables.cos[..t * d].to_vec(), [1, 1, t, d], device);
         let sin = tensor_from_host(tables.sin[..t * d].to_vec(), [1, 1, t, d], device);
@@ -625,7 +649,7 @@ impl Decoder {
         }
     }
 
-    fn check_weights(&self, base: &DecoderWeights, adapter: Option<&LoraAdapter>) -> Result<()> {
+    pub(crate) fn check_weights(&self, base: &DecoderWeights, adapter: Option<&LoraAdapter>) -> Result<()> {
         base.check(&self.config)?;
         if let Some(a) = adapter {
             a.check(&self.config)?;
@@ -647,27 +671,40 @@ impl Decoder {
         let scale = adapter.map_or(0.0, LoraAdapter::scale);
         for (i, layer) in base.layers.iter().enumerate() {
             let lora = adapter.and_then(|a| a.layers.get(i));
-            h = self.layer_forward(layer, lora, scale, h, ctx);
+            h = self.layer_forward(layer, lora, scale, h, ctx, |k, v| (k, v));
         }
         base.norm.forward(h, cfg.rms_norm_eps)
     }
 
     /// `hidden [.., hidden] → logits [.., vocab]` through the LM head (or the tied embedding).
-    fn head<const D: usize>(&self, base: &DecoderWeights, hidden: Tensor<D>) -> Tensor<D> {
+    pub(crate) fn head<const D: usize>(&self, base: &DecoderWeights, hidden: Tensor<D>) -> Tensor<D> {
         match &base.lm_head {
             Some(head) => head.forward(hidden, None),
             None => linear(hidden, base.embed_tokens.weight.val().transpose(), None),
         }
     }
 
-    fn layer_forward(
+    /// One decoder layer, shared by training and generation.
+    ///
+    /// `kv` receives the new keys and values `[B, Hkv, T, d]` (after the rotary embedding) and
+    /// returns those to attend over, `[B, Hkv, S, d]`: training passes them through
+    /// (`|k, v| (k, v)`); the generation engine writes them into its cache and returns the filled
+    /// cache. `ctx.mask_bias` must be `[1 or B, 1, T, S]`.
+    ///
+    /// # Shapes
+    /// `x [B, T, hidden] → [B, T, hidden]`.
+    pub(crate) fn layer_forward<F>(
         &self,
         layer: &DecoderLayer,
         lora: Option<&LoraLayer>,
         scale: f64,
         x: Tensor<3>,
         ctx: &ForwardCtx,
-    ) -> Tensor<3> {
+        kv: F,
+    ) -> Tensor<3>
+    where
+        F: FnOnce(Tensor<4>, Tensor<4>) -> (Tensor<4>, Tensor<4>),
+    {
         let eps = self.config.rms_norm_eps;
         let l = |f: fn(&LoraLayer) -> Option<&LoraPair>| lora.and_then(f).map(|p| (p, scale));
 
@@ -688,12 +725,13 @@ impl Decoder {
         // The softmax scale 1/√d is folded into the query's rotary tables.
         let q = apply_rope(q.swap_dims(1, 2), &ctx.cos_q, &ctx.sin_q, &ctx.rot); // [B, Hq, T, d]
         let k = apply_rope(k.swap_dims(1, 2), &ctx.cos, &ctx.sin, &ctx.rot); // [B, Hkv, T, d]
-        let v = v.swap_dims(1, 2);
+        let (k, v) = kv(k, v.swap_dims(1, 2)); // [B, Hkv, S, d]
+        let s = k.dims()[2];
         // Grouped-query attention without copying keys and values (`repeat_kv`): the n_rep query
         // heads sharing a key/value head are stacked along the time axis of one matmul.
         let n_rep = hq / hkv;
-        let scores = q.reshape([b, hkv, n_rep * t, d]).matmul(k.swap_dims(2, 3)).reshape([b, hq, t, t]);
-        let probs = softmax(scores + ctx.mask_bias.clone(), 3).reshape([b, hkv, n_rep * t, t]);
+        let scores = q.reshape([b, hkv, n_rep * t, d]).matmul(k.swap_dims(2, 3)).reshape([b, hq, t, s]);
+        let probs = softmax(scores + ctx.mask_bias.clone(), 3).reshape([b, hkv, n_rep * t, s]);
         let o = probs.matmul(v).reshape([b, hq, t, d]).swap_dims(1, 2).reshape([b, t, hq * d]);
         let x = x + attn.o_proj.forward(o, l(|w| w.o_proj.as_ref()));
 
@@ -705,7 +743,7 @@ impl Decoder {
         x + mlp.down_proj.forward(gate * up, l(|w| w.down_proj.as_ref()))
     }
 
-    fn check_ids(&self, ids: impl IntoIterator<Item = u32>) -> Result<()> {
+    pub(crate) fn check_ids(&self, ids: impl IntoIterator<Item = u32>) -> Result<()> {
         let v = self.config.vocab_size;
         if let Some(bad) = ids.into_iter().find(|&x| x as usize >= v) {
             return Err(BridgeError::Model(format!("token id {bad} is outside the vocabulary of {v}")));
@@ -789,7 +827,7 @@ fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>, rot: &Tensor<4>) -
 }
 
 /// The matrix `R [d, d]` with `x·R = rotate_half(x)`.
-fn rotate_half_matrix(d: usize) -> Vec<f32> {
+pub(crate) fn rotate_half_matrix(d: usize) -> Vec<f32> {
     let half = d / 2;
     let mut r = vec![0.0f32; d * d];
     for j in 0..half {
@@ -797,16 +835,6 @@ fn rotate_half_matrix(d: usize) -> Vec<f32> {
         r[j * d + j + half] = 1.0; // out[j + half] = x[j]
     }
     r
-}
-
-/// A row being sampled.
-struct Sampling {
-    prompt_index: usize,
-    sample_index: usize,
-    tokens: Vec<u32>,
-    prompt_len: usize,
-    logprobs: Vec<f32>,
-    finish: Option<FinishReason>,
 }
 
 impl CausalLm for Decoder {
@@ -842,10 +870,11 @@ impl CausalLm for Decoder {
         Ok(TokenScores { logprobs, entropy, mask: batch.target_mask(&device) })
     }
 
-    /// Samples by re-running the full forward pass for every new token (no KV cache yet), all
-    /// rows of the request batched together (right-padded). Sampling is restricted to the
-    /// codec's vocabulary (embedding rows beyond it are padding); the recorded log-probability is
-    /// the policy's own over the full vocabulary at temperature 1, as `token_scores` computes it.
+    /// Samples with the KV-cache engine of [`crate::generate`] (prefill once per prompt, then
+    /// incremental decoding of all `n` samples of every prompt together; see that module for the
+    /// padding scheme and the seeded draw order). Sampling is restricted to the codec's
+    /// vocabulary (embedding rows beyond it are padding); the recorded log-probability is the
+    /// policy's own over the full vocabulary at temperature 1, as `token_scores` computes it.
     /// A completion stops at the codec's EOS ids, the config's `eos_token_id`s, `stop_token_ids`
     /// (the stop token is kept) or a stop string in its decoded text.
     fn sample(
@@ -856,101 +885,6 @@ impl CausalLm for Decoder {
         params: &SamplingParams,
         rng: &mut BridgeRng,
     ) -> Result<Vec<Completion>> {
-        params.validate()?;
-        self.check_weights(base, adapter)?;
-        for (pi, p) in prompts.iter().enumerate() {
-            if p.is_empty() {
-                return Err(BridgeError::InvalidInput(format!("prompt {pi} is empty")));
-            }
-            self.check_ids(p.iter().copied()).map_err(|e| BridgeError::Model(format!("prompt {pi}: {e}")))?;
-        }
-        // No autodiff graph: plain-device snapshots of the weights.
-        let base = base.valid();
-        let adapter = adapter.map(Module::valid);
-        let adapter = adapter.as_ref();
-        let device = base.embed_tokens.weight.device();
-        let vocab = self.config.vocab_size;
-        let sample_vocab = self.codec.vocab_size().min(vocab);
-        let mut stop_ids: Vec<u32> = self.codec.eos_token_ids().to_vec();
-        stop_ids.extend(&self.config.eos_token_ids);
-        stop_ids.extend(&params.stop_token_ids);
-
-        let mut rows: Vec<Sampling> = Vec::with_capacity(prompts.len() * params.n);
-        for (pi, p) in prompts.iter().enumerate() {
-            for si in 0..params.n {
-                rows.push(Sampling {
-                    prompt_index: pi,
-                    sample_index: si,
-                    tokens: p.clone(),
-                    prompt_len: p.len(),
-                    logprobs: Vec::new(),
-                    finish: (params.max_new_tokens == 0).then_some(FinishReason::Length),
-                });
-            }
-        }
-        loop {
-            let active: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].finish.is_none()).collect();
-            if active.is_empty() {
-                break;
-            }
-            let t = active.iter().map(|&i| rows[i].tokens.len()).max().unwrap_or(1);
-            let b = active.len();
-            let pad = i64::from(self.codec.pad_token_id().min(vocab as u32 - 1));
-            let mut ids = Vec::with_capacity(b * t);
-            let mut valid = Vec::with_capacity(b);
-            let mut last = Vec::with_capacity(b);
-            for (r, &i) in active.iter().enumerate() {
-                let toks = &rows[i].tokens;
-                ids.extend(toks.iter().map(|&x| i64::from(x)));
-                ids.extend(std::iter::repeat_n(pad, t - toks.len()));
-                valid.push((0..t).map(|j| j < toks.len()).collect::<Vec<_>>());
-                last.push((r * t + toks.len() - 1) as i64);
-            }
-            let all_full = valid.iter().all(|r| r.iter().all(|&x| x));
-            let ctx = self.ctx(b, t, (!all_full).then_some(valid.as_slice()), &device);
-            let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [b, t]), &device);
-            let hidden = self.forward_hidden(&base, adapter, ids, &ctx);
-            let last: Tensor<1, Int> = Tensor::from_data(TensorData::new(last, [b]), &device);
-            let hidden_last = hidden.reshape([b * t, self.config.hidden_size]).select(0, last);
-            let logits: Vec<f32> = self
-                .head(&base, hidden_last)
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .map_err(|e| BridgeError::Model(format!("reading logits: {e:?}")))?;
-            for (r, &i) in active.iter().enumerate() {
-                let row_logits = &logits[r * vocab..(r + 1) * vocab];
-                let next =
-                    sample_token(&row_logits[..sample_vocab], params.temperature, params.top_k, params.top_p, rng);
-                let lp = log_softmax(row_logits)[next];
-                let row = &mut rows[i];
-                row.tokens.push(next as u32);
-                row.logprobs.push(lp);
-                let generated = &row.tokens[row.prompt_len..];
-                let stop_string = !params.stop_strings.is_empty() && {
-                    let text = self.codec.decode(generated)?;
-                    params.stop_strings.iter().any(|s| text.contains(s.as_str()))
-                };
-                if stop_ids.contains(&(next as u32)) || stop_string {
-                    row.finish = Some(FinishReason::Stop);
-                } else if generated.len() >= params.max_new_tokens {
-                    row.finish = Some(FinishReason::Length);
-                }
-            }
-        }
-        rows.into_iter()
-            .map(|r| {
-                let tokens = r.tokens[r.prompt_len..].to_vec();
-                let text = self.codec.decode(&tokens)?;
-                Ok(Completion {
-                    prompt_index: r.prompt_index,
-                    sample_index: r.sample_index,
-                    tokens,
-                    text,
-                    logprobs: r.logprobs,
-                    finish: r.finish.unwrap_or(FinishReason::Length),
-                })
-            })
-            .collect()
+        crate::generate::generate(self, base, adapter, prompts, params, rng)
     }
 }

@@ -437,8 +437,8 @@ impl LoraAdapter {
     }
 }
 
-/// Folds the adapter w into the base θ: a new [`DecoderWeights`] with `W + (alpha/r)·B·A` for
-/// every adapted projection (see [`DecoderWeights::merge`]).
+/// Folds the adapter w into the base θ: a new [`DecoderWeights`](crate::decoder::DecoderWeights) with `W + (alpha/r)·B·A` for
+/// every adapted projection (see [`DecoderWeights::merge`](crate::decoder::DecoderWeights::merge)).
 pub fn merge(base: &crate::decoder::DecoderWeights, adapter: &LoraAdapter) -> Result<crate::decoder::DecoderWeights> {
     base.merge(adapter)
 }

@@ -1,0 +1,466 @@
+//! Batched KV-cache generation that runs the training forward pass, layer for layer.
+//!
+//! [`Decoder::sample`](bridge_core::policy::CausalLm::sample) is implemented here. The engine
+//! ([`Generator`]) prefills every prompt once, then decodes one token per step for all rows
+//! together, attending over a per-layer key/value cache. Every layer goes through
+//! [`Decoder`]'s own layer function (the one `token_scores` uses): the only difference from
+//! training is where the keys and values come from, so rollouts and training share one model.
+//!
+//! # Padding scheme: left padding, per-row positions
+//! A batch of prompts of lengths `len_r` is **left-padded** to `P = max len_r`: row `r` has
+//! `o_r = P − len_r` pad slots, then its prompt. Cache slot `j` of row `r` holds position
+//! `j − o_r` (the rotary tables are built per row, once per request), and the pad slots
+//! `j < o_r` are masked out of every query's keys. Because every prompt ends at slot `P − 1`,
+//! decode step `s` writes slot `P + s` for all rows at once, and the "last" logits are always
+//! those of slot `P − 1` — no gathers.
+//!
+//! # Cache layout
+//! For each layer, keys and values are `[B, Hkv, P + max_new_tokens, head_dim]` (rotary already
+//! applied to the keys), preallocated at prefill and written in place with `slice_assign`
+//! (no growing concatenations). A decode step attends over the filled prefix `0..P + s + 1`,
+//! with a `[B, 1, 1, ·]` additive mask (pad slots) sliced from a table built once.
+//!
+//! # `n` samples per prompt
+//! Each distinct prompt row is prefilled once ([`GenerationStats::prefill_rows`] counts them);
+//! its cache rows (and its last logits) are then repeated `n` times, sample by sample.
+//!
+//! # Finished rows
+//! A row that stops (EOS / stop id / stop string / length) is no longer sampled, and the batch is
+//! compacted (cache, rotary and mask rows selected) before the next step, so finished rows cost
+//! no compute.
+//!
+//! # Seeded sampling: draw order
+//! Before any forward pass, one `next_u64` is drawn from the caller's `rng` per completion, in
+//! output order (prompt by prompt, sample by sample), and completion `k` samples every token from
+//! its own `BridgeRng::seed_from_u64(seed_k)` (one [`sample_token`] call per token, which draws
+//! once when `temperature > 0`). A completion therefore depends only on its prompt, the
+//! parameters and its seed — not on what else is in the batch, on compaction or on other rows
+//! stopping — and the caller's `rng` always advances by exactly `prompts × n` draws. To reproduce
+//! completion `k` of a batch alone, advance a copy of the same `rng` by `k` draws first.
+//!
+//! # Log-probabilities
+//! The recorded log-probability of a token is `log_softmax(logits)` over the full vocabulary at
+//! temperature 1, before top-k/top-p truncation (the quantity GRPO's ratio needs), computed on
+//! the host from the one `[B, V]` logits transfer per step. Sampling itself is restricted to the
+//! codec's vocabulary (rows beyond it are embedding padding).
+
+use crate::decoder::{Decoder, DecoderWeights, ForwardCtx, MASKED, rotate_half_matrix};
+use crate::lora::LoraAdapter;
+use bridge_core::policy::{CausalLm, Completion, FinishReason, SamplingParams};
+use bridge_core::sampling::sample_token;
+use bridge_core::{BridgeError, BridgeRng, Result};
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+/// Counters of the work a [`Generator`] did (a test hook: the prefill must run once per prompt).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenerationStats {
+    /// Number of prefill forward calls.
+    pub prefill_calls: usize,
+    /// Number of prompt rows prefilled (padded batch rows).
+    pub prefill_rows: usize,
+    /// Number of decode forward calls (one per step).
+    pub decode_steps: usize,
+    /// Number of rows decoded, summed over steps.
+    pub decode_rows: usize,
+    /// Number of times the batch was compacted after rows finished.
+    pub compactions: usize,
+}
+
+/// The per-layer key/value cache of a left-padded batch, with its per-row rotary tables and
+/// pad mask (see the [module docs](self)).
+///
+/// # Shapes
+/// Keys and values: `[B, Hkv, capacity, head_dim]` per layer; rotary tables
+/// `[B, 1, capacity, head_dim]`; mask `[B, 1, 1, capacity]`.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    keys: Vec<Tensor<4>>,
+    values: Vec<Tensor<4>>,
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    cos_q: Tensor<4>,
+    sin_q: Tensor<4>,
+    mask: Tensor<4>,
+    offsets: Vec<usize>,
+    len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    /// Number of rows `B`.
+    pub fn rows(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// Number of filled slots (the same for every row: prompt padding included).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no slot is filled.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of slots allocated per row.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Left padding `o_r` of each row: slot `j` of row `r` holds position `j − o_r`.
+    pub fn offsets(&self) -> &[usize] {
+        &self.offsets
+    }
+
+    /// Keeps (and reorders, or repeats) the rows `rows` of the cache: compaction after rows
+    /// finish, or repetition of prompt rows for `n` samples.
+    pub fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
+        if rows.is_empty() {
+            return Err(BridgeError::InvalidInput("selecting zero cache rows".into()));
+        }
+        if let Some(bad) = rows.iter().find(|&&r| r >= self.rows()) {
+            return Err(BridgeError::InvalidInput(format!("cache row {bad} out of {}", self.rows())));
+        }
+        let device = self.mask.device();
+        let idx: Tensor<1, Int> = Tensor::from_data(
+            TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]),
+            &device,
+        );
+        let pick = |t: &Tensor<4>| t.clone().select(0, idx.clone());
+        self.keys = self.keys.iter().map(pick).collect();
+        self.values = self.values.iter().map(pick).collect();
+        self.cos = pick(&self.cos);
+        self.sin = pick(&self.sin);
+        self.cos_q = pick(&self.cos_q);
+        self.sin_q = pick(&self.sin_q);
+        self.mask = pick(&self.mask);
+        self.offsets = rows.iter().map(|&r| self.offsets[r]).collect();
+        Ok(())
+    }
+}
+
+/// The generation engine: a decoder with graph-free snapshots of its weights θ (and adapter w).
+#[derive(Debug)]
+pub struct Generator<'a> {
+    lm: &'a Decoder,
+    base: DecoderWeights,
+    adapter: Option<LoraAdapter>,
+    rot: Tensor<4>,
+    device: Device,
+    stats: GenerationStats,
+}
+
+fn host_vec(t: Tensor<2>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| BridgeError::Model(format!("reading logits: {e:?}")))
+}
+
+/// `log_softmax(logits)[index]`, computed exactly as [`bridge_core::sampling::log_softmax`]
+/// (f64 accumulation) without allocating the whole vector.
+fn log_prob(logits: &[f32], index: usize) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return f32::NAN;
+    }
+    let sum: f64 = logits.iter().map(|&x| f64::from(x - max).exp()).sum();
+    let log_z = f64::from(max) + sum.ln();
+    (f64::from(logits[index]) - log_z) as f32
+}
+
+/// A completion being generated.
+struct Row {
+    prompt_index: usize,
+    sample_index: usize,
+    rng: BridgeRng,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    finish: Option<FinishReason>,
+}
+
+impl<'a> Generator<'a> {
+    /// An engine for `lm` with the weights `base` (and `adapter`), which may live on an autodiff
+    /// device: the engine keeps `.valid()` snapshots, so generation never builds a graph.
+    pub fn new(lm: &'a Decoder, base: &DecoderWeights, adapter: Option<&LoraAdapter>) -> Result<Self> {
+        lm.check_weights(base, adapter)?;
+        let base = base.valid();
+        let adapter = adapter.map(Module::valid);
+        let device = base.embed_tokens.weight.device();
+        let d = lm.config().head_dim;
+        let rot = Tensor::from_data(TensorData::new(rotate_half_matrix(d), [1, 1, d, d]), &device);
+        Ok(Self { lm, base, adapter, rot, device, stats: GenerationStats::default() })
+    }
+
+    /// What the engine has done so far.
+    pub fn stats(&self) -> GenerationStats {
+        self.stats
+    }
+
+    fn check_prompts(&self, prompts: &[Vec<u32>]) -> Result<()> {
+        if prompts.is_empty() {
+            return Err(BridgeError::InvalidInput("no prompts".into()));
+        }
+        for (pi, p) in prompts.iter().enumerate() {
+            if p.is_empty() {
+                return Err(BridgeError::InvalidInput(format!("prompt {pi} is empty")));
+            }
+            self.lm.check_ids(p.iter().copied()).map_err(|e| BridgeError::Model(format!("prompt {pi}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Runs the layers over `x` with the cache hook, then the final norm and head on the last
+    /// slot: `x [B, T, hidden] → logits [B, V]`. `slots` is where `x`'s keys/values go.
+    fn layers(&self, cache: &mut KvCache, x: Tensor<3>, ctx: &ForwardCtx, slots: std::ops::Range<usize>) -> Tensor<2> {
+        let cfg = self.lm.config();
+        let [b, t, _] = x.dims();
+        let (hkv, d) = (cfg.num_key_value_heads, cfg.head_dim);
+        let scale = self.adapter.as_ref().map_or(0.0, LoraAdapter::scale);
+        let mut h = x;
+        for (i, layer) in self.base.layers.iter().enumerate() {
+            let lora = self.adapter.as_ref().and_then(|a| a.layers.get(i));
+            let (keys, values) = (&mut cache.keys[i], &mut cache.values[i]);
+            let slots = slots.clone();
+            h = self.lm.layer_forward(layer, lora, scale, h, ctx, |k, v| {
+                let region = [0..b, 0..hkv, slots.clone(), 0..d];
+                // Move the cache out (leaving a cheap placeholder) so that it is uniquely owned and
+                // `slice_assign` writes in place instead of copying the whole cache.
+                let old_k = std::mem::replace(keys, k.clone());
+                let old_v = std::mem::replace(values, v.clone());
+                *keys = old_k.slice_assign(region.clone(), k.clone());
+                *values = old_v.slice_assign(region, v.clone());
+                if slots.start == 0 {
+                    // prefill: the new keys are all there is
+                    (k, v)
+                } else {
+                    let filled = [0..b, 0..hkv, 0..slots.end, 0..d];
+                    (keys.clone().slice(filled.clone()), values.clone().slice(filled))
+                }
+            });
+        }
+        let last = self.base.norm.forward(h.slice([0..b, t - 1..t]), cfg.rms_norm_eps);
+        self.lm.head(&self.base, last).reshape([b, cfg.vocab_size])
+    }
+
+    /// Prefills `prompts` (left-padded, see the [module docs](self)) into a fresh cache of
+    /// `capacity` slots per row, and returns it with the logits of each prompt's last token.
+    ///
+    /// # Shapes
+    /// Returns logits `[prompts, vocab]`.
+    pub fn prefill(&mut self, prompts: &[Vec<u32>], capacity: usize) -> Result<(KvCache, Tensor<2>)> {
+        self.check_prompts(prompts)?;
+        let cfg = self.lm.config();
+        let (b, p) = (prompts.len(), prompts.iter().map(Vec::len).max().unwrap_or(1));
+        if capacity < p {
+            return Err(BridgeError::InvalidInput(format!("cache capacity {capacity} < prompt length {p}")));
+        }
+        let (hkv, d, cap) = (cfg.num_key_value_heads, cfg.head_dim, capacity);
+        let device = &self.device;
+        let pad = i64::from(self.lm.codec().pad_token_id().min(cfg.vocab_size as u32 - 1));
+        let offsets: Vec<usize> = prompts.iter().map(|q| p - q.len()).collect();
+        let mut ids = Vec::with_capacity(b * p);
+        for q in prompts {
+            ids.extend(std::iter::repeat_n(pad, p - q.len()));
+            ids.extend(q.iter().map(|&x| i64::from(x)));
+        }
+        // Per-row rotary tables for every slot of the cache, and the pad mask.
+        let positions: Vec<usize> = offsets.iter().flat_map(|&o| (0..cap).map(move |j| j.saturating_sub(o))).collect();
+        let (cos, sin) = self.lm.rope_rows(&positions);
+        let cos: Tensor<4> = Tensor::from_data(TensorData::new(cos, [b, 1, cap, d]), device);
+        let sin: Tensor<4> = Tensor::from_data(TensorData::new(sin, [b, 1, cap, d]), device);
+        let qscale = 1.0 / (d as f64).sqrt();
+        let mask: Vec<f32> =
+            offsets.iter().flat_map(|&o| (0..cap).map(move |j| if j < o { MASKED } else { 0.0 })).collect();
+        let mut prefill_mask = vec![0.0f32; b * p * p];
+        for (r, &o) in offsets.iter().enumerate() {
+            for i in 0..p {
+                for j in 0..p {
+                    if j > i || j < o {
+                        prefill_mask[(r * p + i) * p + j] = MASKED;
+                    }
+                }
+            }
+        }
+        let zeros = || Tensor::<4>::zeros([b, hkv, cap, d], device);
+        let mut cache = KvCache {
+            keys: (0..cfg.num_hidden_layers).map(|_| zeros()).collect(),
+            values: (0..cfg.num_hidden_layers).map(|_| zeros()).collect(),
+            cos_q: cos.clone().mul_scalar(qscale),
+            sin_q: sin.clone().mul_scalar(qscale),
+            cos,
+            sin,
+            mask: Tensor::from_data(TensorData::new(mask, [b, 1, 1, cap]), device),
+            offsets,
+            len: p,
+            capacity: cap,
+        };
+        let rows = [0..b, 0..1, 0..p, 0..d];
+        let ctx = ForwardCtx {
+            cos: cache.cos.clone().slice(rows.clone()),
+            sin: cache.sin.clone().slice(rows.clone()),
+            cos_q: cache.cos_q.clone().slice(rows.clone()),
+            sin_q: cache.sin_q.clone().slice(rows),
+            rot: self.rot.clone(),
+            mask_bias: Tensor::from_data(TensorData::new(prefill_mask, [b, 1, p, p]), device),
+        };
+        let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [b, p]), device);
+        let x = self.base.embed_tokens.weight.val().select(0, ids.reshape([b * p])).reshape([b, p, cfg.hidden_size]);
+        let logits = self.layers(&mut cache, x, &ctx, 0..p);
+        self.stats.prefill_calls += 1;
+        self.stats.prefill_rows += b;
+        Ok((cache, logits))
+    }
+
+    /// Appends one token per row (`tokens[r]` to row `r`) and returns the next-token logits.
+    ///
+    /// # Shapes
+    /// `tokens`: one id per cache row; returns logits `[B, vocab]`.
+    pub fn decode(&mut self, cache: &mut KvCache, tokens: &[u32]) -> Result<Tensor<2>> {
+        let cfg = self.lm.config();
+        let b = cache.rows();
+        if tokens.len() != b {
+            return Err(BridgeError::InvalidInput(format!("{} tokens for a cache of {b} rows", tokens.len())));
+        }
+        self.lm.check_ids(tokens.iter().copied())?;
+        let slot = cache.len;
+        if slot >= cache.capacity {
+            return Err(BridgeError::InvalidInput(format!("the KV cache is full ({} slots)", cache.capacity)));
+        }
+        let d = cfg.head_dim;
+        let ids: Tensor<1, Int> = Tensor::from_data(
+            TensorData::new(tokens.iter().map(|&x| i64::from(x)).collect::<Vec<_>>(), [b]),
+            &self.device,
+        );
+        let x = self.base.embed_tokens.weight.val().select(0, ids).reshape([b, 1, cfg.hidden_size]);
+        let row = [0..b, 0..1, slot..slot + 1, 0..d];
+        let ctx = ForwardCtx {
+            cos: cache.cos.clone().slice(row.clone()),
+            sin: cache.sin.clone().slice(row.clone()),
+            cos_q: cache.cos_q.clone().slice(row.clone()),
+            sin_q: cache.sin_q.clone().slice(row),
+            rot: self.rot.clone(),
+            mask_bias: cache.mask.clone().slice([0..b, 0..1, 0..1, 0..slot + 1]),
+        };
+        let logits = self.layers(cache, x, &ctx, slot..slot + 1);
+        cache.len += 1;
+        self.stats.decode_steps += 1;
+        self.stats.decode_rows += b;
+        Ok(logits)
+    }
+
+    /// Samples `params.n` completions per prompt (output order: prompt by prompt, sample by
+    /// sample), with the seeding described in the [module docs](self). The semantics are those
+    /// of [`CausalLm::sample`].
+    pub fn generate(
+        &mut self,
+        prompts: &[Vec<u32>],
+        params: &SamplingParams,
+        rng: &mut BridgeRng,
+    ) -> Result<Vec<Completion>> {
+        params.validate()?;
+        if prompts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.check_prompts(prompts)?;
+        let lm = self.lm;
+        let codec = lm.codec();
+        let vocab = lm.config().vocab_size;
+        let sample_vocab = codec.vocab_size().min(vocab);
+        let mut stop_ids: Vec<u32> = codec.eos_token_ids().to_vec();
+        stop_ids.extend(&lm.config().eos_token_ids);
+        stop_ids.extend(&params.stop_token_ids);
+        let n = params.n;
+
+        let mut rows: Vec<Row> = Vec::with_capacity(prompts.len() * n);
+        for pi in 0..prompts.len() {
+            for si in 0..n {
+                rows.push(Row {
+                    prompt_index: pi,
+                    sample_index: si,
+                    rng: BridgeRng::seed_from_u64(rng.next_u64()),
+                    tokens: Vec::new(),
+                    logprobs: Vec::new(),
+                    finish: (params.max_new_tokens == 0).then_some(FinishReason::Length),
+                });
+            }
+        }
+        if params.max_new_tokens > 0 {
+            let p = prompts.iter().map(Vec::len).max().unwrap_or(1);
+            let (mut cache, logits) = self.prefill(prompts, p + params.max_new_tokens)?;
+            let mut logits = host_vec(logits)?;
+            // `active[c]`: the completion in cache row `c`; `logit_row[c]`: its row of `logits`.
+            let mut active: Vec<usize> = (0..rows.len()).collect();
+            let mut logit_row: Vec<usize> = active.iter().map(|&k| k / n).collect();
+            if n > 1 {
+                cache.select_rows(&logit_row)?;
+            }
+            loop {
+                let mut next = Vec::with_capacity(active.len());
+                for (c, &k) in active.iter().enumerate() {
+                    let row_logits = &logits[logit_row[c] * vocab..(logit_row[c] + 1) * vocab];
+                    let row = &mut rows[k];
+                    let tok = sample_token(
+                        &row_logits[..sample_vocab],
+                        params.temperature,
+                        params.top_k,
+                        params.top_p,
+                        &mut row.rng,
+                    );
+                    row.tokens.push(tok as u32);
+                    row.logprobs.push(log_prob(row_logits, tok));
+                    let stop_string = !params.stop_strings.is_empty() && {
+                        let text = codec.decode(&row.tokens)?;
+                        params.stop_strings.iter().any(|s| text.contains(s.as_str()))
+                    };
+                    if stop_ids.contains(&(tok as u32)) || stop_string {
+                        row.finish = Some(FinishReason::Stop);
+                    } else if row.tokens.len() >= params.max_new_tokens {
+                        row.finish = Some(FinishReason::Length);
+                    }
+                    next.push(tok as u32);
+                }
+                let keep: Vec<usize> = (0..active.len()).filter(|&c| rows[active[c]].finish.is_none()).collect();
+                if keep.is_empty() {
+                    break;
+                }
+                if keep.len() < active.len() {
+                    cache.select_rows(&keep)?;
+                    active = keep.iter().map(|&c| active[c]).collect();
+                    next = keep.iter().map(|&c| next[c]).collect();
+                    self.stats.compactions += 1;
+                }
+                logits = host_vec(self.decode(&mut cache, &next)?)?;
+                logit_row = (0..active.len()).collect();
+            }
+        }
+        rows.into_iter()
+            .map(|r| {
+                let text = codec.decode(&r.tokens)?;
+                Ok(Completion {
+                    prompt_index: r.prompt_index,
+                    sample_index: r.sample_index,
+                    tokens: r.tokens,
+                    text,
+                    logprobs: r.logprobs,
+                    finish: r.finish.unwrap_or(FinishReason::Length),
+                })
+            })
+            .collect()
+    }
+}
+
+/// [`CausalLm::sample`] for a [`Decoder`]: a fresh [`Generator`] over `base` (and `adapter`)
+/// running [`Generator::generate`].
+pub fn generate(
+    lm: &Decoder,
+    base: &DecoderWeights,
+    adapter: Option<&LoraAdapter>,
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+    rng: &mut BridgeRng,
+) -> Result<Vec<Completion>> {
+    params.validate()?;
+    Generator::new(lm, base, adapter)?.generate(prompts, params, rng)
+}

@@ -1,0 +1,259 @@
+//! The KV-cache generation engine (`bridge_models::generate`): exactness against the training
+//! forward and transformers, batch invariance, seeded sampling, prefill reuse for `n` samples.
+
+mod common;
+
+use bridge_core::policy::{
+    CausalLm, Completion, FinishReason, SamplingParams, SequenceBatch, TextCodec, TokenSequence,
+};
+use bridge_core::{BridgeError, BridgeRng, Result};
+use bridge_models::generate::Generator;
+use bridge_models::hf::load_hf_dir;
+use bridge_models::lora::{LoraAdapter, LoraConfig};
+use bridge_models::{Decoder, DecoderWeights};
+use burn::module::Param;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::*;
+
+/// Prompts of different lengths (the batch is left-padded to the longest).
+fn prompts() -> Vec<Vec<u32>> {
+    vec![vec![1, 17, 159, 42, 99, 7], vec![1, 5, 64], vec![3, 120, 8, 77, 15, 31, 9, 140, 66, 12]]
+}
+
+/// A codec over the model's whole vocabulary with no EOS: nothing stops a completion early.
+struct IdCodec(usize);
+
+impl TextCodec for IdCodec {
+    fn encode(&self, _text: &str) -> Result<Vec<u32>> {
+        Err(BridgeError::Tokenizer("IdCodec cannot encode".into()))
+    }
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        Ok(ids.iter().map(|i| format!("<{i}>")).collect())
+    }
+    fn vocab_size(&self) -> usize {
+        self.0
+    }
+    fn eos_token_ids(&self) -> &[u32] {
+        &[]
+    }
+    fn pad_token_id(&self) -> u32 {
+        0
+    }
+}
+
+/// The fixture with the small test codec (EOS ids 0 and the config's 2, vocabulary 11).
+fn setup(name: &str, device: &Device) -> (Decoder, DecoderWeights) {
+    let (cfg, w) = load_hf_dir(fixture(name), device).unwrap();
+    (Decoder::new(cfg, codec()).unwrap(), w)
+}
+
+/// The fixture over its full vocabulary with every EOS disabled.
+fn setup_open(name: &str, device: &Device) -> (Decoder, DecoderWeights) {
+    let (mut cfg, w) = load_hf_dir(fixture(name), device).unwrap();
+    cfg.eos_token_ids.clear();
+    let v = cfg.vocab_size;
+    (Decoder::new(cfg, Box::new(IdCodec(v))).unwrap(), w)
+}
+
+/// A LoRA adapter on every projection whose `B` factors are random, so it changes the model.
+fn adapter(lm: &Decoder, device: &Device) -> LoraAdapter {
+    let mut rng = BridgeRng::seed_from_u64(5);
+    let mut a = lm.init_adapter(&LoraConfig::default(), device, &mut rng).unwrap();
+    for layer in &mut a.layers {
+        for slot in [
+            &mut layer.q_proj,
+            &mut layer.k_proj,
+            &mut layer.v_proj,
+            &mut layer.o_proj,
+            &mut layer.gate_proj,
+            &mut layer.up_proj,
+            &mut layer.down_proj,
+        ] {
+            if let Some(p) = slot.as_mut() {
+                let [o, r] = p.lora_b.dims();
+                let vals: Vec<f32> = (0..o * r).map(|_| (rng.normal() * 0.2) as f32).collect();
+                p.lora_b = Param::from_tensor(Tensor::from_data(TensorData::new(vals, [o, r]), device));
+            }
+        }
+    }
+    a
+}
+
+fn full_logits(lm: &Decoder, w: &DecoderWeights, a: Option<&LoraAdapter>, seq: &[u32], device: &Device) -> Vec<f32> {
+    let ids: Tensor<2, Int> = Tensor::from_data(
+        TensorData::new(seq.iter().map(|&x| i64::from(x)).collect::<Vec<_>>(), [1, seq.len()]),
+        device,
+    );
+    host(lm.forward_logits(w, a, ids, None).unwrap())
+}
+
+#[test]
+fn kv_cache_decoding_gives_the_full_forward_logits() {
+    let device = Device::flex();
+    let steps = 5;
+    for name in FIXTURES {
+        let (lm, w) = setup_open(name, &device);
+        let lora = (name == "llama3_gqa").then(|| adapter(&lm, &device));
+        for a in [None, lora.as_ref()].into_iter().take(if lora.is_some() { 2 } else { 1 }) {
+            let v = lm.config().vocab_size;
+            let ps = prompts();
+            // forced continuations, different per row
+            let cont: Vec<Vec<u32>> =
+                (0..ps.len()).map(|r| (0..steps).map(|s| ((r * 7 + s * 13 + 3) % v) as u32).collect()).collect();
+            let mut g = Generator::new(&lm, &w, a).unwrap();
+            let p = ps.iter().map(Vec::len).max().unwrap();
+            let (mut cache, logits) = g.prefill(&ps, p + steps).unwrap();
+            let mut per_step = vec![host(logits)];
+            for s in 0..steps {
+                let toks: Vec<u32> = cont.iter().map(|c| c[s]).collect();
+                per_step.push(host(g.decode(&mut cache, &toks).unwrap()));
+            }
+            assert!(g.decode(&mut cache, &[1, 1, 1]).is_err(), "the cache is full");
+            let mut worst = 0.0f32;
+            for (r, prompt) in ps.iter().enumerate() {
+                let mut seq = prompt.clone();
+                seq.extend(&cont[r]);
+                let full = full_logits(&lm, &w, a, &seq, &device);
+                for (s, step) in per_step.iter().enumerate() {
+                    let pos = prompt.len() - 1 + s;
+                    worst = worst.max(max_abs_diff(&step[r * v..(r + 1) * v], &full[pos * v..(pos + 1) * v]));
+                }
+            }
+            println!("{name} (adapter: {}): max |Δlogit| KV cache vs full forward = {worst:.3e}", a.is_some());
+            assert!(worst <= 1e-4, "{name}: {worst}");
+        }
+    }
+}
+
+fn assert_same(batch: &Completion, alone: &Completion, what: &str) -> f32 {
+    assert_eq!(batch.tokens, alone.tokens, "{what}");
+    assert_eq!(batch.finish, alone.finish, "{what}");
+    assert_eq!(batch.text, alone.text, "{what}");
+    max_abs_diff(&batch.logprobs, &alone.logprobs)
+}
+
+#[test]
+fn a_batch_gives_what_each_sequence_gives_alone() {
+    let device = Device::flex();
+    let ps = prompts();
+    let sampled = SamplingParams {
+        max_new_tokens: 8,
+        n: 3,
+        temperature: 1.1,
+        top_k: Some(9),
+        top_p: Some(0.95),
+        stop_token_ids: (0..160).step_by(16).collect(),
+        ..Default::default()
+    };
+    for name in ["llama3_gqa", "qwen3_qknorm"] {
+        let mut worst = 0.0f32;
+        // greedy (no early stop) and sampled with many stop ids (rows stop at different steps,
+        // so the batch is compacted).
+        for (greedy, params) in [(true, SamplingParams::greedy(12)), (false, sampled.clone())] {
+            let (lm, w) = setup_open(name, &device);
+            let batch = lm.sample(&w, None, &ps, &params, &mut BridgeRng::seed_from_u64(7)).unwrap();
+            assert_eq!(batch.len(), ps.len() * params.n);
+            for (i, prompt) in ps.iter().enumerate() {
+                // documented draw order: completion k uses the k-th `next_u64` of the caller's rng
+                let mut rng = BridgeRng::seed_from_u64(7);
+                for _ in 0..i * params.n {
+                    rng.next_u64();
+                }
+                let alone = lm.sample(&w, None, std::slice::from_ref(prompt), &params, &mut rng).unwrap();
+                for (s, c) in alone.iter().enumerate() {
+                    worst =
+                        worst.max(assert_same(&batch[i * params.n + s], c, &format!("{name} prompt {i} sample {s}")));
+                }
+            }
+            println!("{name}: {:?}", batch.iter().map(|c| (c.tokens.len(), c.finish)).collect::<Vec<_>>());
+            if !greedy {
+                assert!(batch.iter().any(|c| c.finish == FinishReason::Stop), "some rows stop early");
+                assert!(batch.iter().any(|c| c.finish == FinishReason::Length));
+            }
+        }
+        println!("{name}: max |Δlogprob| batch vs alone = {worst:.3e}");
+        assert!(worst <= 1e-5, "{name}: {worst}");
+    }
+}
+
+#[test]
+fn sampled_log_probs_equal_the_training_forward_with_and_without_adapter() {
+    let device = Device::flex().autodiff(); // trainable weights: generation must not build a graph
+    let (lm, w) = setup("qwen2_tied", &device);
+    let lora = adapter(&lm, &device);
+    let params = SamplingParams { max_new_tokens: 10, n: 2, temperature: 1.3, top_k: Some(8), ..Default::default() };
+    let ps = prompts();
+    for a in [None, Some(&lora)] {
+        let out = lm.sample(&w, a, &ps, &params, &mut BridgeRng::seed_from_u64(3)).unwrap();
+        let mut worst = 0.0f32;
+        for c in &out {
+            let prompt = &ps[c.prompt_index];
+            let batch = SequenceBatch::new(vec![TokenSequence::prompt_completion(prompt, &c.tokens)], 0).unwrap();
+            let lp = host(lm.token_scores(&w, a, &batch, false).unwrap().logprobs);
+            worst = worst.max(max_abs_diff(&c.logprobs, &lp[prompt.len() - 1..]));
+        }
+        println!("adapter: {}: max |Δlogprob| sampled vs token_scores = {worst:.3e}", a.is_some());
+        assert!(worst <= 1e-4, "{worst}");
+    }
+    // the adapter changes what is sampled
+    let base = lm.sample(&w, None, &ps, &params, &mut BridgeRng::seed_from_u64(3)).unwrap();
+    let adapted = lm.sample(&w, Some(&lora), &ps, &params, &mut BridgeRng::seed_from_u64(3)).unwrap();
+    assert_ne!(base, adapted);
+}
+
+#[test]
+fn greedy_matches_transformers_generate() {
+    let device = Device::flex();
+    for name in FIXTURES {
+        let (lm, w) = setup_open(name, &device);
+        let text = std::fs::read_to_string(fixture(name).join("generate_reference.json")).unwrap();
+        let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let ps: Vec<Vec<u32>> = serde_json::from_value(r["prompts"].clone()).unwrap();
+        let want: Vec<Vec<u32>> = serde_json::from_value(r["completions"].clone()).unwrap();
+        let n = want[0].len();
+        // all prompts in one left-padded batch
+        let out = lm.sample(&w, None, &ps, &SamplingParams::greedy(n), &mut BridgeRng::seed_from_u64(0)).unwrap();
+        for (c, want) in out.iter().zip(&want) {
+            assert_eq!(&c.tokens, want, "{name}: prompt {}", c.prompt_index);
+            assert_eq!(c.finish, FinishReason::Length);
+        }
+        println!("{name}: {} greedy tokens per prompt equal transformers' for {} prompts", n, ps.len());
+    }
+}
+
+#[test]
+fn n_samples_share_one_prefill_per_prompt() {
+    let device = Device::flex();
+    let (lm, w) = setup("llama3_gqa", &device);
+    let ps = prompts();
+    let params = SamplingParams { max_new_tokens: 6, n: 4, ..Default::default() };
+    let mut g = Generator::new(&lm, &w, None).unwrap();
+    let out = g.generate(&ps, &params, &mut BridgeRng::seed_from_u64(11)).unwrap();
+    let stats = g.stats();
+    println!("{stats:?}");
+    assert_eq!((stats.prefill_calls, stats.prefill_rows), (1, ps.len()));
+    // every decoded row is a live completion: at most (tokens − 1) decode rows per completion
+    let live: usize = out.iter().map(|c| c.tokens.len() - 1).sum();
+    assert_eq!(stats.decode_rows, live);
+    assert!(stats.decode_steps < params.max_new_tokens);
+    // the same as `CausalLm::sample`
+    assert_eq!(out, lm.sample(&w, None, &ps, &params, &mut BridgeRng::seed_from_u64(11)).unwrap());
+    // samples of one prompt differ (their own seeds)
+    assert!(out[..4].windows(2).any(|p| p[0].tokens != p[1].tokens));
+}
+
+#[test]
+fn engine_input_errors_are_typed() {
+    let device = Device::flex();
+    let (lm, w) = setup("qwen2_tied", &device);
+    let mut g = Generator::new(&lm, &w, None).unwrap();
+    assert!(matches!(g.prefill(&[vec![1, 2, 3]], 2), Err(BridgeError::InvalidInput(_))));
+    assert!(matches!(g.prefill(&[vec![]], 4), Err(BridgeError::InvalidInput(_))));
+    assert!(matches!(g.prefill(&[vec![1, 999]], 4), Err(BridgeError::Model(_))));
+    let (mut cache, _) = g.prefill(&[vec![1, 2, 3], vec![4]], 5).unwrap();
+    assert_eq!((cache.rows(), cache.len(), cache.offsets()), (2, 3, &[0usize, 2][..]));
+    assert!(g.decode(&mut cache, &[1]).is_err());
+    assert!(g.decode(&mut cache, &[1, 999]).is_err());
+    assert!(cache.select_rows(&[2]).is_err());
+    assert!(lm.sample(&w, None, &[], &SamplingParams::greedy(3), &mut BridgeRng::seed_from_u64(0)).unwrap().is_empty());
+}
