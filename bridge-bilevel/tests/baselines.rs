@@ -3,50 +3,20 @@
 mod common;
 
 use bridge_bilevel::{
-    Bridge, ColdStart, LoopConfig, Metrics, NaiveAlternating, OptimConfig, RlZero, RunEvent, RunInputs, SftOnly,
-    SftRlMixing, TrainState, TrainingAlgorithm, init_state, run_steps,
+    Bridge, ColdStart, Metrics, NaiveAlternating, OptimConfig, RlZero, SftOnly, SftRlMixing, TrainState,
+    TrainingAlgorithm,
 };
-use bridge_core::schedule::ConstantLambda;
 use bridge_core::testing::BigramLm;
 use bridge_core::{AdamWSettings, JointSftRl};
 use common::*;
 
 fn run_algo(algo: &mut dyn TrainingAlgorithm<BigramLm>, steps: u64) -> (TrainState<BigramLm>, Vec<Metrics>) {
-    let lm = lm();
-    let (theta0, w0) = weights(&lm, &device(), 4);
     let optim = OptimConfig {
         theta: AdamWSettings::with_lr(0.05),
         theta_sft: Some(AdamWSettings::with_lr(0.1)),
         ..OptimConfig::default()
     };
-    let state = init_state(algo.needs(), theta0, Some(w0), &optim, false, 9).unwrap();
-    let sft = sft_data(&lm);
-    let prompts = prompts();
-    let reward = contains_reward();
-    let rl = grpo(0.0);
-    let lambda = ConstantLambda(0.5);
-    let inputs =
-        RunInputs { sft: &sft, prompts: &prompts, reward: &reward, rl: &rl, sft_batch_size: 5, lambda: &lambda };
-    let dir = std::env::temp_dir().join(format!("bridge-baselines-{}-{}", std::process::id(), algo.name()));
-    let cfg = LoopConfig { total_steps: steps, run_dir: dir.clone(), ..LoopConfig::default() };
-    let mut log = Vec::new();
-    let state = run_steps(
-        &lm,
-        algo,
-        state,
-        &inputs,
-        &cfg,
-        |_, _| Ok(Metrics::new()),
-        |e| {
-            if let RunEvent::Step(m) = e {
-                log.push(m.clone());
-            }
-            Ok(())
-        },
-    )
-    .unwrap();
-    let _ = std::fs::remove_dir_all(dir);
-    (state, log)
+    run_loop(algo, steps, &optim, 5, 4, 9)
 }
 
 #[test]

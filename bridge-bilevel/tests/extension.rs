@@ -4,11 +4,9 @@
 mod common;
 
 use bridge_bilevel::{
-    Bridge, LoopConfig, Metrics, Needs, OptimConfig, RunEvent, RunInputs, StepContext, TrainState, TrainingAlgorithm,
+    Bridge, Metrics, Needs, OptimConfig, StepContext, TrainState, TrainingAlgorithm,
     algorithm::{next_sft_batch, record_rollouts, rl_loss},
-    init_state, run_steps,
 };
-use bridge_core::schedule::ConstantLambda;
 use bridge_core::testing::BigramLm;
 use bridge_core::{
     AdamWSettings, AdapterGradTerms, CausalLm, FlatGradients, OuterObjective, Result, TermWeights, error::ensure_finite,
@@ -77,34 +75,8 @@ impl<L: CausalLm> TrainingAlgorithm<L> for SftEvery {
 }
 
 fn run(algo: &mut dyn TrainingAlgorithm<BigramLm>) -> Vec<Metrics> {
-    let lm = lm();
-    let (theta0, w0) = weights(&lm, &device(), 2);
     let optim = OptimConfig { theta: AdamWSettings::with_lr(0.05), ..OptimConfig::default() };
-    let state = init_state(algo.needs(), theta0, Some(w0), &optim, false, 1).unwrap();
-    let (sft, prompts, reward, rl) = (sft_data(&lm), prompts(), contains_reward(), grpo(0.0));
-    let lambda = ConstantLambda(0.5);
-    let inputs =
-        RunInputs { sft: &sft, prompts: &prompts, reward: &reward, rl: &rl, sft_batch_size: 2, lambda: &lambda };
-    let dir = std::env::temp_dir().join(format!("bridge-ext-{}-{}", std::process::id(), algo.name()));
-    let cfg = LoopConfig { total_steps: 4, run_dir: dir.clone(), ..LoopConfig::default() };
-    let mut log = Vec::new();
-    run_steps(
-        &lm,
-        algo,
-        state,
-        &inputs,
-        &cfg,
-        |_, _| Ok(Metrics::new()),
-        |e| {
-            if let RunEvent::Step(m) = e {
-                log.push(m.clone());
-            }
-            Ok(())
-        },
-    )
-    .unwrap();
-    let _ = std::fs::remove_dir_all(dir);
-    log
+    run_loop(algo, 4, &optim, 2, 2, 1).1
 }
 
 #[test]

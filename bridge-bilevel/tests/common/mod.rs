@@ -3,7 +3,10 @@
 
 #![allow(dead_code)]
 
-use bridge_bilevel::{Metrics, TrainState};
+use bridge_bilevel::{
+    LoopConfig, Metrics, OptimConfig, RunEvent, RunInputs, TrainState, TrainingAlgorithm, init_state, run_steps,
+};
+use bridge_core::schedule::ConstantLambda;
 use bridge_core::testing::{BigramAdapter, BigramBase, BigramLm, CharCodec, FnReward};
 use bridge_core::{BridgeRng, CausalLm, InMemorySource, Metadata, Reward, RlPrompt, TokenSequence};
 use bridge_rl::{GrpoConfig, PolicyLossConfig};
@@ -97,4 +100,42 @@ pub fn snapshot(state: &TrainState<BigramLm>) -> (Vec<f32>, Vec<f32>, Vec<f32>) 
         state.theta_hat.as_ref().map(values).unwrap_or_default(),
         state.adapter.as_ref().map(values).unwrap_or_default(),
     )
+}
+
+/// Runs `algo` for `steps` steps (λ = 0.5, no KL, no evaluation) and returns the state and the
+/// per-step metrics.
+pub fn run_loop(
+    algo: &mut dyn TrainingAlgorithm<BigramLm>,
+    steps: u64,
+    optim: &OptimConfig,
+    sft_batch_size: usize,
+    weight_seed: u64,
+    run_seed: u64,
+) -> (TrainState<BigramLm>, Vec<Metrics>) {
+    let lm = lm();
+    let (theta0, w0) = weights(&lm, &device(), weight_seed);
+    let state = init_state(algo.needs(), theta0, Some(w0), optim, false, run_seed).unwrap();
+    let (sft, prompts, reward, rl) = (sft_data(&lm), prompts(), contains_reward(), grpo(0.0));
+    let lambda = ConstantLambda(0.5);
+    let inputs = RunInputs { sft: &sft, prompts: &prompts, reward: &reward, rl: &rl, sft_batch_size, lambda: &lambda };
+    let dir = std::env::temp_dir().join(format!("bridge-loop-{}-{}-{steps}", std::process::id(), algo.name()));
+    let cfg = LoopConfig { total_steps: steps, run_dir: dir.clone(), ..LoopConfig::default() };
+    let mut log = Vec::new();
+    let state = run_steps(
+        &lm,
+        algo,
+        state,
+        &inputs,
+        &cfg,
+        |_, _| Ok(Metrics::new()),
+        |e| {
+            if let RunEvent::Step(m) = e {
+                log.push(m.clone());
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    (state, log)
 }
