@@ -33,33 +33,69 @@ use burn::tensor::module::linear;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use std::sync::RwLock;
 
-/// A linear projection in HF layout: `weight [out, in]`, optional `bias [out]`.
+/// A linear projection: `weight [in, out]` (burn's `Linear` layout, the transpose of the HF
+/// tensor of the same name), optional `bias [out]`.
+///
+/// The weight is kept transposed relative to `transformers` so that `x·W` needs no copy: burn's
+/// `linear` reshapes a non-contiguous (transposed) weight into a fresh buffer on every call.
+/// [`DecoderWeights::from_tensor_map`] / [`DecoderWeights::to_tensor_map`] transpose on the host,
+/// so files keep the HF `[out, in]` layout.
 #[derive(Module, Debug)]
 pub struct Proj {
-    /// `[out, in]`, as stored by `transformers`.
+    /// `[in, out]`: the transpose of the HF `…weight [out, in]`.
     pub weight: Param<Tensor<2>>,
     /// `[out]`.
     pub bias: Option<Param<Tensor<1>>>,
 }
 
+/// `x·w + b` over the last dimension of `x`, computed as one 2-D product: the leading dimensions
+/// are folded into the rows first (a free reshape of the contiguous activations). burn's `linear`
+/// on a rank-3 input runs a batched matmul that re-packs the weight per batch and, for a
+/// non-contiguous weight, copies it; its backward does the same with the transposed weight.
+/// In 2-D every operand (including a transposed view) goes to the strided gemm without a copy.
+pub(crate) fn linear_rows<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<D> {
+    let mut dims = x.dims();
+    let inp = dims[D - 1];
+    let rows = dims.iter().product::<usize>() / inp.max(1);
+    dims[D - 1] = w.dims()[1];
+    linear(x.reshape([rows, inp]), w, b).reshape(dims)
+}
+
 impl Proj {
-    /// `x·Wᵀ + b`, plus `scale·(x·Aᵀ)·Bᵀ` when a LoRA pair is given.
+    /// `x·W + b`, plus `scale·(x·Aᵀ)·Bᵀ` when a LoRA pair is given.
     pub fn forward<const D: usize>(&self, x: Tensor<D>, lora: Option<(&LoraPair, f64)>) -> Tensor<D> {
         let bias = self.bias.as_ref().map(Param::val);
         match lora {
-            None => linear(x, self.weight.val().transpose(), bias),
+            None => linear_rows(x, self.weight.val(), bias),
             Some((pair, scale)) => {
-                let down = linear(x.clone(), pair.lora_a.val().transpose(), None);
-                let up = linear(down, pair.lora_b.val().transpose(), None);
-                linear(x, self.weight.val().transpose(), bias) + up.mul_scalar(scale)
+                let down = linear_rows(x.clone(), pair.lora_a.val().transpose(), None);
+                let up = linear_rows(down, pair.lora_b.val().transpose(), None);
+                linear_rows(x, self.weight.val(), bias) + up.mul_scalar(scale)
             }
         }
     }
 
-    /// `[out, in]` of the weight.
+    /// `[out, in]` of the projection (the HF shape of its weight).
     pub fn dims(&self) -> [usize; 2] {
-        self.weight.dims()
+        let [inp, out] = self.weight.dims();
+        [out, inp]
     }
+}
+
+/// `[rows, cols]` row-major values → their transpose `[cols, rows]`.
+fn transpose_host(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; values.len()];
+    for (r, row) in values.chunks_exact(cols.max(1)).enumerate().take(rows) {
+        for (c, &v) in row.iter().enumerate() {
+            out[c * rows + r] = v;
+        }
+    }
+    out
+}
+
+/// A projection weight `[in, out]` from HF-layout values `[out, in]`.
+fn proj_weight_from_hf(values: &[f32], out: usize, inp: usize, device: &Device) -> Param<Tensor<2>> {
+    Param::from_tensor(tensor_from_host(transpose_host(values, out, inp), [inp, out], device))
 }
 
 /// The scale vector of an RMSNorm (`weight [d]`); epsilon comes from the config.
@@ -183,6 +219,13 @@ fn normal_param<const D: usize>(shape: [usize; D], std: f64, device: &Device, rn
     Param::from_tensor(tensor_from_host(values, shape, device))
 }
 
+/// A projection weight `[in, out]` holding the same draws as `normal_param([out, in], ..)` (the
+/// HF-layout tensor), transposed.
+fn normal_proj_weight(out: usize, inp: usize, std: f64, device: &Device, rng: &mut BridgeRng) -> Param<Tensor<2>> {
+    let values: Vec<f32> = (0..out * inp).map(|_| (rng.normal() * std) as f32).collect();
+    proj_weight_from_hf(&values, out, inp, device)
+}
+
 fn const_param<const D: usize>(shape: [usize; D], value: f32, device: &Device) -> Param<Tensor<D>> {
     let n = shape.iter().product();
     Param::from_tensor(tensor_from_host(vec![value; n], shape, device))
@@ -222,6 +265,12 @@ struct MapReader<'a> {
 
 impl<'a> MapReader<'a> {
     fn take<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Param<Tensor<D>>> {
+        let t = self.take_host(name, shape)?;
+        Ok(Param::from_tensor(tensor_from_host(t.data.clone(), shape, self.device)))
+    }
+
+    /// The host tensor `name`, checked to have `shape`, marked used.
+    fn take_host<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<&'a HostTensor> {
         let (key, t): (&'a String, &'a HostTensor) =
             self.map.get_key_value(name).ok_or_else(|| BridgeError::Model(format!("tensor `{name}` is missing")))?;
         if t.shape.as_slice() != shape.as_slice() {
@@ -238,11 +287,12 @@ impl<'a> MapReader<'a> {
             )));
         }
         self.used.insert(key.as_str());
-        Ok(Param::from_tensor(tensor_from_host(t.data.clone(), shape, self.device)))
+        Ok(t)
     }
 
     fn proj(&mut self, spec: &ProjSpec) -> Result<Proj> {
-        let weight = self.take(&format!("{}.weight", spec.name), [spec.out, spec.inp])?;
+        let hf = self.take_host(&format!("{}.weight", spec.name), [spec.out, spec.inp])?;
+        let weight = proj_weight_from_hf(&hf.data, spec.out, spec.inp, self.device);
         let bias = if spec.bias { Some(self.take(&format!("{}.bias", spec.name), [spec.out])?) } else { None };
         Ok(Proj { weight, bias })
     }
@@ -274,7 +324,7 @@ impl DecoderWeights {
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let mut projs = layer_proj_specs(cfg, i).into_iter().map(|(_, s)| Proj {
-                weight: normal_param([s.out, s.inp], std, device, rng),
+                weight: normal_proj_weight(s.out, s.inp, std, device, rng),
                 bias: s.bias.then(|| const_param([s.out], 0.0, device)),
             });
             // The iterator yields q, k, v, o, gate, up, down in order.
@@ -290,8 +340,10 @@ impl DecoderWeights {
             });
         }
         let norm = RmsNorm { weight: const_param([cfg.hidden_size], 1.0, device) };
-        let lm_head = (!cfg.tie_word_embeddings)
-            .then(|| Proj { weight: normal_param([cfg.vocab_size, cfg.hidden_size], std, device, rng), bias: None });
+        let lm_head = (!cfg.tie_word_embeddings).then(|| Proj {
+            weight: normal_proj_weight(cfg.vocab_size, cfg.hidden_size, std, device, rng),
+            bias: None,
+        });
         Ok(Self { embed_tokens, layers, norm, lm_head })
     }
 
@@ -360,7 +412,9 @@ impl DecoderWeights {
         let mut map = TensorMap::new();
         map.insert("model.embed_tokens.weight".into(), param_to_host(&self.embed_tokens.weight)?);
         let put_proj = |map: &mut TensorMap, name: String, p: &Proj| -> Result<()> {
-            map.insert(format!("{name}.weight"), param_to_host(&p.weight)?);
+            let w = param_to_host(&p.weight)?; // [in, out]
+            let [inp, out] = p.weight.dims();
+            map.insert(format!("{name}.weight"), HostTensor::new(vec![out, inp], transpose_host(&w.data, inp, out))?);
             if let Some(b) = &p.bias {
                 map.insert(format!("{name}.bias"), param_to_host(b)?);
             }
@@ -453,7 +507,8 @@ impl DecoderWeights {
                 if let Some(pair) = a.pair(t) {
                     let w = l.proj(t);
                     check_pair(pair, w.dims(), t)?;
-                    let delta = pair.lora_b.val().matmul(pair.lora_a.val()).mul_scalar(scale);
+                    // (B·A)ᵀ = Aᵀ·Bᵀ, in the `[in, out]` layout of the stored weight.
+                    let delta = pair.lora_a.val().transpose().matmul(pair.lora_b.val().transpose()).mul_scalar(scale);
                     new.proj_mut(t).weight = Param::from_tensor((w.weight.val() + delta).detach());
                 }
             }
@@ -680,7 +735,7 @@ impl Decoder {
     pub(crate) fn head<const D: usize>(&self, base: &DecoderWeights, hidden: Tensor<D>) -> Tensor<D> {
         match &base.lm_head {
             Some(head) => head.forward(hidden, None),
-            None => linear(hidden, base.embed_tokens.weight.val().transpose(), None),
+            None => linear_rows(hidden, base.embed_tokens.weight.val().transpose(), None),
         }
     }
 
