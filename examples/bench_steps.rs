@@ -16,8 +16,8 @@ use bridge::bilevel::{LoopConfig, Metrics, OptimConfig, RunEvent, RunInputs, ini
 use bridge::core::schedule::ConstantLambda;
 use bridge::core::testing::FnReward;
 use bridge::core::{
-    AdamWSettings, BridgeError, BridgeRng, InMemorySource, Metadata, Result, Reward, RlPrompt,
-    SamplingParams, TextCodec, TokenSequence,
+    AdamWSettings, BridgeError, BridgeRng, InMemorySource, Metadata, Result, Reward, RlPrompt, SamplingParams,
+    TextCodec, TokenSequence,
 };
 use bridge::models::{Decoder, DecoderConfig, LoraConfig};
 use bridge::rl::GrpoConfig;
@@ -59,8 +59,8 @@ fn peak_rss_mb() -> Option<f64> {
 
 fn run() -> Result<serde_json::Value> {
     let name = arg("--algorithm").unwrap_or_else(|| "rl_zero".into());
-    let algorithm: AlgorithmSection = toml::from_str(&format!("name = \"{name}\""))
-        .map_err(|e| BridgeError::config("--algorithm", e.to_string()))?;
+    let algorithm: AlgorithmSection =
+        toml::from_str(&format!("name = \"{name}\"")).map_err(|e| BridgeError::config("--algorithm", e.to_string()))?;
     let steps: u64 = arg("--steps").and_then(|s| s.parse().ok()).unwrap_or(5);
     let config = DecoderConfig::from_hf_json(&serde_json::json!({
         "model_type": "qwen2", "vocab_size": 512, "hidden_size": 128, "intermediate_size": 512,
@@ -104,18 +104,27 @@ fn run() -> Result<serde_json::Value> {
     let optim = OptimConfig { theta: AdamWSettings::with_lr(1e-4), ..OptimConfig::default() };
     let state = init_state(needs, theta0, adapter, &optim, true, 0)?;
     let lambda = ConstantLambda(0.5);
-    let inputs = RunInputs { sft: &sft, prompts: &prompts, reward: &parity, rl: &rl, sft_batch_size: 8, lambda: &lambda };
+    let inputs =
+        RunInputs { sft: &sft, prompts: &prompts, reward: &parity, rl: &rl, sft_batch_size: 8, lambda: &lambda };
     let dir = std::env::temp_dir().join(format!("bridge-bench-steps-{}", std::process::id()));
     let cfg = LoopConfig { total_steps: steps + 1, checkpoint_every: 0, run_dir: dir.clone(), ..LoopConfig::default() };
     let mut log: Vec<(Metrics, f64)> = Vec::new();
     let mut last = std::time::Instant::now();
-    run_steps(&lm, algo.as_mut(), state, &inputs, &cfg, |_, _| Ok(Metrics::new()), |e| {
-        if let RunEvent::Step(m) = e {
-            log.push((m.clone(), last.elapsed().as_secs_f64()));
-            last = std::time::Instant::now();
-        }
-        Ok(())
-    })?;
+    run_steps(
+        &lm,
+        algo.as_mut(),
+        state,
+        &inputs,
+        &cfg,
+        |_, _| Ok(Metrics::new()),
+        |e| {
+            if let RunEvent::Step(m) = e {
+                log.push((m.clone(), last.elapsed().as_secs_f64()));
+                last = std::time::Instant::now();
+            }
+            Ok(())
+        },
+    )?;
     let _ = std::fs::remove_dir_all(dir);
     let timed = &log[1..]; // the first step warms up
     let mean = |k: &str| timed.iter().map(|(m, _)| m.get(k).copied().unwrap_or(0.0)).sum::<f64>() / timed.len() as f64;
