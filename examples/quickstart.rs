@@ -17,15 +17,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: quickstart [--quick] [--seeds N] [--seed S] [--run-dir DIR] [--threads N]
+                  [--config FILE.json] [--print-config]
 
   --quick        a smaller run (≤ 2 minutes), the CI smoke test
   --seeds N      repeat with N seeds (S, S+1, …) and report mean ± std (default 1)
   --seed S       the first seed (default 0)
   --run-dir DIR  where to write (default runs/quickstart, or runs/quickstart-quick with --quick)
-  --threads N    compute threads (default 2; results depend on it, so keep it fixed to reproduce)";
+  --threads N    compute threads (default 2; results depend on it, so keep it fixed to reproduce)
+  --config FILE  the whole configuration as JSON (start from --print-config); flags override it
+  --print-config print the configuration as JSON and exit";
 
 fn parse(args: &[String]) -> Result<Option<QuickstartConfig>> {
-    let mut quick = false;
+    let (mut quick, mut print, mut config) = (false, false, None);
     let (mut seeds, mut seed, mut run_dir, mut threads) = (None, None, None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -41,14 +44,19 @@ fn parse(args: &[String]) -> Result<Option<QuickstartConfig>> {
             "--seed" => seed = Some(number("--seed", value("--seed")?)?),
             "--threads" => threads = Some(number("--threads", value("--threads")?)?),
             "--run-dir" => run_dir = Some(PathBuf::from(value("--run-dir")?)),
+            "--config" => config = Some(PathBuf::from(value("--config")?)),
+            "--print-config" => print = true,
             "-h" | "--help" => return Ok(None),
             other => return Err(BridgeError::InvalidInput(format!("unknown argument {other:?}\n\n{USAGE}"))),
         }
     }
-    let mut cfg = if quick { QuickstartConfig::quick() } else { QuickstartConfig::full() };
-    if quick {
-        cfg.run_dir = PathBuf::from("runs/quickstart-quick");
-    }
+    let mut cfg = match (&config, quick) {
+        (Some(path), _) => QuickstartConfig::load(path)?,
+        (None, true) => {
+            QuickstartConfig { run_dir: PathBuf::from("runs/quickstart-quick"), ..QuickstartConfig::quick() }
+        }
+        (None, false) => QuickstartConfig::full(),
+    };
     let too_big = |name: &str| BridgeError::InvalidInput(format!("{name} is too large"));
     if let Some(n) = seeds {
         cfg.seeds = usize::try_from(n).map_err(|_| too_big("--seeds"))?;
@@ -63,6 +71,10 @@ fn parse(args: &[String]) -> Result<Option<QuickstartConfig>> {
         cfg.run_dir = d;
     }
     cfg.validate()?;
+    if print {
+        println!("{}", serde_json::to_string_pretty(&cfg).map_err(|e| BridgeError::InvalidInput(e.to_string()))?);
+        return Ok(None);
+    }
     Ok(Some(cfg))
 }
 
@@ -71,7 +83,9 @@ fn main() -> ExitCode {
     let cfg = match parse(&args) {
         Ok(Some(cfg)) => cfg,
         Ok(None) => {
-            println!("{USAGE}");
+            if !args.iter().any(|a| a == "--print-config") {
+                println!("{USAGE}");
+            }
             return ExitCode::SUCCESS;
         }
         Err(e) => {

@@ -35,7 +35,7 @@ use bridge_bilevel::{LoopConfig, Metrics, OptimConfig, RunEvent, RunInputs, init
 use bridge_core::error::ensure_finite;
 use bridge_core::{
     AdamWSettings, BridgeError, BridgeRng, CausalLm, CharCodec, DataCursor, DeviceChoice, FlatGradients,
-    GroupOptimizer, InMemorySource, LambdaScheduleConfig, Result, SequenceBatch, SftExample, TextCodec, TokenSequence,
+    GroupOptimizer, InMemorySource, LambdaScheduleConfig, Result, SequenceBatch, SftExample, TokenSequence,
     derive_seed, independent_copy,
 };
 use bridge_eval::metrics::MetricsWriter;
@@ -46,7 +46,7 @@ use bridge_models::{Decoder, DecoderConfig, DecoderWeights, LoraConfig};
 use bridge_rl::GrpoConfig;
 use bridge_sft::{SftTokenizer, TokenizeConfig, TokenizedSource};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// The methods the quickstart compares (method.md §5), in table order.
@@ -222,34 +222,40 @@ pub struct QuickstartConfig {
 }
 
 impl QuickstartConfig {
-    /// The default run (≤ 10 minutes on a 2-core laptop).
+    /// The default run (≤ 10 minutes on a 2-core laptop; see `docs/quickstart.md` for how it was
+    /// chosen).
     pub fn full() -> Self {
         Self {
             seed: 0,
             seeds: 1,
             threads: 2,
             run_dir: PathBuf::from("runs/quickstart"),
+            // One-digit operands keep the arithmetic learnable by a tiny model in a minute; level 1
+            // has only 238 distinct questions at these limits, which bounds the split sizes.
             task: TaskConfig {
                 levels: 4,
-                n_pretrain: 4000,
-                pretrain_problems: vec![200, 1000],
-                n_sft: 400,
-                n_rl: 2000,
+                n_pretrain: 3000,
+                pretrain_problems: vec![30, 1500],
+                n_sft: 200,
+                n_rl: 320,
                 n_test: 200,
+                max_operand: 9,
+                max_factor: 9,
+                max_value: 40,
                 ..TaskConfig::default()
             },
             model: ModelSpec { hidden_size: 64, intermediate_size: 192, num_layers: 2, num_heads: 4, num_kv_heads: 2 },
-            pretrain: PretrainSpec { steps: 800, batch_size: 32, lr: 3e-3, warmup_steps: 50 },
+            pretrain: PretrainSpec { steps: 1500, batch_size: 32, lr: 3e-3, warmup_steps: 50 },
             budget: BudgetSpec {
-                steps: 60,
-                eval_every: 10,
-                cold_start_sft_steps: 30,
+                steps: 150,
+                eval_every: 25,
+                cold_start_sft_steps: 75,
                 sft_batch_size: 16,
                 prompts_per_step: 8,
                 group_size: 4,
                 max_new_tokens: 48,
                 temperature: 1.0,
-                lr: 1e-3,
+                lr: 3e-4,
                 lambda: 0.5,
                 lora: LoraConfig { rank: 8, alpha: 16.0, ..LoraConfig::default() },
                 kl_coef: 0.0,
@@ -264,9 +270,9 @@ impl QuickstartConfig {
     pub fn quick() -> Self {
         let full = Self::full();
         Self {
-            task: TaskConfig { n_test: 100, ..full.task.clone() },
-            pretrain: PretrainSpec { steps: 300, ..full.pretrain.clone() },
-            budget: BudgetSpec { steps: 20, eval_every: 5, cold_start_sft_steps: 10, ..full.budget.clone() },
+            task: TaskConfig { n_pretrain: 1500, pretrain_problems: vec![30, 900], n_test: 100, ..full.task.clone() },
+            pretrain: PretrainSpec { steps: 500, ..full.pretrain.clone() },
+            budget: BudgetSpec { steps: 40, eval_every: 10, cold_start_sft_steps: 20, ..full.budget.clone() },
             ..full
         }
     }
@@ -302,6 +308,16 @@ impl QuickstartConfig {
             eval_batch_size: 8,
             ..full
         }
+    }
+
+    /// Reads a configuration written as JSON (e.g. by `--print-config`); unknown keys are errors.
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| BridgeError::io(path, e))?;
+        let cfg: Self =
+            serde_json::from_str(&text).map_err(|e| BridgeError::config(path.display().to_string(), e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// Checks every value, naming the field at fault.
@@ -757,7 +773,8 @@ pub fn pretrain(
     let chunk = (spec.steps / 10).max(1);
     let (mut losses, mut sum, mut n) = (Vec::new(), 0.0, 0u64);
     for step in 0..spec.steps {
-        let lr = if step < spec.warmup_steps { spec.lr * (step + 1) as f64 / spec.warmup_steps as f64 } else { spec.lr };
+        let lr =
+            if step < spec.warmup_steps { spec.lr * (step + 1) as f64 / spec.warmup_steps as f64 } else { spec.lr };
         // A new learning rate keeps the AdamW moments: the burn optimiser moves over.
         let mut next = GroupOptimizer::new(
             "quickstart.pretrain",
@@ -803,7 +820,7 @@ mod tests {
         let bad = QuickstartConfig { seeds: 0, ..QuickstartConfig::full() };
         assert!(bad.validate().unwrap_err().to_string().contains("seeds"));
         let bad = QuickstartConfig {
-            budget: BudgetSpec { cold_start_sft_steps: 99, ..QuickstartConfig::full().budget },
+            budget: BudgetSpec { cold_start_sft_steps: 1000, ..QuickstartConfig::full().budget },
             ..QuickstartConfig::full()
         };
         assert!(bad.validate().unwrap_err().to_string().contains("cold_start_sft_steps"));

@@ -25,11 +25,8 @@ impl Stat {
         }
         let n = values.len();
         let mean = values.iter().sum::<f64>() / n as f64;
-        let std = if n > 1 {
-            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-        } else {
-            0.0
-        };
+        let std =
+            if n > 1 { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt() } else { 0.0 };
         Some(Self { mean, std, n })
     }
 
@@ -66,12 +63,12 @@ pub fn summarise(methods: &[Method], seeds: &[SeedRun], levels: u32) -> Vec<Meth
     methods
         .iter()
         .map(|&method| {
-            let runs: Vec<(&SeedRun, &super::MethodRun)> = seeds
-                .iter()
-                .filter_map(|s| s.methods.iter().find(|m| m.method == method).map(|m| (s, m)))
-                .collect();
+            let runs: Vec<(&SeedRun, &super::MethodRun)> =
+                seeds.iter().filter_map(|s| s.methods.iter().find(|m| m.method == method).map(|m| (s, m))).collect();
             let finals: Vec<&super::CurvePoint> = runs.iter().filter_map(|(_, m)| m.last()).collect();
-            let level = |l: usize| Stat::of(&finals.iter().map(|p| p.levels.get(l).copied().unwrap_or(0.0)).collect::<Vec<_>>());
+            let level = |l: usize| {
+                Stat::of(&finals.iter().map(|p| p.levels.get(l).copied().unwrap_or(0.0)).collect::<Vec<_>>())
+            };
             let times: Vec<f64> = runs
                 .iter()
                 .filter_map(|(s, m)| {
@@ -112,8 +109,7 @@ pub fn format_table(summary: &[MethodSummary], levels: u32, seeds: usize) -> Str
         rows.push(row);
     }
     let cols = rows[0].len();
-    let widths: Vec<usize> =
-        (0..cols).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let line = |r: &[String]| {
         let cells: Vec<String> = r
             .iter()
@@ -131,7 +127,7 @@ pub fn format_table(summary: &[MethodSummary], levels: u32, seeds: usize) -> Str
         .enumerate()
         .map(|(c, w)| if c == 0 { "-".repeat(*w) } else { format!("{}:", "-".repeat(w.saturating_sub(1))) })
         .collect();
-    out.push(format!("|-{}-|", rule.join("-|-")));
+    out.push(format!("| {} |", rule.join(" | ")));
     out.extend(rows[1..].iter().map(|r| line(r)));
     out.join("\n")
 }
@@ -165,10 +161,8 @@ pub(super) fn plot(methods: &[Method], seeds: &[SeedRun], levels: u32, path: &Pa
         let mut c = LineChart::new(title).x_label("training wall time (s)").y_label("test accuracy").y_range(0.0, 1.0);
         for &m in methods {
             let mut points = mean_curve(m, seeds, value);
-            if m == Method::Base {
-                if let Some(&(_, v)) = points.first() {
-                    points = vec![(0.0, v), (t_max, v)];
-                }
+            if let (Method::Base, Some(&(_, v))) = (m, points.first()) {
+                points = vec![(0.0, v), (t_max, v)];
             }
             c = c.series(m.label(), points);
         }
