@@ -6,14 +6,14 @@
 //! [`NaiveAlternating`], [`SftRlMixing`] and BRIDGE ([`crate::Bridge`], whose ablation without
 //! the meta objective is `Bridge` with [`bridge_core::JointSftRl`]). A new algorithm in another
 //! crate implements [`TrainingAlgorithm`] with the same public helpers
-//! ([`next_sft_batch`], [`next_rollouts`], [`apply_all`]).
+//! ([`next_sft_batch`], [`next_rollouts`], [`rl_batch`], [`rl_loss`], [`apply_all`]).
 
 use crate::state::TrainState;
 use bridge_core::{
     BridgeError, CausalLm, ExampleSource, FlatGradients, GroupOptimizer, PromptSource, Result, RewardFunction,
     SequenceBatch, TokenSequence, error::ensure_finite,
 };
-use bridge_rl::{GrpoConfig, GrpoStepMetrics, Rollouts, collect_rollouts, grpo_loss};
+use bridge_rl::{GrpoConfig, GrpoStepMetrics, RlTrainingBatch, Rollouts, collect_rollouts, grpo_loss};
 use bridge_sft::sft_loss;
 use burn::module::Module;
 use std::collections::BTreeMap;
@@ -99,26 +99,40 @@ pub fn record_rollouts(m: &mut Metrics, prefix: &str, rollouts: &Rollouts) {
     *m.entry("generation_seconds".into()).or_insert(0.0) += r.generation_seconds;
 }
 
-/// The GRPO loss at `(base, adapter)` on rollouts, with its statistics recorded under `prefix`
-/// (`None` when no completion token takes part in the loss).
-#[allow(clippy::too_many_arguments)]
+/// The training batch of `rollouts`, with `log π_ref` computed once when the KL term is on (so
+/// that every loss evaluation on it — θ and θ̂ branches, several epochs — shares one reference
+/// forward).
+pub fn rl_batch<L: CausalLm>(
+    ctx: &StepContext<'_, L>,
+    rollouts: &Rollouts,
+    reference: Option<&L::Base>,
+) -> Result<RlTrainingBatch> {
+    let mut batch = rollouts.training_batch(ctx.lm.codec().pad_token_id(), ctx.rl.mask_truncated)?;
+    if ctx.rl.loss.kl_coef > 0.0 && batch.num_loss_tokens() > 0 {
+        let reference =
+            reference.ok_or_else(|| BridgeError::InvalidInput("kl_coef > 0 needs a reference model".into()))?;
+        batch.cache_reference(ctx.lm, reference)?;
+    }
+    Ok(batch)
+}
+
+/// The GRPO loss at `(base, adapter)` on a training batch, with its statistics recorded under
+/// `prefix` (`None` when no completion token takes part in the loss).
 pub fn rl_loss<L: CausalLm>(
     ctx: &StepContext<'_, L>,
     base: &L::Base,
     adapter: Option<&L::Adapter>,
-    reference: Option<&L::Base>,
-    rollouts: &Rollouts,
+    batch: &RlTrainingBatch,
     m: &mut Metrics,
     prefix: &str,
     step: u64,
 ) -> Result<Option<burn::tensor::Tensor<1>>> {
-    let batch = rollouts.training_batch(ctx.lm.codec().pad_token_id(), ctx.rl.mask_truncated)?;
     let tokens = batch.num_loss_tokens();
     m.insert(format!("{prefix}tokens"), tokens as f64);
     if tokens == 0 {
         return Ok(None);
     }
-    let (out, entropy) = grpo_loss(ctx.lm, base, adapter, &batch, reference, &ctx.rl.loss, ctx.rl.log_entropy)?;
+    let (out, entropy) = grpo_loss(ctx.lm, base, adapter, batch, None, &ctx.rl.loss, ctx.rl.log_entropy)?;
     let s = &out.stats;
     ensure_finite(&format!("{prefix}rl_loss"), s.loss, step)?;
     for (k, v) in [
@@ -204,8 +218,9 @@ fn rl_step<L: CausalLm>(ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> 
     let rollouts = next_rollouts(ctx, &mut state.rl_cursor, &mut state.rollout_rng, &state.theta, None)?;
     record_rollouts(&mut m, "", &rollouts);
     let start = Instant::now();
+    let batch = rl_batch(ctx, &rollouts, state.reference.as_ref())?;
     for _ in 0..ctx.rl.epochs_per_batch {
-        let loss = rl_loss(ctx, &state.theta, None, state.reference.as_ref(), &rollouts, &mut m, "", state.step)?;
+        let loss = rl_loss(ctx, &state.theta, None, &batch, &mut m, "", state.step)?;
         let Some(loss) = loss else { break };
         let g = FlatGradients::from_backward(&mut loss.backward(), &state.theta);
         state.theta = one_group("theta", &mut state.optim.theta, state.theta.clone(), g, state.step, &mut m)?;
@@ -315,7 +330,8 @@ impl<L: CausalLm> TrainingAlgorithm<L> for SftRlMixing {
         let sft = sft_loss(ctx.lm, &state.theta, None, &batch)?;
         ensure_finite("sft_loss", sft.value, state.step)?;
         m.insert("sft_loss".into(), sft.value);
-        let rl = rl_loss(ctx, &state.theta, None, state.reference.as_ref(), &rollouts, &mut m, "", state.step)?;
+        let rl_batch = rl_batch(ctx, &rollouts, state.reference.as_ref())?;
+        let rl = rl_loss(ctx, &state.theta, None, &rl_batch, &mut m, "", state.step)?;
         let loss = match rl {
             Some(rl) => rl + sft.loss.mul_scalar(self.mu),
             None => sft.loss.mul_scalar(self.mu),

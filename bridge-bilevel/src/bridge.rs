@@ -25,7 +25,9 @@
 //! The test `one_step_matches_equations_7_8_9` checks both paths against the equations
 //! evaluated term by term with plain SGD.
 
-use crate::algorithm::{Metrics, Needs, StepContext, TrainingAlgorithm, next_sft_batch, record_rollouts, rl_loss};
+use crate::algorithm::{
+    Metrics, Needs, StepContext, TrainingAlgorithm, next_sft_batch, record_rollouts, rl_batch, rl_loss,
+};
 use crate::state::TrainState;
 use bridge_core::{
     AdapterGradTerms, BridgeError, CausalLm, CooperativeGain, FlatGradients, OuterObjective, Result,
@@ -144,10 +146,15 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Bridge {
             }
             _ => None,
         };
-        let aux_source = aux_rollouts.as_ref().unwrap_or(&rollouts);
         let start = Instant::now();
         let sft_batch = next_sft_batch(ctx, state)?;
-        let reference = state.reference.as_ref();
+        // One training batch (and one reference forward) per set of rollouts.
+        let batch = rl_batch(ctx, &rollouts, state.reference.as_ref())?;
+        let aux_batch = match &aux_rollouts {
+            Some(r) => Some(rl_batch(ctx, r, state.reference.as_ref())?),
+            None => None,
+        };
+        let aux_source = aux_batch.as_ref().unwrap_or(&batch);
 
         let (g_theta, g_theta_hat, g_w) = match self.gradient_path {
             GradientPath::Separate => {
@@ -159,20 +166,19 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Bridge {
                 let sft_theta = FlatGradients::from_backward_dense(&mut grads, &state.theta);
                 let sft_w = FlatGradients::from_backward_dense(&mut grads, &w);
                 // J_RL(θ, w)
-                let (rl_theta, rl_w) =
-                    match rl_loss(ctx, &state.theta, Some(&w), reference, &rollouts, &mut m, "", step)? {
-                        Some(loss) => {
-                            let mut grads = loss.backward();
-                            (
-                                FlatGradients::from_backward_dense(&mut grads, &state.theta),
-                                FlatGradients::from_backward_dense(&mut grads, &w),
-                            )
-                        }
-                        None => (sft_theta.scale(0.0), sft_w.scale(0.0)),
-                    };
+                let (rl_theta, rl_w) = match rl_loss(ctx, &state.theta, Some(&w), &batch, &mut m, "", step)? {
+                    Some(loss) => {
+                        let mut grads = loss.backward();
+                        (
+                            FlatGradients::from_backward_dense(&mut grads, &state.theta),
+                            FlatGradients::from_backward_dense(&mut grads, &w),
+                        )
+                    }
+                    None => (sft_theta.scale(0.0), sft_w.scale(0.0)),
+                };
                 // J_RL(θ̂, w)
                 let (aux_theta_hat, aux_w) = match &theta_hat {
-                    Some(th) => match rl_loss(ctx, th, Some(&w), reference, aux_source, &mut m, "aux_", step)? {
+                    Some(th) => match rl_loss(ctx, th, Some(&w), aux_source, &mut m, "aux_", step)? {
                         Some(loss) => {
                             let mut grads = loss.backward();
                             let g_th = FlatGradients::from_backward_dense(&mut grads, th);
@@ -207,12 +213,12 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Bridge {
                 ensure_finite("sft_loss", sft.value, step)?;
                 m.insert("sft_loss".into(), sft.value);
                 let mut loss = sft.loss.mul_scalar(1.0 - lambda);
-                if let Some(rl) = rl_loss(ctx, &state.theta, Some(&w), reference, &rollouts, &mut m, "", step)? {
+                if let Some(rl) = rl_loss(ctx, &state.theta, Some(&w), &batch, &mut m, "", step)? {
                     loss = loss + rl.mul_scalar(lambda);
                 }
                 if let Some(th) = &theta_hat {
                     let w_tilde = gradient_scaled(&w, weights.rl_aux);
-                    if let Some(aux) = rl_loss(ctx, th, Some(&w_tilde), reference, aux_source, &mut m, "aux_", step)? {
+                    if let Some(aux) = rl_loss(ctx, th, Some(&w_tilde), aux_source, &mut m, "aux_", step)? {
                         loss = loss + aux;
                     }
                 }

@@ -5,7 +5,7 @@ mod common;
 
 use bridge_bilevel::{
     Bridge, Metrics, Needs, OptimConfig, StepContext, TrainState, TrainingAlgorithm,
-    algorithm::{next_sft_batch, record_rollouts, rl_loss},
+    algorithm::{next_sft_batch, record_rollouts, rl_batch, rl_loss},
 };
 use bridge_core::testing::BigramLm;
 use bridge_core::{
@@ -63,7 +63,8 @@ impl<L: CausalLm> TrainingAlgorithm<L> for SftEvery {
                 None,
             )?;
             record_rollouts(&mut m, "", &rollouts);
-            rl_loss(ctx, &state.theta, None, None, &rollouts, &mut m, "", state.step)?
+            let batch = rl_batch(ctx, &rollouts, None)?;
+            rl_loss(ctx, &state.theta, None, &batch, &mut m, "", state.step)?
         };
         if let Some(loss) = loss {
             let g = FlatGradients::from_backward(&mut loss.backward(), &state.theta);

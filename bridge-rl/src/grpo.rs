@@ -69,8 +69,9 @@ impl GrpoConfig {
 
 /// The GRPO loss of `π(·; base, adapter)` on `batch`, and the mean entropy when asked for.
 ///
-/// `reference` is `π_ref`'s base (used without adapter); it is required when `kl_coef > 0`, and
-/// not evaluated otherwise.
+/// `reference` is `π_ref`'s base (used without adapter); it is required when `kl_coef > 0` and the
+/// batch has no cached reference log-probs ([`RlTrainingBatch::cache_reference`]), and not
+/// evaluated otherwise.
 pub fn grpo_loss<L: CausalLm>(
     lm: &L,
     base: &L::Base,
@@ -84,9 +85,14 @@ pub fn grpo_loss<L: CausalLm>(
     let device = scores.logprobs.device();
     let mask = batch.mask(&device);
     let ref_logprobs = if cfg.kl_coef > 0.0 {
-        let reference =
-            reference.ok_or_else(|| BridgeError::InvalidInput("kl_coef > 0 needs a reference model".into()))?;
-        Some(lm.token_scores(reference, None, &batch.sequences, false)?.logprobs.detach())
+        match batch.ref_logprobs(&device) {
+            Some(cached) => Some(cached),
+            None => {
+                let reference =
+                    reference.ok_or_else(|| BridgeError::InvalidInput("kl_coef > 0 needs a reference model".into()))?;
+                Some(lm.token_scores(reference, None, &batch.sequences, false)?.logprobs.detach())
+            }
+        }
     } else {
         None
     };
@@ -245,7 +251,10 @@ impl<L: CausalLm> GrpoTrainer<L> {
             &mut self.rng,
         )?;
         let mut metrics = GrpoStepMetrics::from_rollouts(self.step, &rollouts);
-        let batch = rollouts.training_batch(self.lm.codec().pad_token_id(), self.config.mask_truncated)?;
+        let mut batch = rollouts.training_batch(self.lm.codec().pad_token_id(), self.config.mask_truncated)?;
+        if let Some(reference) = self.reference.as_ref().filter(|_| self.config.loss.kl_coef > 0.0) {
+            batch.cache_reference(&self.lm, reference)?;
+        }
         metrics.tokens = batch.num_loss_tokens();
         let start = Instant::now();
         if metrics.tokens > 0 {

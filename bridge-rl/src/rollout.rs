@@ -94,6 +94,9 @@ pub struct RlTrainingBatch {
     advantages: Vec<f32>,
     /// `L_max` for Dr.GRPO.
     pub max_completion_len: usize,
+    /// `[B·(T−1)]` row-major: `log π_ref` of every target, once computed (see
+    /// [`RlTrainingBatch::cache_reference`]).
+    ref_logprobs: Option<Vec<f32>>,
 }
 
 impl Rollouts {
@@ -127,7 +130,14 @@ impl Rollouts {
             }
         }
         let advantages = self.advantages.values.iter().map(|&a| a as f32).collect();
-        Ok(RlTrainingBatch { sequences, old_logprobs, mask, advantages, max_completion_len: self.max_new_tokens })
+        Ok(RlTrainingBatch {
+            sequences,
+            old_logprobs,
+            mask,
+            advantages,
+            max_completion_len: self.max_new_tokens,
+            ref_logprobs: None,
+        })
     }
 
     /// Mean of the non-skipped rewards (0 when all were skipped).
@@ -168,6 +178,28 @@ impl RlTrainingBatch {
     /// Advantages `[B]`.
     pub fn advantages(&self, device: &Device) -> Tensor<1> {
         Tensor::from_data(TensorData::new(self.advantages.clone(), [self.advantages.len()]), device)
+    }
+
+    /// Computes `log π_ref` of the batch once under `reference` (used without adapter), so that
+    /// several loss evaluations on the same batch — BRIDGE's θ and θ̂ branches, GRPO's epochs —
+    /// share one reference forward.
+    pub fn cache_reference<L: CausalLm>(&mut self, lm: &L, reference: &L::Base) -> Result<()> {
+        let scores = lm.token_scores(reference, None, &self.sequences, false)?;
+        let values = scores
+            .logprobs
+            .detach()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| BridgeError::Model(format!("reading reference log-probs: {e:?}")))?;
+        self.ref_logprobs = Some(values);
+        Ok(())
+    }
+
+    /// The cached `log π_ref` `[B, T−1]`, if [`Self::cache_reference`] was called.
+    pub fn ref_logprobs(&self, device: &Device) -> Option<Tensor<2>> {
+        let shape = [self.sequences.batch_size(), self.sequences.seq_len() - 1];
+        self.ref_logprobs.as_ref().map(|v| Tensor::from_data(TensorData::new(v.clone(), shape), device))
     }
 
     /// Number of tokens in the loss.
