@@ -535,6 +535,9 @@ fn run_seed(cfg: &QuickstartConfig, seed: u64, progress: &mut (dyn FnMut(&str) +
     let device = DeviceChoice::Flex.autodiff_device()?;
     let (base_dir, base_cached, pretrain_seconds) = ensure_base(cfg, &task, &lm, &splits, &device, progress)?;
     let (_, theta0) = bridge_models::open_model(&base_dir, &device)?;
+    // A stable path to this seed's base (`seed-S/base/`), so that `train` configs can start from it
+    // (see examples/configs/tiny-bridge.toml).
+    bridge_models::save_hf_dir(seed_dir.join("base"), lm.config(), &theta0)?;
 
     let codec = lm.codec();
     let tokenize = TokenizeConfig::default();
