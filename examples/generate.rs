@@ -14,35 +14,13 @@
 //! stop a completion. The default is sampling at temperature 1 with seed 0.
 
 use bridge_core::policy::{CausalLm, SamplingParams};
-use bridge_core::{BridgeError, BridgeRng, Result, TextCodec};
+use bridge_core::{BridgeError, BridgeRng, IdsOnlyCodec, Result, TextCodec};
 use bridge_models::decoder::Decoder;
 use bridge_models::gguf::GgufFile;
 use bridge_models::hf::open_model;
 use bridge_models::tokenizer::HfCodec;
 use burn::tensor::Device;
 use std::path::{Path, PathBuf};
-
-/// A codec for `--ids` without a tokenizer: ids decode to empty text; no EOS of its own (the
-/// config's `eos_token_id`s still stop generation); sampling covers the whole vocabulary.
-struct IdsOnly(usize);
-
-impl TextCodec for IdsOnly {
-    fn encode(&self, _text: &str) -> Result<Vec<u32>> {
-        Err(BridgeError::Tokenizer("no tokenizer loaded".into()))
-    }
-    fn decode(&self, _ids: &[u32]) -> Result<String> {
-        Ok(String::new())
-    }
-    fn vocab_size(&self) -> usize {
-        self.0
-    }
-    fn eos_token_ids(&self) -> &[u32] {
-        &[]
-    }
-    fn pad_token_id(&self) -> u32 {
-        0
-    }
-}
 
 enum Input {
     Ids(Vec<u32>),
@@ -140,7 +118,7 @@ fn run() -> Result<()> {
             )));
         }
         (Input::Ids(ids), Some(c)) => (Box::new(c), ids),
-        (Input::Ids(ids), None) => (Box::new(IdsOnly(config.vocab_size)), ids),
+        (Input::Ids(ids), None) => (Box::new(IdsOnlyCodec { vocab_size: config.vocab_size }), ids),
     };
     if ids.is_empty() {
         return Err(BridgeError::InvalidInput("the prompt has no tokens".into()));

@@ -7,33 +7,12 @@
 //! Output: `{"ids": [...], "logits": [[...], ...]}` (one row of `vocab_size` logits per position).
 //! `--text` encodes with the tokenizer of `DIR` (`tokenizer.json`, no special tokens added).
 
-use bridge_core::{BridgeError, Result, TextCodec};
+use bridge_core::{BridgeError, IdsOnlyCodec, Result, TextCodec};
 use bridge_models::decoder::Decoder;
 use bridge_models::hf::open_model;
 use bridge_models::tokenizer::HfCodec;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use std::path::PathBuf;
-
-/// A codec for id-only use: no text, no special tokens.
-struct IdsOnly;
-
-impl TextCodec for IdsOnly {
-    fn encode(&self, _text: &str) -> Result<Vec<u32>> {
-        Err(BridgeError::Tokenizer("no tokenizer loaded".into()))
-    }
-    fn decode(&self, _ids: &[u32]) -> Result<String> {
-        Err(BridgeError::Tokenizer("no tokenizer loaded".into()))
-    }
-    fn vocab_size(&self) -> usize {
-        0
-    }
-    fn eos_token_ids(&self) -> &[u32] {
-        &[]
-    }
-    fn pad_token_id(&self) -> u32 {
-        0
-    }
-}
 
 enum Input {
     Ids(Vec<u32>),
@@ -75,7 +54,7 @@ fn run() -> Result<()> {
     let device = Device::flex();
     let (config, weights) = open_model(&path, &device)?;
     let (codec, ids): (Box<dyn TextCodec>, Vec<u32>) = match input {
-        Input::Ids(ids) => (Box::new(IdsOnly), ids),
+        Input::Ids(ids) => (Box::new(IdsOnlyCodec { vocab_size: 0 }), ids),
         Input::Text(text) => {
             let codec = HfCodec::from_dir(&path)?;
             let ids = codec.encode(&text)?;

@@ -1,5 +1,8 @@
 //! Small codecs that need no tokenizer file.
 //!
+//! [`IdsOnlyCodec`] stands in for a missing tokenizer when a model is driven by token ids alone
+//! (the `score` and `generate` examples with `--ids`).
+//!
 //! [`CharCodec`] maps each character of a fixed alphabet to one token (id 0 is `<eos>`, also the
 //! padding). The embedded quickstart task and the test doubles use it; real models use the HF
 //! tokenizer codec of `bridge-models`.
@@ -73,5 +76,49 @@ impl CharCodec {
     /// The alphabet, in id order (id `i + 1` is `alphabet()[i]`).
     pub fn alphabet(&self) -> &[char] {
         &self.alphabet
+    }
+}
+
+/// A codec for models driven by token ids only: encoding fails (there is no tokenizer), ids
+/// decode to empty text, there is no EOS of its own (a model config's EOS ids still stop
+/// generation) and sampling covers `vocab_size` ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdsOnlyCodec {
+    /// The number of ids the model may produce.
+    pub vocab_size: usize,
+}
+
+impl TextCodec for IdsOnlyCodec {
+    fn encode(&self, _text: &str) -> Result<Vec<u32>> {
+        Err(BridgeError::Tokenizer("no tokenizer loaded: pass token ids".into()))
+    }
+
+    fn decode(&self, _ids: &[u32]) -> Result<String> {
+        Ok(String::new())
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    fn eos_token_ids(&self) -> &[u32] {
+        &[]
+    }
+
+    fn pad_token_id(&self) -> u32 {
+        0
+    }
+}
+
+#[cfg(test)]
+mod ids_only_tests {
+    use super::*;
+
+    #[test]
+    fn ids_only_codec_refuses_text_and_decodes_to_nothing() {
+        let c = IdsOnlyCodec { vocab_size: 7 };
+        assert!(c.encode("hi").is_err());
+        assert_eq!(c.decode(&[1, 2]).unwrap(), "");
+        assert_eq!((c.vocab_size(), c.eos_token_ids().len()), (7, 0));
     }
 }

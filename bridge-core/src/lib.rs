@@ -32,7 +32,7 @@ pub mod schedule;
 pub mod seed;
 pub mod testing;
 
-pub use codec::CharCodec;
+pub use codec::{CharCodec, IdsOnlyCodec};
 pub use config::{AdamWSettings, GroupOptimizer, OptimizerKind};
 pub use data::{DataCursor, ExampleSource, InMemorySource, Metadata, PromptSource, RlPrompt, SftExample, SftSource};
 pub use device::DeviceChoice;
