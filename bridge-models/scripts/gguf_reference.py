@@ -5,7 +5,9 @@ Run it in a venv OUTSIDE the repository that has torch, transformers, gguf and n
 
     python3 -m venv /tmp/hfvenv && /tmp/hfvenv/bin/pip install torch transformers gguf numpy
     bridge-models/scripts/fetch_models.sh --qwen
-    /tmp/hfvenv/bin/python bridge-models/scripts/gguf_reference.py
+    /tmp/hfvenv/bin/python bridge-models/scripts/gguf_reference.py [quants] [smollm2] [qwen]
+
+With no argument it writes all three fixtures; name some to write only those.
 
 Outputs (all small, committed):
   fixtures/gguf_quant_blocks.json       random blocks of every supported ggml type, dequantised by
@@ -15,8 +17,10 @@ Outputs (all small, committed):
                                         HF-named weights (after its Q/K un-permutation), logits and
                                         a greedy continuation
   fixtures/qwen25_gguf_reference.json   Qwen2.5-Coder-0.5B-Instruct: gguf-py tensor statistics for
-                                        its Q5_0/Q8_0/Q4_K/Q6_K/F32 tensors and tokenizer ids
-                                        (written only when the file was fetched)
+                                        its Q5_0/Q8_0/Q4_K/Q6_K/F32 tensors, tokenizer ids,
+                                        transformers' logits (as SmolLM2's, plus the top 8 of every
+                                        position) and a greedy continuation (written only when the
+                                        file was fetched)
 """
 
 import json
@@ -59,6 +63,11 @@ CHATS = [
 ]
 LOGIT_SLICE = 64
 GREEDY_TOKENS = 20
+# The Qwen2.5-Coder logit reference: a coding request, so that the greedy continuation is 20 tokens
+# of text rather than a short answer and <|im_end|>; its logits also keep the QWEN_TOP_K largest
+# entries of every position.
+QWEN_CHAT_MESSAGE = "Write a Python function that checks whether a number is prime."
+QWEN_TOP_K = 8
 
 # Offsets of the f16 (or f32 for Q8_K) scale fields in each block, which are set to sane values so
 # that random blocks do not decode to inf/NaN.
@@ -193,7 +202,17 @@ def smollm2_reference():
                               "max_position_embeddings", "tie_word_embeddings", "bos_token_id", "eos_token_id",
                               "pad_token_id", "head_dim")}
 
-    prompt = tok.apply_chat_template([{"role": "user", "content": CHAT_MESSAGE}], tokenize=False,
+    ref["logits"] = logits_reference(model, tok, CHAT_MESSAGE)
+    return ref
+
+
+def logits_reference(model, tok, message, top_k=0):
+    """transformers' f32 logits for the chat-templated `message` (the first LOGIT_SLICE vocabulary
+    entries, argmax, max and logsumexp of every position; with `top_k`, also the ids and logits of
+    the top_k entries of every position) and its GREEDY_TOKENS-token greedy continuation."""
+    import torch
+
+    prompt = tok.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
                                      add_generation_prompt=True)
     ids = tok.encode(prompt, add_special_tokens=False)
     with torch.no_grad():
@@ -201,7 +220,7 @@ def smollm2_reference():
         gen = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                              do_sample=False, max_new_tokens=GREEDY_TOKENS, pad_token_id=tok.pad_token_id)
     new = gen[0, len(ids):].tolist()
-    ref["logits"] = {
+    out = {
         "prompt": prompt,
         "ids": ids,
         "slice": LOGIT_SLICE,
@@ -209,18 +228,39 @@ def smollm2_reference():
         "argmax": [int(i) for i in logits.argmax(-1)],
         "max": rounded(logits.max(-1).values.tolist()),
         "logsumexp": rounded(torch.logsumexp(logits, -1).tolist()),
-        "greedy_ids": new,
-        "greedy_text": tok.decode(new, skip_special_tokens=True),
     }
-    return ref
+    if top_k:
+        top = logits.topk(top_k, dim=-1)
+        out["top_ids"] = [[int(i) for i in row] for row in top.indices]
+        out["top"] = [rounded(row.tolist()) for row in top.values]
+        # How far each greedy step was from a tie (top-1 minus top-2 logit, full recompute, f32):
+        # a margin far above the parity tolerance makes the greedy check meaningful.
+        with torch.no_grad():
+            full = model(gen).logits[0, len(ids) - 1:-1].to(torch.float64)
+        top2 = full.topk(2, dim=-1).values
+        out["greedy_min_margin"] = float(f"{float((top2[:, 0] - top2[:, 1]).min()):.4g}")
+    out["greedy_ids"] = new
+    out["greedy_text"] = tok.decode(new, skip_special_tokens=True)
+    return out
 
 
 def qwen_reference():
-    from transformers import AutoTokenizer
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(str(QWEN.parent), gguf_file=QWEN.name)
     ref = tokenizer_reference(tok, QWEN.name)
     ref["gguf_tensors"] = tensor_stats(QWEN, per_type=2)
+
+    # transformers dequantises every tensor of the same GGUF to f32 (Qwen2: q/k/v biases, rope
+    # theta 1e6, a separate output.weight).
+    model = AutoModelForCausalLM.from_pretrained(str(QWEN.parent), gguf_file=QWEN.name, dtype=torch.float32)
+    model.eval()
+    ref["transformers"] = transformers.__version__
+    ref["torch"] = torch.__version__
+    ref["logits"] = logits_reference(model, tok, QWEN_CHAT_MESSAGE, top_k=QWEN_TOP_K)
     return ref
 
 
@@ -231,15 +271,22 @@ def write(name, obj):
 
 
 def main():
+    parts = sys.argv[1:] or ["quants", "smollm2", "qwen"]
+    unknown = set(parts) - {"quants", "smollm2", "qwen"}
+    if unknown:
+        sys.exit(f"unknown fixture(s) {sorted(unknown)}: choose from quants, smollm2, qwen (default: all)")
     FIXTURES.mkdir(exist_ok=True)
-    write("gguf_quant_blocks.json", quant_blocks())
-    if not SMOL.exists():
-        sys.exit(f"{SMOL} is missing: run bridge-models/scripts/fetch_models.sh first")
-    write("smollm2_gguf_reference.json", smollm2_reference())
-    if QWEN.exists():
-        write("qwen25_gguf_reference.json", qwen_reference())
-    else:
-        print(f"{QWEN} absent: skipping the Qwen2.5 fixture (fetch_models.sh --qwen)")
+    if "quants" in parts:
+        write("gguf_quant_blocks.json", quant_blocks())
+    if "smollm2" in parts:
+        if not SMOL.exists():
+            sys.exit(f"{SMOL} is missing: run bridge-models/scripts/fetch_models.sh first")
+        write("smollm2_gguf_reference.json", smollm2_reference())
+    if "qwen" in parts:
+        if QWEN.exists():
+            write("qwen25_gguf_reference.json", qwen_reference())
+        else:
+            print(f"{QWEN} absent: skipping the Qwen2.5 fixture (fetch_models.sh --qwen)")
 
 
 if __name__ == "__main__":

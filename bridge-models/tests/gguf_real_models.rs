@@ -127,13 +127,14 @@ fn smollm2_tokenizer_matches_transformers() {
     assert_eq!(prompt, reference["logits"]["prompt"].as_str().unwrap());
 }
 
-#[test]
-fn smollm2_logits_and_greedy_continuation_match_transformers() {
-    let Some(path) = cached_model(SMOL) else { return };
-    let reference = fixture("smollm2_gguf_reference.json");
+/// Our f32 forward of the fixture's prompt and our greedy continuation against transformers loading
+/// the same GGUF: the first `slice` logits of every position (and, where the fixture has them, its
+/// top-k entries and their ids), argmax, max and logsumexp within 1e-3, and identical greedy tokens
+/// and text. Returns the largest |Δlogit| seen.
+fn check_logits_and_greedy(path: &std::path::Path, reference: &Value) -> f64 {
     let lr = &reference["logits"];
     let device = Device::flex();
-    let file = GgufFile::open(&path).unwrap();
+    let file = GgufFile::open(path).unwrap();
     let codec = HfCodec::from_gguf(&file).unwrap();
     let cfg = DecoderConfig::from_hf_json(&file.hf_config().unwrap()).unwrap();
     let weights = DecoderWeights::from_tensor_map(&cfg, &file.hf_tensors().unwrap(), &device).unwrap();
@@ -149,13 +150,21 @@ fn smollm2_logits_and_greedy_continuation_match_transformers() {
     let [_, _, vocab] = logits.dims();
     let data: Vec<f32> = logits.into_data().convert::<f32>().try_to_vec().unwrap();
     let slice = lr["slice"].as_u64().unwrap() as usize;
-    let (mut worst, mut worst_lse) = (0f64, 0f64);
-    for (p, want_row) in lr["first"].as_array().unwrap().iter().enumerate() {
+    let first = lr["first"].as_array().unwrap();
+    assert_eq!(first.len(), t, "one logit row per prompt position");
+    let (mut worst, mut worst_top, mut worst_max, mut worst_lse) = (0f64, 0f64, 0f64, 0f64);
+    for (p, want_row) in first.iter().enumerate() {
         let row = &data[p * vocab..(p + 1) * vocab];
         for (j, w) in floats(want_row).into_iter().enumerate().take(slice) {
             worst = worst.max((f64::from(row[j]) - w).abs());
         }
+        if let (Some(top_ids), Some(top)) = (lr.get("top_ids"), lr.get("top")) {
+            for (id, w) in top_ids[p].as_array().unwrap().iter().zip(floats(&top[p])) {
+                worst_top = worst_top.max((f64::from(row[id.as_u64().unwrap() as usize]) - w).abs());
+            }
+        }
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        worst_max = worst_max.max((f64::from(max) - lr["max"][p].as_f64().unwrap()).abs());
         let lse = f64::from(max) + row.iter().map(|&x| f64::from(x - max).exp()).sum::<f64>().ln();
         worst_lse = worst_lse.max((lse - lr["logsumexp"][p].as_f64().unwrap()).abs());
         let argmax =
@@ -163,7 +172,16 @@ fn smollm2_logits_and_greedy_continuation_match_transformers() {
         assert_eq!(argmax as u64, lr["argmax"][p].as_u64().unwrap(), "argmax at position {p}");
     }
     println!("logits: max |Δ| over {t}×{slice} = {worst:.2e}, max |Δ logsumexp| = {worst_lse:.2e}");
+    if lr.get("top").is_some() {
+        println!(
+            "logits: max |Δ| over the top-{} of each position = {worst_top:.2e}",
+            lr["top"][0].as_array().unwrap().len()
+        );
+    }
+    println!("logits: max |Δ max| = {worst_max:.2e}; argmax identical at all {t} positions");
     assert!(worst < 1e-3, "max |Δlogit| {worst}");
+    assert!(worst_top < 1e-3, "max |Δlogit| over the top entries {worst_top}");
+    assert!(worst_max < 1e-3, "max |Δ max logit| {worst_max}");
     assert!(worst_lse < 1e-3, "max |Δ logsumexp| {worst_lse}");
 
     let want: Vec<u32> = lr["greedy_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
@@ -172,6 +190,25 @@ fn smollm2_logits_and_greedy_continuation_match_transformers() {
     println!("greedy: {:?}", out[0].text);
     assert_eq!(out[0].tokens, want);
     assert_eq!(out[0].text, lr["greedy_text"].as_str().unwrap());
+    worst.max(worst_top).max(worst_max)
+}
+
+#[test]
+fn smollm2_logits_and_greedy_continuation_match_transformers() {
+    let Some(path) = cached_model(SMOL) else { return };
+    check_logits_and_greedy(&path, &fixture("smollm2_gguf_reference.json"));
+}
+
+#[test]
+fn qwen25_logits_and_greedy_continuation_match_transformers() {
+    let Some(path) = cached_model(QWEN) else { return };
+    let reference = fixture("qwen25_gguf_reference.json");
+    // A 20-token continuation (no early <|im_end|>) whose every step transformers chose with a
+    // top-1/top-2 margin far above the 1e-3 tolerance, so identical tokens are a meaningful check.
+    assert_eq!(reference["logits"]["greedy_ids"].as_array().unwrap().len(), 20);
+    assert!(reference["logits"]["greedy_min_margin"].as_f64().unwrap() > 1e-2);
+    let worst = check_logits_and_greedy(&path, &reference);
+    println!("qwen2.5-coder-0.5b: max |Δlogit| = {worst:.2e} (tolerance 1e-3)");
 }
 
 #[test]
