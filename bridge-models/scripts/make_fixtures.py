@@ -13,6 +13,10 @@ Modes:
   make_fixtures.py --generate    write DIR/generate_reference.json for every fixture DIR:
                                  transformers' greedy `generate` (do_sample=False, EOS disabled)
                                  of 3 prompts × 16 new tokens, each prompt alone.
+  make_fixtures.py --bf16        write DIR/reference_bf16.json for every fixture DIR: the logits
+                                 of reference.json's batch with the checkpoint loaded in bfloat16
+                                 (eager attention; logits cast to f32 at the end), and the greedy
+                                 continuations of --generate computed in bfloat16.
   make_fixtures.py --bench-generate
                                  new tokens/s of transformers `generate` (greedy and sampled,
                                  KV cache) for the tiny Qwen2 config of
@@ -267,6 +271,37 @@ def generate_references(out_dir):
         print(f"{name}: {outs}")
 
 
+def bf16_references(out_dir):
+    """transformers' bfloat16 inference on every fixture: the reference for `DecoderWeights::cast`."""
+    from transformers import GenerationConfig
+
+    for name in FIXTURES:
+        path = os.path.join(out_dir, name)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="eager").eval()
+        # no EOS anywhere: generate must produce exactly GENERATE_NEW_TOKENS tokens
+        model.config.eos_token_id = None
+        model.generation_config.eos_token_id = None
+        logits = logits_of(model, INPUT_IDS, ATTENTION_MASK)
+        gen = GenerationConfig(do_sample=False, max_new_tokens=GENERATE_NEW_TOKENS,
+                               min_new_tokens=0, eos_token_id=None, pad_token_id=0, bos_token_id=None)
+        outs = []
+        for prompt in GENERATE_PROMPTS:
+            ids = torch.tensor([prompt])
+            with torch.no_grad():
+                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen)
+            new = out[0, len(prompt):].tolist()
+            assert len(new) == GENERATE_NEW_TOKENS, (name, new)
+            outs.append(new)
+        ref = dict(transformers_version=transformers.__version__, torch_version=torch.__version__,
+                   dtype="bfloat16", attn_implementation="eager",
+                   input_ids=INPUT_IDS, attention_mask=ATTENTION_MASK,
+                   logits=[[[round(float(x), 6) for x in pos] for pos in row] for row in logits],
+                   prompts=GENERATE_PROMPTS, completions=outs)
+        with open(os.path.join(path, "reference_bf16.json"), "w") as f:
+            json.dump(ref, f, separators=(",", ":"))
+        print(f"{name}: bf16 logits {tuple(logits.shape)}, greedy {outs}")
+
+
 def bench_generate(threads, repeats, batches=(1, 16, 64), prompt_len=16, new_tokens=48):
     """New tokens/s of `generate` for the tiny Qwen2 config (random init, EOS disabled)."""
     from transformers import GenerationConfig
@@ -310,6 +345,7 @@ def main():
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--generate", action="store_true")
     ap.add_argument("--bench-generate", action="store_true")
+    ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
@@ -319,6 +355,8 @@ def main():
         check(a.check)
     elif a.generate:
         generate_references(a.out)
+    elif a.bf16:
+        bf16_references(a.out)
     elif a.bench_generate:
         bench_generate(a.threads, a.repeats)
     elif a.bench:

@@ -14,8 +14,16 @@
 //!
 //! Attention is causal and grouped-query (each key/value head serves
 //! `num_attention_heads / num_key_value_heads` query heads, as in `transformers`' `repeat_kv`);
-//! batches are right-padded, positions are `0..T`, and padded keys are masked. Everything is
-//! computed in the tensor dtype (f32 here; bf16 is not wired yet).
+//! batches are right-padded, positions are `0..T`, and padded keys are masked.
+//!
+//! # Precision
+//! The weights are f32 by default; [`DecoderWeights::cast`] (and [`LoraAdapter::cast`]) convert
+//! them to another float dtype, typically bf16 on the GPU. The forward then follows
+//! `transformers`' mixed precision exactly where it matters: activations, projections, rotary
+//! embedding and SiLU run in the weights' dtype; RMSNorm computes its statistic in f32 and casts
+//! back before the scale (`weight * x.to(input_dtype)`); attention scores are upcast to f32 for
+//! the mask and the softmax (`softmax(..., dtype=float32).to(q.dtype)`); the logits returned by
+//! [`Decoder::forward_logits`] and every log-probability are f32.
 //!
 //! The weights are split as BRIDGE needs them: [`Decoder`] holds only the architecture (config,
 //! rotary tables, codec), [`DecoderWeights`] is the base θ and [`LoraAdapter`] the adapter w. Every
@@ -27,10 +35,11 @@ use crate::lora::{LoraAdapter, LoraLayer, LoraPair};
 use crate::tensors::{HostTensor, TensorMap};
 use bridge_core::policy::{CausalLm, Completion, SamplingParams, SequenceBatch, TextCodec, TokenScores};
 use bridge_core::{BridgeError, BridgeRng, Result};
+use burn::module::ModuleMapper;
 use burn::module::{Module, Param};
 use burn::tensor::activation::{log_softmax as log_softmax_t, silu, softmax};
 use burn::tensor::module::linear;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Device, FloatDType, Int, Tensor, TensorData};
 use std::sync::RwLock;
 
 /// A linear projection: `weight [in, out]` (burn's `Linear` layout, the transpose of the HF
@@ -61,16 +70,28 @@ pub(crate) fn linear_rows<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<
     linear(x.reshape([rows, inp]), w, b).reshape(dims)
 }
 
+/// `x·w + b` rounded once: in a half dtype with a bias, the product and the bias are summed in
+/// f32 before the single rounding, as PyTorch's `addmm` (and cuBLAS' bias epilogue) do; burn's
+/// half-dtype matmul would round the product before the bias is added.
+fn affine_rows<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<D> {
+    match (x.dtype(), b) {
+        (dtype @ (DType::BF16 | DType::F16), Some(b)) => {
+            to_dtype(linear_rows(upcast_half(x), upcast_half(w), Some(upcast_half(b))), dtype)
+        }
+        (_, b) => linear_rows(x, w, b),
+    }
+}
+
 impl Proj {
     /// `x·W + b`, plus `scale·(x·Aᵀ)·Bᵀ` when a LoRA pair is given.
     pub fn forward<const D: usize>(&self, x: Tensor<D>, lora: Option<(&LoraPair, f64)>) -> Tensor<D> {
         let bias = self.bias.as_ref().map(Param::val);
         match lora {
-            None => linear_rows(x, self.weight.val(), bias),
+            None => affine_rows(x, self.weight.val(), bias),
             Some((pair, scale)) => {
                 let down = linear_rows(x.clone(), pair.lora_a.val().transpose(), None);
                 let up = linear_rows(down, pair.lora_b.val().transpose(), None);
-                linear_rows(x, self.weight.val(), bias) + up.mul_scalar(scale)
+                affine_rows(x, self.weight.val(), bias) + mul_scalar_rounded(up, scale)
             }
         }
     }
@@ -106,12 +127,63 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    /// `x / sqrt(mean(x²) + eps) · weight` over the last dimension, in the dtype of `x`
-    /// (burn's own `RmsNorm` upcasts to f32).
+    /// `x / sqrt(mean(x²) + eps) · weight` over the last dimension. In f32 (and f64, for gradient
+    /// checks) everything stays in the dtype of `x`; in a half dtype the normalisation runs in f32
+    /// and is cast back before the scale, as `transformers` does.
     pub fn forward<const D: usize>(&self, x: Tensor<D>, eps: f64) -> Tensor<D> {
+        let dtype = x.dtype();
+        let x = upcast_half(x);
         let inv_rms = x.clone().square().mean_dim(D - 1).add_scalar(eps).sqrt().recip();
-        x * inv_rms * self.weight.val().unsqueeze::<D>()
+        to_dtype(x * inv_rms, dtype) * self.weight.val().unsqueeze::<D>()
     }
+}
+
+/// `t` in `dtype` (no operation when it already is).
+pub(crate) fn to_dtype<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
+    if t.dtype() == dtype { t } else { t.cast(FloatDType::from(dtype)) }
+}
+
+/// `t` in f32 when it is a half dtype (bf16, f16), unchanged otherwise (f32 and f64).
+pub(crate) fn upcast_half<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    match t.dtype() {
+        DType::BF16 | DType::F16 => t.cast(FloatDType::F32),
+        _ => t,
+    }
+}
+
+/// `t · s`. In a half dtype the product is computed in f32 and rounded once, as PyTorch does
+/// (burn-flex would first round the scalar itself to the half dtype).
+pub(crate) fn mul_scalar_rounded<const D: usize>(t: Tensor<D>, s: f64) -> Tensor<D> {
+    match t.dtype() {
+        dtype @ (DType::BF16 | DType::F16) => to_dtype(t.cast(FloatDType::F32).mul_scalar(s), dtype),
+        _ => t.mul_scalar(s),
+    }
+}
+
+/// `silu(x)`, in a half dtype computed in f32 and rounded once (PyTorch's kernel; burn's `silu` is
+/// `x · sigmoid(x)`, two roundings).
+fn silu_rounded<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let dtype = x.dtype();
+    to_dtype(silu(upcast_half(x)), dtype)
+}
+
+/// Casts every float parameter to one dtype, keeping parameter ids and `require_grad` flags.
+struct CastFloats(FloatDType);
+
+impl ModuleMapper for CastFloats {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|t| {
+            let grad = t.is_require_grad();
+            let t = t.cast(dtype).detach();
+            if grad { t.require_grad() } else { t }
+        })
+    }
+}
+
+/// `module` with every float parameter cast to `dtype` (detached: a new leaf per parameter).
+pub(crate) fn cast_module<M: Module>(module: M, dtype: FloatDType) -> M {
+    module.map(&mut CastFloats(dtype))
 }
 
 /// The token embedding (`weight [vocab, hidden]`).
@@ -444,6 +516,19 @@ impl DecoderWeights {
         Ok(map)
     }
 
+    /// These weights with every parameter in `dtype` (e.g. [`FloatDType::BF16`] for GPU
+    /// generation; see the [module docs](self) for what stays in f32). Saving converts back to
+    /// f32 files. Training in a half dtype keeps no f32 master copy: cast a snapshot for
+    /// rollouts or evaluation and train the f32 weights.
+    pub fn cast(self, dtype: FloatDType) -> Self {
+        cast_module(self, dtype)
+    }
+
+    /// The dtype of the weights (that of the embedding).
+    pub fn dtype(&self) -> DType {
+        self.embed_tokens.weight.val().dtype()
+    }
+
     /// Checks that these weights have the shapes `cfg` implies (cheap: shapes only).
     pub fn check(&self, cfg: &DecoderConfig) -> Result<()> {
         let bad = |what: String| Err(BridgeError::Model(format!("weights do not match the config: {what}")));
@@ -577,13 +662,34 @@ impl std::fmt::Debug for Decoder {
 pub(crate) struct ForwardCtx {
     pub(crate) cos: Tensor<4>,
     pub(crate) sin: Tensor<4>,
-    /// `cos / √head_dim`: the query's table, with the attention scale folded in.
+    /// The query's table: `cos / √head_dim` (the attention scale folded in) in f32/f64, `cos`
+    /// in a half dtype (see [`query_tables`]).
     pub(crate) cos_q: Tensor<4>,
-    /// `sin / √head_dim`.
+    /// `sin / √head_dim` or `sin`, as `cos_q`.
     pub(crate) sin_q: Tensor<4>,
+    /// The attention scale still to apply to the scores (`Some` in a half dtype).
+    pub(crate) score_scale: Option<f64>,
     /// `[1, 1, d, d]`: see [`rotate_half_matrix`].
     pub(crate) rot: Tensor<4>,
     pub(crate) mask_bias: Tensor<4>,
+}
+
+/// The query's rotary tables for f32 tables `cos`, `sin` and weights of `dtype`, in `dtype`, with
+/// the scale left for the scores: in f32/f64 the softmax scale `1/√d` is folded into the tables
+/// (one multiplication fewer per layer; exact up to f32 rounding); in a half dtype it is applied
+/// to the scores after `q·kᵀ`, where `transformers` applies it, so that every bf16 rounding
+/// happens where it does there.
+pub(crate) fn query_tables(
+    cos: &Tensor<4>,
+    sin: &Tensor<4>,
+    head_dim: usize,
+    dtype: DType,
+) -> (Tensor<4>, Tensor<4>, Option<f64>) {
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    match dtype {
+        DType::BF16 | DType::F16 => (to_dtype(cos.clone(), dtype), to_dtype(sin.clone(), dtype), Some(scale)),
+        _ => (to_dtype(cos.clone().mul_scalar(scale), dtype), to_dtype(sin.clone().mul_scalar(scale), dtype), None),
+    }
 }
 
 /// What is added to the score of a masked (query, key) pair: large and negative but finite, so a
@@ -708,6 +814,14 @@ impl Decoder {
         base.check(&self.config)?;
         if let Some(a) = adapter {
             a.check(&self.config)?;
+            if let Some(dtype) = a.dtype()
+                && dtype != base.dtype()
+            {
+                return Err(BridgeError::Model(format!(
+                    "the adapter is {dtype:?} but the base weights are {:?}: cast both to one dtype",
+                    base.dtype()
+                )));
+            }
         }
         Ok(())
     }
@@ -777,7 +891,7 @@ impl Decoder {
         if let Some(kn) = &attn.k_norm {
             k = kn.forward(k, eps);
         }
-        // The softmax scale 1/√d is folded into the query's rotary tables.
+        // The softmax scale 1/√d is folded into the query's rotary tables (in f32).
         let q = apply_rope(q.swap_dims(1, 2), &ctx.cos_q, &ctx.sin_q, &ctx.rot); // [B, Hq, T, d]
         let k = apply_rope(k.swap_dims(1, 2), &ctx.cos, &ctx.sin, &ctx.rot); // [B, Hkv, T, d]
         let (k, v) = kv(k, v.swap_dims(1, 2)); // [B, Hkv, S, d]
@@ -785,15 +899,21 @@ impl Decoder {
         // Grouped-query attention without copying keys and values (`repeat_kv`): the n_rep query
         // heads sharing a key/value head are stacked along the time axis of one matmul.
         let n_rep = hq / hkv;
-        let scores = q.reshape([b, hkv, n_rep * t, d]).matmul(k.swap_dims(2, 3)).reshape([b, hq, t, s]);
-        let probs = softmax(scores + ctx.mask_bias.clone(), 3).reshape([b, hkv, n_rep * t, s]);
+        let mut scores = q.reshape([b, hkv, n_rep * t, d]).matmul(k.swap_dims(2, 3)).reshape([b, hq, t, s]);
+        if let Some(scale) = ctx.score_scale {
+            scores = mul_scalar_rounded(scores, scale);
+        }
+        // Mask and softmax in f32 (the mask is f32), probabilities back in the activations' dtype.
+        let dtype = scores.dtype();
+        let probs = to_dtype(softmax(upcast_half(scores) + ctx.mask_bias.clone(), 3), dtype);
+        let probs = probs.reshape([b, hkv, n_rep * t, s]);
         let o = probs.matmul(v).reshape([b, hq, t, d]).swap_dims(1, 2).reshape([b, t, hq * d]);
         let x = x + attn.o_proj.forward(o, l(|w| w.o_proj.as_ref()));
 
         // MLP block
         let n = layer.post_attention_layernorm.forward(x.clone(), eps);
         let mlp = &layer.mlp;
-        let gate = silu(mlp.gate_proj.forward(n.clone(), l(|w| w.gate_proj.as_ref())));
+        let gate = silu_rounded(mlp.gate_proj.forward(n.clone(), l(|w| w.gate_proj.as_ref())));
         let up = mlp.up_proj.forward(n, l(|w| w.up_proj.as_ref()));
         x + mlp.down_proj.forward(gate * up, l(|w| w.down_proj.as_ref()))
     }
@@ -806,23 +926,26 @@ impl Decoder {
         Ok(())
     }
 
-    fn ctx(&self, b: usize, t: usize, valid: Option<&[Vec<bool>]>, device: &Device) -> ForwardCtx {
+    /// The forward constants for weights of `dtype`: rotary tables in `dtype` (computed in f32 and
+    /// cast, as `transformers` casts `cos`/`sin` to the activations' dtype), the mask in f32.
+    fn ctx(&self, b: usize, t: usize, valid: Option<&[Vec<bool>]>, device: &Device, dtype: DType) -> ForwardCtx {
         let d = self.config.head_dim;
         let (cos, sin) = self.rope_tensors(t, device);
-        let scale = 1.0 / (d as f64).sqrt();
+        let (cos_q, sin_q, score_scale) = query_tables(&cos, &sin, d, dtype);
         let rot = tensor_from_host(rotate_half_matrix(d), [1, 1, d, d], device);
         ForwardCtx {
-            cos_q: cos.clone().mul_scalar(scale),
-            sin_q: sin.clone().mul_scalar(scale),
-            cos,
-            sin,
-            rot,
+            cos_q,
+            sin_q,
+            score_scale,
+            cos: to_dtype(cos, dtype),
+            sin: to_dtype(sin, dtype),
+            rot: to_dtype(rot, dtype),
             mask_bias: self.mask_bias(b, t, valid, device),
         }
     }
 
     /// Logits `[B, T, vocab]` of `ids [B, T]` under `π(·; base, adapter)`, differentiable when the
-    /// weights live on an autodiff device. `attention_mask [B, T]` marks real tokens (`true`) of
+    /// weights live on an autodiff device; f32 whatever the weights' dtype. `attention_mask [B, T]` marks real tokens (`true`) of
     /// right-padded rows; positions are `0..T` in every row.
     ///
     /// Fails (instead of panicking) on ids outside the vocabulary, mismatched mask shapes and
@@ -868,9 +991,9 @@ impl Decoder {
             }
         };
         let device = base.embed_tokens.weight.device();
-        let ctx = self.ctx(b, t, valid.as_deref(), &device);
+        let ctx = self.ctx(b, t, valid.as_deref(), &device, base.dtype());
         let hidden = self.forward_hidden(base, adapter, ids, &ctx);
-        Ok(self.head(base, hidden))
+        Ok(upcast_half(self.head(base, hidden)))
     }
 }
 
@@ -913,12 +1036,12 @@ impl CausalLm for Decoder {
         let (b, t) = (batch.batch_size(), batch.seq_len());
         let valid: Vec<Vec<bool>> = batch.rows().iter().map(|r| (0..t).map(|j| j < r.tokens.len()).collect()).collect();
         let all_full = valid.iter().all(|r| r.iter().all(|&x| x));
-        let ctx = self.ctx(b, t, (!all_full).then_some(valid.as_slice()), &device);
+        let ctx = self.ctx(b, t, (!all_full).then_some(valid.as_slice()), &device, base.dtype());
         let ids = batch.ids(&device);
         let hidden = self.forward_hidden(base, adapter, ids.clone(), &ctx);
         // The last position predicts nothing that is scored.
-        let logits = self.head(base, hidden.slice([0..b, 0..t - 1]));
-        let logp = log_softmax_t(logits, 2); // [B, T−1, V]
+        let logits = upcast_half(self.head(base, hidden.slice([0..b, 0..t - 1])));
+        let logp = log_softmax_t(logits, 2); // [B, T−1, V], f32 whatever the weights' dtype
         let entropy = with_entropy.then(|| (logp.clone().exp() * logp.clone()).sum_dim(2).neg().reshape([b, t - 1]));
         let targets = ids.slice([0..b, 1..t]).reshape([b, t - 1, 1]);
         let logprobs = logp.gather(2, targets).reshape([b, t - 1]);

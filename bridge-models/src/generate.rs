@@ -44,13 +44,13 @@
 //! the host from the one `[B, V]` logits transfer per step. Sampling itself is restricted to the
 //! codec's vocabulary (rows beyond it are embedding padding).
 
-use crate::decoder::{Decoder, DecoderWeights, ForwardCtx, MASKED, rotate_half_matrix};
+use crate::decoder::{Decoder, DecoderWeights, ForwardCtx, MASKED, query_tables, rotate_half_matrix, to_dtype};
 use crate::lora::LoraAdapter;
 use bridge_core::policy::{CausalLm, Completion, FinishReason, SamplingParams};
 use bridge_core::sampling::sample_token;
 use bridge_core::{BridgeError, BridgeRng, Result};
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 /// Counters of the work a [`Generator`] did (a test hook: the prefill must run once per prompt).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,6 +81,7 @@ pub struct KvCache {
     sin: Tensor<4>,
     cos_q: Tensor<4>,
     sin_q: Tensor<4>,
+    score_scale: Option<f64>,
     mask: Tensor<4>,
     offsets: Vec<usize>,
     len: usize,
@@ -148,6 +149,8 @@ pub struct Generator<'a> {
     adapter: Option<LoraAdapter>,
     rot: Tensor<4>,
     device: Device,
+    /// The weights' dtype: that of the rotary tables and the KV cache (the mask stays f32).
+    dtype: DType,
     stats: GenerationStats,
 }
 
@@ -189,8 +192,9 @@ impl<'a> Generator<'a> {
         let adapter = adapter.map(Module::valid);
         let device = base.embed_tokens.weight.device();
         let d = lm.config().head_dim;
-        let rot = Tensor::from_data(TensorData::new(rotate_half_matrix(d), [1, 1, d, d]), &device);
-        Ok(Self { lm, base, adapter, rot, device, stats: GenerationStats::default() })
+        let dtype = base.dtype();
+        let rot = to_dtype(Tensor::from_data(TensorData::new(rotate_half_matrix(d), [1, 1, d, d]), &device), dtype);
+        Ok(Self { lm, base, adapter, rot, device, dtype, stats: GenerationStats::default() })
     }
 
     /// What the engine has done so far.
@@ -270,7 +274,8 @@ impl<'a> Generator<'a> {
         let (cos, sin) = self.lm.rope_rows(&positions);
         let cos: Tensor<4> = Tensor::from_data(TensorData::new(cos, [b, 1, cap, d]), device);
         let sin: Tensor<4> = Tensor::from_data(TensorData::new(sin, [b, 1, cap, d]), device);
-        let qscale = 1.0 / (d as f64).sqrt();
+        let dtype = self.dtype;
+        let (cos_q, sin_q, score_scale) = query_tables(&cos, &sin, d, dtype);
         let mask: Vec<f32> =
             offsets.iter().flat_map(|&o| (0..cap).map(move |j| if j < o { MASKED } else { 0.0 })).collect();
         let mut prefill_mask = vec![0.0f32; b * p * p];
@@ -283,14 +288,15 @@ impl<'a> Generator<'a> {
                 }
             }
         }
-        let zeros = || Tensor::<4>::zeros([b, hkv, cap, d], device);
+        let zeros = || to_dtype(Tensor::<4>::zeros([b, hkv, cap, d], device), dtype);
         let mut cache = KvCache {
             keys: (0..cfg.num_hidden_layers).map(|_| zeros()).collect(),
             values: (0..cfg.num_hidden_layers).map(|_| zeros()).collect(),
-            cos_q: cos.clone().mul_scalar(qscale),
-            sin_q: sin.clone().mul_scalar(qscale),
-            cos,
-            sin,
+            cos_q,
+            sin_q,
+            score_scale,
+            cos: to_dtype(cos, dtype),
+            sin: to_dtype(sin, dtype),
             mask: Tensor::from_data(TensorData::new(mask, [b, 1, 1, cap]), device),
             offsets,
             len: p,
@@ -302,6 +308,7 @@ impl<'a> Generator<'a> {
             sin: cache.sin.clone().slice(rows.clone()),
             cos_q: cache.cos_q.clone().slice(rows.clone()),
             sin_q: cache.sin_q.clone().slice(rows),
+            score_scale: cache.score_scale,
             rot: self.rot.clone(),
             mask_bias: Tensor::from_data(TensorData::new(prefill_mask, [b, 1, p, p]), device),
         };
@@ -340,6 +347,7 @@ impl<'a> Generator<'a> {
             sin: cache.sin.clone().slice(row.clone()),
             cos_q: cache.cos_q.clone().slice(row.clone()),
             sin_q: cache.sin_q.clone().slice(row),
+            score_scale: cache.score_scale,
             rot: self.rot.clone(),
             mask_bias: cache.mask.clone().slice([0..b, 0..1, 0..1, 0..slot + 1]),
         };

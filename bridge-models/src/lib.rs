@@ -10,6 +10,7 @@ pub mod generate;
 pub mod gguf;
 pub mod hf;
 pub mod lora;
+pub mod precision;
 pub mod tensors;
 pub mod tokenizer;
 
@@ -17,3 +18,4 @@ pub use config::{Architecture, DecoderConfig, RopeScaling};
 pub use decoder::{Decoder, DecoderWeights};
 pub use hf::{load_hf_dir, open_model, save_hf_dir};
 pub use lora::{LoraAdapter, LoraConfig, LoraTarget, merge};
+pub use precision::WeightDType;

@@ -225,6 +225,21 @@ fn host_param(t: &HostTensor, device: &Device) -> Param<Tensor<2>> {
 }
 
 impl LoraAdapter {
+    /// This adapter with every parameter in `dtype` (see [`DecoderWeights::cast`]).
+    ///
+    /// [`DecoderWeights::cast`]: crate::DecoderWeights::cast
+    pub fn cast(self, dtype: burn::tensor::FloatDType) -> Self {
+        crate::decoder::cast_module(self, dtype)
+    }
+
+    /// The dtype of the adapter's parameters (`None` for an adapter without any pair).
+    pub fn dtype(&self) -> Option<burn::tensor::DType> {
+        self.layers
+            .iter()
+            .find_map(|l| LoraTarget::ALL.into_iter().find_map(|t| l.pair(t)))
+            .map(|p| p.lora_a.val().dtype())
+    }
+
     /// A fresh adapter for `cfg`: `lora_A` Kaiming-uniform (`U(−1/√in, 1/√in)`, PEFT's default)
     /// drawn on the host from `rng`, `lora_B` zero.
     pub fn init(cfg: &DecoderConfig, lora: &LoraConfig, device: &Device, rng: &mut BridgeRng) -> Result<Self> {
