@@ -1,70 +1,138 @@
-//! New-token throughput of the KV-cache generation engine on the CPU (`flex`), printed as JSON.
+//! New-token throughput of the KV-cache generation engine, printed as JSON.
 //!
 //! ```text
 //! RAYON_NUM_THREADS=2 cargo run --release --example bench_generate [-- --repeats 3]
+//! cargo run --release --example bench_generate -- [--model DIR|FILE.gguf] [--dtype f32|bf16|f16] \
+//!     [--device flex|cuda:N] [--batches 1,16,64] [--prompt-len N] [--new-tokens N] \
+//!     [--modes greedy,sample] [--repeats N]
 //! ```
 //!
-//! Model: Qwen2 layout, vocab 512, hidden 128, intermediate 512, 4 layers, 4 heads, 2 KV heads,
-//! tied embeddings, random init; 16-token random prompts, 48 new tokens (EOS disabled, so every
-//! row generates all of them), batch 1, 16 and 64, greedy and sampled (temperature 1). A run is
-//! one `CausalLm::sample` call; the best of `--repeats` runs (after one warm-up) is reported. The
-//! transformers equivalent is `bridge-models/scripts/make_fixtures.py --bench-generate`.
+//! Default model: Qwen2 layout, vocab 512, hidden 128, intermediate 512, 4 layers, 4 heads, 2 KV
+//! heads, tied embeddings, random init, on the CPU (`flex`) in f32; 16-token random prompts, 48 new
+//! tokens, batch 1, 16 and 64, greedy and sampled (temperature 1, whole vocabulary). A run is one
+//! `CausalLm::sample` call; the best of `--repeats` runs (after one warm-up) is reported. EOS is
+//! disabled, so every row generates all `--new-tokens` tokens.
+//!
+//! `--model` benchmarks a real model instead (an HF directory or a `.gguf` file, loaded with
+//! `bridge_models::open_model`): random prompts of ids `3..vocab_size`, the tokenizer unused and
+//! the config's EOS ids cleared. `--dtype` casts the weights (random or loaded), `--device` picks
+//! the backend (`cuda` = `cuda:0`, in a build with the `cuda` feature). The JSON records the
+//! model, dtype and device. The GPU benchmark of the generation issue (a binary built with the
+//! `cuda` feature, e.g. by `../shared/tools/cuda-build.sh --example bench_generate --features cuda`;
+//! the GGUF file is the one `bridge-models/scripts/fetch_models.sh` puts in `~/.cache/bridge-models`):
+//!
+//! ```text
+//! bench_generate --model SmolLM2-135M-Instruct.Q4_1.gguf --dtype bf16 --device cuda \
+//!     --batches 64 --prompt-len 256 --new-tokens 256
+//! ```
+//!
+//! The transformers equivalent is `bridge-models/scripts/make_fixtures.py --bench-generate` (same
+//! options, with `--dtype float32|bfloat16 --device cpu|cuda`).
 
+#[path = "common/args.rs"]
+mod args;
+
+use args::{Placement, list, num};
 use bridge_core::policy::{CausalLm, SamplingParams};
-use bridge_core::{BridgeError, BridgeRng, Result, TextCodec};
+use bridge_core::{BridgeError, BridgeRng, DeviceChoice, IdsOnlyCodec, Result};
 use bridge_models::{Decoder, DecoderConfig};
+use std::path::PathBuf;
 use std::time::Instant;
 
-/// The whole vocabulary, no EOS.
-struct BenchCodec;
+fn usage() -> BridgeError {
+    BridgeError::InvalidInput(format!(
+        "usage: bench_generate [--model DIR|FILE.gguf] {} [--batches 1,16,64] [--prompt-len 16] \
+         [--new-tokens 48] [--modes greedy,sample] [--repeats 3]",
+        args::PLACEMENT_USAGE
+    ))
+}
 
-impl TextCodec for BenchCodec {
-    fn encode(&self, _text: &str) -> Result<Vec<u32>> {
-        Err(BridgeError::Tokenizer("bench codec".into()))
-    }
-    fn decode(&self, _ids: &[u32]) -> Result<String> {
-        Ok(String::new())
-    }
-    fn vocab_size(&self) -> usize {
-        512
-    }
-    fn eos_token_ids(&self) -> &[u32] {
-        &[]
-    }
-    fn pad_token_id(&self) -> u32 {
-        0
+struct Args {
+    model: Option<PathBuf>,
+    placement: Placement,
+    batches: Vec<usize>,
+    prompt_len: usize,
+    new_tokens: usize,
+    /// `(name, temperature)`.
+    modes: Vec<(&'static str, f64)>,
+    repeats: usize,
+}
+
+fn mode(name: &str) -> Result<(&'static str, f64)> {
+    match name {
+        "greedy" => Ok(("greedy", 0.0)),
+        "sample" => Ok(("sample", 1.0)),
+        other => Err(BridgeError::InvalidInput(format!("--modes: unknown mode `{other}` (expected greedy or sample)"))),
     }
 }
 
-fn arg(name: &str, default: usize) -> Result<usize> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| BridgeError::InvalidInput(format!("{name} needs a number"))),
+fn parse_args() -> Result<Args> {
+    let mut args = std::env::args().skip(1);
+    let mut a = Args {
+        model: None,
+        placement: Placement::default(),
+        batches: vec![1, 16, 64],
+        prompt_len: 16,
+        new_tokens: 48,
+        modes: vec![("greedy", 0.0), ("sample", 1.0)],
+        repeats: 3,
+    };
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| BridgeError::InvalidInput(format!("{flag} needs a value")));
+        match flag.as_str() {
+            "--model" => a.model = Some(PathBuf::from(value()?)),
+            "--dtype" => a.placement.dtype = value()?.parse()?,
+            "--device" => a.placement.device = value()?.parse()?,
+            "--batches" => a.batches = list(&flag, &value()?)?,
+            "--prompt-len" => a.prompt_len = num(&flag, &value()?)?,
+            "--new-tokens" => a.new_tokens = num(&flag, &value()?)?,
+            "--modes" => a.modes = list::<String>(&flag, &value()?)?.iter().map(|m| mode(m)).collect::<Result<_>>()?,
+            "--repeats" => a.repeats = num::<usize>(&flag, &value()?)?.max(1),
+            "-h" | "--help" => return Err(usage()),
+            other => return Err(BridgeError::InvalidInput(format!("unknown argument `{other}`"))),
+        }
     }
+    if a.batches.is_empty() || a.batches.contains(&0) {
+        return Err(BridgeError::InvalidInput("--batches needs one or more sizes, none 0".into()));
+    }
+    if a.modes.is_empty() || a.prompt_len == 0 || a.new_tokens == 0 {
+        return Err(BridgeError::InvalidInput("--modes, --prompt-len and --new-tokens must not be empty or 0".into()));
+    }
+    Ok(a)
 }
 
 fn run() -> Result<()> {
-    let repeats = arg("--repeats", 3)?.max(1);
-    let (prompt_len, new_tokens) = (arg("--prompt-len", 16)?, arg("--new-tokens", 48)?);
-    let config = DecoderConfig::from_hf_json(&serde_json::json!({
-        "model_type": "qwen2", "vocab_size": 512, "hidden_size": 128, "intermediate_size": 512,
-        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "tie_word_embeddings": true, "rope_theta": 10000.0
-    }))?;
-    let lm = Decoder::new(config, Box::new(BenchCodec))?;
-    let device = burn::tensor::Device::flex();
+    let a = parse_args()?;
+    let (repeats, prompt_len, new_tokens) = (a.repeats, a.prompt_len, a.new_tokens);
     let mut rng = BridgeRng::seed_from_u64(0);
-    let weights = lm.init_weights(&device, &mut rng)?;
+    let (lm, weights, model_name) = match &a.model {
+        None => {
+            let config = DecoderConfig::from_hf_json(&serde_json::json!({
+                "model_type": "qwen2", "vocab_size": 512, "hidden_size": 128, "intermediate_size": 512,
+                "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "tie_word_embeddings": true, "rope_theta": 10000.0
+            }))?;
+            let lm = Decoder::new(config, Box::new(IdsOnlyCodec { vocab_size: 512 }))?;
+            let weights = a.placement.cast(lm.init_weights(&a.placement.device()?, &mut rng)?);
+            (lm, weights, "tiny random Qwen2 (vocab 512, hidden 128, 4 layers)".to_owned())
+        }
+        Some(path) => {
+            let (_device, mut config, weights) = a.placement.open(path)?;
+            config.eos_token_ids.clear(); // every completion runs to --new-tokens
+            let codec = IdsOnlyCodec { vocab_size: config.vocab_size };
+            (Decoder::new(config, Box::new(codec))?, weights, path.display().to_string())
+        }
+    };
+    let vocab = lm.config().vocab_size as u64;
+    if vocab <= 3 {
+        return Err(BridgeError::InvalidInput(format!("vocabulary of {vocab} ids: no room for random prompts")));
+    }
     let mut results = serde_json::Map::new();
-    for (mode, temperature) in [("greedy", 0.0), ("sample", 1.0)] {
+    for &(mode, temperature) in &a.modes {
         let params = SamplingParams { max_new_tokens: new_tokens, temperature, ..Default::default() };
-        for batch in [1usize, 16, 64] {
+        for &batch in &a.batches {
             let prompts: Vec<Vec<u32>> =
-                (0..batch).map(|_| (0..prompt_len).map(|_| 3 + rng.below(509) as u32).collect()).collect();
+                (0..batch).map(|_| (0..prompt_len).map(|_| (3 + rng.below(vocab - 3)) as u32).collect()).collect();
             let mut times = Vec::with_capacity(repeats);
             for i in 0..=repeats {
                 let t0 = Instant::now();
@@ -87,9 +155,14 @@ fn run() -> Result<()> {
             );
         }
     }
+    let backend = match a.placement.device {
+        DeviceChoice::Flex => "flex",
+        DeviceChoice::Cuda(_) => "cuda",
+    };
     let out = serde_json::json!({
-        "framework": "bridge (burn flex, KV cache)",
+        "framework": format!("bridge (burn {backend}, KV cache)"),
         "threads": std::env::var("RAYON_NUM_THREADS").ok(),
+        "model": model_name, "dtype": a.placement.dtype.to_string(), "device": a.placement.device.to_string(),
         "prompt_len": prompt_len, "new_tokens": new_tokens, "repeats": repeats,
         "results": results,
     });

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example generate -- --model DIR|FILE.gguf (--text "..." | --ids "1 2 3") \
 //!     [--greedy | --temperature T [--top-p P] [--top-k K] --seed S] --max-new-tokens N [--n K] \
-//!     [--stop STRING]...
+//!     [--stop STRING]... [--dtype f32|bf16|f16] [--device flex|cuda:N]
 //! ```
 //!
 //! Output: `{"completions": [{"ids": [...], "text": "...", "logprobs": [...], "finish": "stop|length"}]}`
@@ -12,15 +12,20 @@
 //! template, no special tokens added). With `--ids` the tokenizer is used for decoding when there
 //! is one; without one, completions decode to empty text and only the config's `eos_token_id`s
 //! stop a completion. The default is sampling at temperature 1 with seed 0.
+//!
+//! `--dtype` casts the loaded weights (default `f32`; `bf16`/`f16` compute as `transformers` does
+//! in that dtype, see `bridge_models::decoder`); the log-probabilities are f32 either way.
+//! `--device` picks the backend: `flex` (the CPU, default) or `cuda:N` (`cuda` = `cuda:0`, in a
+//! build with the `cuda` feature).
 
+#[path = "common/args.rs"]
+mod args;
+
+use args::{Placement, list, load_codec, num};
 use bridge_core::policy::{CausalLm, SamplingParams};
 use bridge_core::{BridgeError, BridgeRng, IdsOnlyCodec, Result, TextCodec};
 use bridge_models::decoder::Decoder;
-use bridge_models::gguf::GgufFile;
-use bridge_models::hf::open_model;
-use bridge_models::tokenizer::HfCodec;
-use burn::tensor::Device;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 enum Input {
     Ids(Vec<u32>),
@@ -32,49 +37,39 @@ struct Args {
     input: Input,
     params: SamplingParams,
     seed: u64,
+    placement: Placement,
 }
 
 fn usage() -> BridgeError {
-    BridgeError::InvalidInput(
+    BridgeError::InvalidInput(format!(
         "usage: generate --model DIR|FILE.gguf (--text \"...\" | --ids \"1 2 3\") [--greedy | --temperature T \
-         [--top-p P] [--top-k K] --seed S] --max-new-tokens N [--n K] [--stop STRING]..."
-            .into(),
-    )
-}
-
-fn num<T: std::str::FromStr>(flag: &str, v: String) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    v.parse().map_err(|e| BridgeError::InvalidInput(format!("{flag}: `{v}`: {e}")))
+         [--top-p P] [--top-k K] --seed S] --max-new-tokens N [--n K] [--stop STRING]... {}",
+        args::PLACEMENT_USAGE
+    ))
 }
 
 fn parse_args() -> Result<Args> {
     let mut args = std::env::args().skip(1);
     let (mut model, mut input, mut seed) = (None, None, 0u64);
     let mut params = SamplingParams { max_new_tokens: 32, ..Default::default() };
+    let mut placement = Placement::default();
     let mut greedy = false;
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or_else(usage);
         match a.as_str() {
             "--model" => model = Some(PathBuf::from(value()?)),
-            "--ids" => {
-                let ids = value()?
-                    .split(|c: char| c.is_whitespace() || c == ',')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| num::<u32>("--ids", s.to_owned()))
-                    .collect::<Result<Vec<_>>>()?;
-                input = Some(Input::Ids(ids));
-            }
+            "--ids" => input = Some(Input::Ids(list(&a, &value()?)?)),
             "--text" => input = Some(Input::Text(value()?)),
             "--greedy" => greedy = true,
-            "--temperature" => params.temperature = num(&a, value()?)?,
-            "--top-p" => params.top_p = Some(num(&a, value()?)?),
-            "--top-k" => params.top_k = Some(num(&a, value()?)?),
-            "--seed" => seed = num(&a, value()?)?,
-            "--max-new-tokens" => params.max_new_tokens = num(&a, value()?)?,
-            "--n" => params.n = num(&a, value()?)?,
+            "--temperature" => params.temperature = num(&a, &value()?)?,
+            "--top-p" => params.top_p = Some(num(&a, &value()?)?),
+            "--top-k" => params.top_k = Some(num(&a, &value()?)?),
+            "--seed" => seed = num(&a, &value()?)?,
+            "--max-new-tokens" => params.max_new_tokens = num(&a, &value()?)?,
+            "--n" => params.n = num(&a, &value()?)?,
             "--stop" => params.stop_strings.push(value()?),
+            "--dtype" => placement.dtype = value()?.parse()?,
+            "--device" => placement.device = value()?.parse()?,
             "-h" | "--help" => return Err(usage()),
             other => return Err(BridgeError::InvalidInput(format!("unknown argument `{other}`"))),
         }
@@ -84,27 +79,14 @@ fn parse_args() -> Result<Args> {
     }
     params.validate()?;
     match (model, input) {
-        (Some(model), Some(input)) => Ok(Args { model, input, params, seed }),
+        (Some(model), Some(input)) => Ok(Args { model, input, params, seed, placement }),
         _ => Err(usage()),
     }
 }
 
-fn is_gguf(path: &Path) -> bool {
-    path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-}
-
-/// The model's tokenizer, or `None` when there is none (an HF directory without tokenizer.json).
-fn load_codec(path: &Path) -> Result<Option<HfCodec>> {
-    if is_gguf(path) {
-        return HfCodec::from_gguf(&GgufFile::open(path)?).map(Some);
-    }
-    if path.join("tokenizer.json").is_file() { HfCodec::from_dir(path).map(Some) } else { Ok(None) }
-}
-
 fn run() -> Result<()> {
     let args = parse_args()?;
-    let device = Device::flex();
-    let (config, weights) = open_model(&args.model, &device)?;
+    let (_device, config, weights) = args.placement.open(&args.model)?;
     let codec = load_codec(&args.model)?;
     let (codec, ids): (Box<dyn TextCodec>, Vec<u32>) = match (args.input, codec) {
         (Input::Text(text), Some(c)) => {

@@ -1,17 +1,24 @@
 //! Prints the logits of a model for one token sequence, as JSON.
 //!
 //! ```text
-//! cargo run --release --example score -- --model DIR (--ids "1 2 3" | --text "...")
+//! cargo run --release --example score -- --model DIR|FILE.gguf (--ids "1 2 3" | --text "...") \
+//!     [--dtype f32|bf16|f16] [--device flex|cuda:N]
 //! ```
 //!
-//! Output: `{"ids": [...], "logits": [[...], ...]}` (one row of `vocab_size` logits per position).
-//! `--text` encodes with the tokenizer of `DIR` (`tokenizer.json`, no special tokens added).
+//! Output: `{"ids": [...], "logits": [[...], ...]}` (one row of `vocab_size` f32 logits per
+//! position). `--text` encodes with the model's tokenizer (an HF directory's `tokenizer.json`, or
+//! the GGUF file's own; no special tokens added). `--dtype` casts the loaded weights (default
+//! `f32`; the logits are f32 whatever the dtype, see `bridge_models::decoder`); `--device` picks
+//! the backend: `flex` (the CPU, default) or `cuda:N` (`cuda` = `cuda:0`, in a build with the
+//! `cuda` feature).
 
+#[path = "common/args.rs"]
+mod args;
+
+use args::{Placement, list, load_codec};
 use bridge_core::{BridgeError, IdsOnlyCodec, Result, TextCodec};
 use bridge_models::decoder::Decoder;
-use bridge_models::hf::open_model;
-use bridge_models::tokenizer::HfCodec;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use std::path::PathBuf;
 
 enum Input {
@@ -20,43 +27,45 @@ enum Input {
 }
 
 fn usage() -> BridgeError {
-    BridgeError::InvalidInput("usage: score --model DIR (--ids \"1 2 3\" | --text \"...\")".into())
+    BridgeError::InvalidInput(format!(
+        "usage: score --model DIR|FILE.gguf (--ids \"1 2 3\" | --text \"...\") {}",
+        args::PLACEMENT_USAGE
+    ))
 }
 
-fn parse_args() -> Result<(PathBuf, Input)> {
+fn parse_args() -> Result<(PathBuf, Input, Placement)> {
     let mut args = std::env::args().skip(1);
-    let (mut model, mut input) = (None, None);
+    let (mut model, mut input, mut placement) = (None, None, Placement::default());
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or_else(usage);
         match a.as_str() {
             "--model" => model = Some(PathBuf::from(value()?)),
-            "--ids" => {
-                let ids = value()?
-                    .split(|c: char| c.is_whitespace() || c == ',')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.parse::<u32>().map_err(|e| BridgeError::InvalidInput(format!("--ids: `{s}`: {e}"))))
-                    .collect::<Result<Vec<_>>>()?;
-                input = Some(Input::Ids(ids));
-            }
+            "--ids" => input = Some(Input::Ids(list(&a, &value()?)?)),
             "--text" => input = Some(Input::Text(value()?)),
+            "--dtype" => placement.dtype = value()?.parse()?,
+            "--device" => placement.device = value()?.parse()?,
             "-h" | "--help" => return Err(usage()),
             other => return Err(BridgeError::InvalidInput(format!("unknown argument `{other}`"))),
         }
     }
     match (model, input) {
-        (Some(m), Some(i)) => Ok((m, i)),
+        (Some(m), Some(i)) => Ok((m, i, placement)),
         _ => Err(usage()),
     }
 }
 
 fn run() -> Result<()> {
-    let (path, input) = parse_args()?;
-    let device = Device::flex();
-    let (config, weights) = open_model(&path, &device)?;
+    let (path, input, placement) = parse_args()?;
+    let (device, config, weights) = placement.open(&path)?;
     let (codec, ids): (Box<dyn TextCodec>, Vec<u32>) = match input {
         Input::Ids(ids) => (Box::new(IdsOnlyCodec { vocab_size: 0 }), ids),
         Input::Text(text) => {
-            let codec = HfCodec::from_dir(&path)?;
+            let codec = load_codec(&path)?.ok_or_else(|| {
+                BridgeError::InvalidInput(format!(
+                    "--text needs a tokenizer, and {} has none (use --ids)",
+                    path.display()
+                ))
+            })?;
             let ids = codec.encode(&text)?;
             (Box::new(codec), ids)
         }

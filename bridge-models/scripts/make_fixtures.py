@@ -19,9 +19,17 @@ Modes:
                                  continuations of --generate computed in bfloat16.
   make_fixtures.py --bench-generate
                                  new tokens/s of transformers `generate` (greedy and sampled,
-                                 KV cache) for the tiny Qwen2 config of
-                                 `cargo run --release --example bench_generate`, batch 1/16/64,
-                                 16-token prompts, 48 new tokens, on 2 threads (--threads N).
+                                 KV cache, EOS disabled) for the tiny Qwen2 config of
+                                 `cargo run --release --example bench_generate` (random init,
+                                 sdpa and eager attention), batch 1/16/64, 16-token prompts,
+                                 48 new tokens, on 2 threads (--threads N). The options of the
+                                 Rust benchmark: --model PATH.gguf (a real model, sdpa only,
+                                 random prompts of ids 3..vocab), --dtype float32|bfloat16,
+                                 --device cpu|cuda, --batches 1,16,64, --prompt-len N,
+                                 --new-tokens N, --modes greedy,sample, --repeats N. The GPU run
+                                 of the generation issue: --model SmolLM2-135M-Instruct.Q4_1.gguf
+                                 --dtype bfloat16 --device cuda --batches 64 --prompt-len 256
+                                 --new-tokens 256.
   make_fixtures.py --bench       time forward+backward (and forward only) of the tiny Qwen2
                                  config used by `cargo run --release --example bench_forward`,
                                  on 2 threads (--threads N), with sdpa and eager attention.
@@ -302,40 +310,86 @@ def bf16_references(out_dir):
         print(f"{name}: bf16 logits {tuple(logits.shape)}, greedy {outs}")
 
 
-def bench_generate(threads, repeats, batches=(1, 16, 64), prompt_len=16, new_tokens=48):
-    """New tokens/s of `generate` for the tiny Qwen2 config (random init, EOS disabled)."""
+def bench_generate(threads, repeats, batches=(1, 16, 64), prompt_len=16, new_tokens=48, modes=("greedy", "sample"),
+                   model_path=None, dtype="float32", device="cpu"):
+    """New tokens/s of `generate` with EOS disabled: the tiny Qwen2 config (random init, sdpa and
+    eager attention) or, with `model_path`, a GGUF model (sdpa)."""
     from transformers import GenerationConfig
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    cfg = Qwen2Config(
-        vocab_size=512, hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, tie_word_embeddings=True, use_sliding_window=False,
-    )
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    if model_path is None:
+        cfg = Qwen2Config(
+            vocab_size=512, hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, tie_word_embeddings=True, use_sliding_window=False,
+        )
+
+        def load(attn):
+            cfg._attn_implementation = attn
+            return AutoModelForCausalLM.from_config(cfg, dtype=torch_dtype)
+
+        models = [("sdpa", lambda: load("sdpa")), ("eager", lambda: load("eager"))]
+        model_name = "tiny random Qwen2 (vocab 512, hidden 128, 4 layers)"
+    else:
+        path = os.path.abspath(os.path.expanduser(model_path))
+        # A .gguf file, or an HF model directory. The GGUF weights are dequantised into a dense
+        # model in `dtype`, as our loader does: recent transformers would otherwise keep them in
+        # GGUF blocks when the `kernels` package provides a matmul kernel (computing in f32).
+        where = {}
+        if os.path.isfile(path):
+            where = dict(gguf_file=os.path.basename(path))
+            if hasattr(transformers, "GgufConfig"):
+                where["quantization_config"] = transformers.GgufConfig(dequantize=True)
+        models = [("sdpa", lambda: AutoModelForCausalLM.from_pretrained(
+            os.path.dirname(path) if where else path, **where, dtype=torch_dtype, attn_implementation="sdpa"))]
+        model_name = model_path
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     results = {}
-    for attn in ["sdpa", "eager"]:
-        cfg._attn_implementation = attn
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
-        for mode in ["greedy", "sample"]:
-            gen = GenerationConfig(do_sample=(mode == "sample"), temperature=1.0, top_k=None, top_p=None,
-                                   max_new_tokens=new_tokens, min_new_tokens=0, eos_token_id=None, pad_token_id=0)
+    for attn, load_model in models:
+        model = load_model().to(device).eval()
+        vocab = model.config.vocab_size
+        # EOS disabled: `generate` fills unset (None) fields from the model's generation config,
+        # so clear its EOS there too. Sampling draws from the whole vocabulary: top_k=0, as None
+        # would mean the global default top_k=50 (and a model's own top_k/top_p would apply).
+        model.generation_config.eos_token_id = None
+        for mode in modes:
+            sample = mode == "sample"
+            gen = GenerationConfig(do_sample=sample, temperature=1.0, top_k=0 if sample else None,
+                                   top_p=1.0 if sample else None, max_new_tokens=new_tokens, min_new_tokens=0,
+                                   eos_token_id=None, pad_token_id=0)
             for b in batches:
-                ids = torch.randint(3, 512, (b, prompt_len))
+                ids = torch.randint(3, vocab, (b, prompt_len)).to(device)
                 mask = torch.ones_like(ids)
                 with torch.no_grad():
                     model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)  # warm-up
                     times = []
                     for _ in range(repeats):
+                        sync()
                         t0 = time.perf_counter()
                         out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
+                        sync()
                         times.append(time.perf_counter() - t0)
                         assert out.shape == (b, prompt_len + new_tokens)
                 best = min(times)
                 results[f"{attn}/{mode}/batch{b}"] = dict(
                     batch=b, seconds=best, seconds_all=times, new_tokens_per_second=b * new_tokens / best)
+        del model
     print(json.dumps(dict(framework="pytorch", torch=torch.__version__, transformers=transformers.__version__,
-                          threads=threads, prompt_len=prompt_len, new_tokens=new_tokens, repeats=repeats,
-                          results=results)))
+                          threads=threads, model=model_name, dtype=dtype, device=device, prompt_len=prompt_len,
+                          new_tokens=new_tokens, repeats=repeats, results=results)))
+
+
+def int_list(s):
+    return [int(x) for x in s.replace(",", " ").split()]
+
+
+def mode_list(s):
+    modes = [m for m in s.replace(",", " ").split()]
+    for m in modes:
+        if m not in ("greedy", "sample"):
+            raise argparse.ArgumentTypeError(f"unknown mode {m!r} (expected greedy or sample)")
+    return modes
 
 
 def main():
@@ -350,6 +404,15 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    bg = ap.add_argument_group("--bench-generate options")
+    bg.add_argument("--model", metavar="PATH.gguf",
+                    help="a real model (.gguf file or HF directory) instead of the tiny random Qwen2")
+    bg.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    bg.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    bg.add_argument("--batches", type=int_list, default=[1, 16, 64], help="comma list (default 1,16,64)")
+    bg.add_argument("--prompt-len", type=int, default=16)
+    bg.add_argument("--new-tokens", type=int, default=48)
+    bg.add_argument("--modes", type=mode_list, default=["greedy", "sample"], help="comma list (default greedy,sample)")
     a = ap.parse_args()
     if a.check:
         check(a.check)
@@ -358,7 +421,8 @@ def main():
     elif a.bf16:
         bf16_references(a.out)
     elif a.bench_generate:
-        bench_generate(a.threads, a.repeats)
+        bench_generate(a.threads, a.repeats, batches=a.batches, prompt_len=a.prompt_len, new_tokens=a.new_tokens,
+                       modes=a.modes, model_path=a.model, dtype=a.dtype, device=a.device)
     elif a.bench:
         bench(a.steps, a.warmup, a.threads)
     else:
