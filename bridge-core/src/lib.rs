@@ -24,6 +24,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod grads;
+pub mod jsonl;
 pub mod outer;
 pub mod policy;
 pub mod reward;

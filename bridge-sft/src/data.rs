@@ -16,6 +16,7 @@
 //!
 //! Identifiers: a record's `id` field (string or integer) when present, else `file_name:line`.
 
+use bridge_core::jsonl::kind as type_name;
 use bridge_core::{BridgeError, ChatMessage, InMemorySource, Metadata, Result, RlPrompt, SftExample, TextCodec};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -251,60 +252,28 @@ pub struct JsonlRecord {
 /// naming the file and line, and so is a file without any record.
 pub fn read_jsonl(path: impl AsRef<Path>, format: DataFormat, max_records: Option<usize>) -> Result<Vec<JsonlRecord>> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| BridgeError::io(path, e))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut format = format;
-    let mut records = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        if max_records.is_some_and(|m| records.len() >= m) {
-            break;
-        }
-        let line = i + 1;
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let value: Value =
-            serde_json::from_str(raw).map_err(|e| BridgeError::data(path, line, None, format!("invalid JSON: {e}")))?;
-        let Value::Object(fields) = value else {
-            return Err(BridgeError::data(
+    let objects = bridge_core::jsonl::read_objects(path, max_records)?;
+    let first = objects.first().ok_or_else(|| BridgeError::data(path, 1, None, "the file holds no record"))?;
+    let format = match format {
+        DataFormat::Auto => DataFormat::detect(&first.fields).ok_or_else(|| {
+            let keys: Vec<&str> = first.fields.keys().map(String::as_str).collect();
+            BridgeError::data(
                 path,
-                line,
+                first.line,
                 None,
-                format!("expected a JSON object, got {}", type_name(&value)),
-            ));
-        };
-        if format == DataFormat::Auto {
-            format = DataFormat::detect(&fields).ok_or_else(|| {
-                let keys: Vec<&str> = fields.keys().map(String::as_str).collect();
-                BridgeError::data(
-                    path,
-                    line,
-                    None,
-                    format!(
-                        "cannot detect the data format from the keys {keys:?}: expected `messages`, \
-                         `prompt`+`completion`, `question`+`answer` (gsm8k) or `problem`+`solution` (math); \
-                         or set `format`"
-                    ),
-                )
-            })?;
-        }
-        records.push(JsonlRecord { path: path.to_path_buf(), line, format, fields });
-    }
-    if records.is_empty() {
-        return Err(BridgeError::data(path, 1, None, "the file holds no record"));
-    }
-    Ok(records)
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+                format!(
+                    "cannot detect the data format from the keys {keys:?}: expected `messages`, \
+                     `prompt`+`completion`, `question`+`answer` (gsm8k) or `problem`+`solution` (math); \
+                     or set `format`"
+                ),
+            )
+        })?,
+        f => f,
+    };
+    Ok(objects
+        .into_iter()
+        .map(|o| JsonlRecord { path: path.to_path_buf(), line: o.line, format, fields: o.fields })
+        .collect())
 }
 
 impl JsonlRecord {

@@ -134,31 +134,23 @@ impl EvalDataset {
         let path = path.as_ref();
         let file = path.file_name().map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned());
         let name = path.file_stem().map_or_else(|| file.clone(), |s| s.to_string_lossy().into_owned());
-        let mut format = format;
-        let mut records = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line_no = i + 1;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let value: Value = serde_json::from_str(line)
-                .map_err(|e| BridgeError::data(path, line_no, None, format!("invalid JSON: {e}")))?;
-            let Value::Object(obj) = value else {
-                return Err(BridgeError::data(path, line_no, None, "expected a JSON object"));
-            };
-            if format == DatasetFormat::Auto {
-                format = DatasetFormat::detect(&obj).ok_or_else(|| {
-                    BridgeError::data(
-                        path,
-                        line_no,
-                        None,
-                        "cannot detect the format: expected `question`+`answer` (GSM8K), `problem`+`solution` \
-                         (MATH) or `prompt`/`question`+`answer` (generic)",
-                    )
-                })?;
-            }
-            records.push(parse_record(obj, format, path, line_no, &file)?);
-        }
+        let objects = bridge_core::jsonl::parse_objects(path, text, None)?;
+        let format = match (format, objects.first()) {
+            (DatasetFormat::Auto, Some(first)) => DatasetFormat::detect(&first.fields).ok_or_else(|| {
+                BridgeError::data(
+                    path,
+                    first.line,
+                    None,
+                    "cannot detect the format: expected `question`+`answer` (GSM8K), `problem`+`solution` \
+                     (MATH) or `prompt`/`question`+`answer` (generic)",
+                )
+            })?,
+            (f, _) => f,
+        };
+        let records = objects
+            .into_iter()
+            .map(|o| parse_record(o.fields, format, path, o.line, &file))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self { name, path: None, format, records })
     }
 
@@ -189,19 +181,12 @@ fn take_text(
             path,
             line,
             Some(key),
-            format!("expected a {}, got {}", if numbers { "string or number" } else { "string" }, kind(&other)),
+            format!(
+                "expected a {}, got {}",
+                if numbers { "string or number" } else { "string" },
+                bridge_core::jsonl::kind(&other)
+            ),
         )),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
