@@ -160,12 +160,9 @@ impl CausalLm for BigramLm {
                         finish = FinishReason::Stop;
                         break;
                     }
-                    if !params.stop_strings.is_empty() {
-                        let text = self.codec.decode(&tokens)?;
-                        if params.stop_strings.iter().any(|s| text.contains(s.as_str())) {
-                            finish = FinishReason::Stop;
-                            break;
-                        }
+                    if crate::sampling::hits_stop_string(&self.codec, &tokens, &params.stop_strings)? {
+                        finish = FinishReason::Stop;
+                        break;
                     }
                 }
                 let text = self.codec.decode(&tokens)?;

@@ -47,7 +47,7 @@
 use crate::decoder::{Decoder, DecoderWeights, ForwardCtx, MASKED, query_tables, rotate_half_matrix, to_dtype};
 use crate::lora::LoraAdapter;
 use bridge_core::policy::{CausalLm, Completion, FinishReason, SamplingParams};
-use bridge_core::sampling::sample_token;
+use bridge_core::sampling::{hits_stop_string, sample_token};
 use bridge_core::{BridgeError, BridgeRng, Result};
 use burn::module::Module;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
@@ -418,10 +418,7 @@ impl<'a> Generator<'a> {
                     );
                     row.tokens.push(tok as u32);
                     row.logprobs.push(log_prob(row_logits, tok));
-                    let stop_string = !params.stop_strings.is_empty() && {
-                        let text = codec.decode(&row.tokens)?;
-                        params.stop_strings.iter().any(|s| text.contains(s.as_str()))
-                    };
+                    let stop_string = hits_stop_string(codec, &row.tokens, &params.stop_strings)?;
                     if stop_ids.contains(&(tok as u32)) || stop_string {
                         row.finish = Some(FinishReason::Stop);
                     } else if row.tokens.len() >= params.max_new_tokens {

@@ -229,3 +229,47 @@ fn qwen25_tensors_and_tokenizer_match_references() {
     codec.check_fits(config["vocab_size"].as_u64().unwrap() as usize).unwrap();
     assert!(DecoderConfig::from_hf_json(&config).is_ok());
 }
+
+/// `bridge_core::sampling::hits_stop_string` decodes only a suffix of a completion; on the real
+/// byte-level tokenizers it must agree with decoding everything, at every step of a generator
+/// that has not stopped yet: for encoded text (multi-byte characters included), for random ids
+/// (which split UTF-8 sequences across tokens) and for stop strings cut out of the text itself.
+#[test]
+fn stop_strings_in_a_decoded_suffix_agree_with_the_whole_text_on_real_tokenizers() {
+    use bridge_core::sampling::hits_stop_string;
+    let (mut checked, mut hits) = (0usize, 0usize);
+    for name in [SMOL, QWEN] {
+        let Some(path) = cached_model(name) else { continue };
+        let codec = HfCodec::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+        let mut rng = BridgeRng::seed_from_u64(7);
+        let text = "Let's compute: 12 × 7 = 84.  Then 84 − 9 = 75 ✓\n\nSo the answer is \\boxed{75}.\n#### 75 — 日本語のテキスト 🙂 done";
+        let mut sequences = vec![codec.encode(text).unwrap()];
+        for _ in 0..60 {
+            let v = codec.vocab_size();
+            sequences.push((0..40).map(|_| rng.below(v as u64) as u32).collect());
+        }
+        for tokens in &sequences {
+            let whole = codec.decode(tokens).unwrap();
+            let chars: Vec<char> = whole.chars().collect();
+            let mut stops = vec!["####".to_string(), "\n\n".into(), "boxed{".into(), "日本".into(), "🙂".into()];
+            for _ in 0..3 {
+                let (a, len) = (rng.below(chars.len().max(1) as u64) as usize, 1 + rng.below(6) as usize);
+                stops.push(chars[a..(a + len).min(chars.len())].iter().collect());
+            }
+            stops.retain(|s| !s.is_empty());
+            for n in 1..=tokens.len() {
+                let before = codec.decode(&tokens[..n - 1]).unwrap();
+                if stops.iter().any(|s| before.contains(s.as_str())) {
+                    break;
+                }
+                let now = codec.decode(&tokens[..n]).unwrap();
+                let want = stops.iter().any(|s| now.contains(s.as_str()));
+                assert_eq!(hits_stop_string(&codec, &tokens[..n], &stops).unwrap(), want, "{name}: {now:?} {stops:?}");
+                checked += 1;
+                hits += usize::from(want);
+            }
+        }
+    }
+    println!("{checked} prefixes checked, {hits} of them a first hit");
+    assert!(checked == 0 || hits > 20, "too few stop-string hits to test anything: {hits}");
+}
