@@ -230,15 +230,20 @@ impl QuickstartConfig {
             seeds: 1,
             threads: 2,
             run_dir: PathBuf::from("runs/quickstart"),
-            // One-digit operands keep the arithmetic learnable by a tiny model in a minute; level 1
-            // has only 238 distinct questions at these limits, which bounds the split sizes.
+            // One-digit operands keep the arithmetic learnable by a tiny model in a minute. Level 1
+            // has only 238 distinct questions at these limits, so the splits are uneven: 100 test
+            // + 20 SFT + 40 RL + 30 pre-training questions of level 1, and the demonstrations
+            // (400 per level) go to the levels 2-4 that have thousands.
             task: TaskConfig {
                 levels: 4,
                 n_pretrain: 3000,
                 pretrain_problems: vec![30, 1500],
-                n_sft: 200,
+                n_sft: 1220,
+                sft_per_level: vec![20, 400, 400, 400],
                 n_rl: 320,
-                n_test: 200,
+                rl_per_level: vec![40, 93, 93, 94],
+                n_test: 400,
+                test_per_level: vec![100, 100, 100, 100],
                 max_operand: 9,
                 max_factor: 9,
                 max_value: 40,
@@ -247,9 +252,9 @@ impl QuickstartConfig {
             model: ModelSpec { hidden_size: 64, intermediate_size: 192, num_layers: 2, num_heads: 4, num_kv_heads: 2 },
             pretrain: PretrainSpec { steps: 1500, batch_size: 32, lr: 3e-3, warmup_steps: 50 },
             budget: BudgetSpec {
-                steps: 150,
-                eval_every: 25,
-                cold_start_sft_steps: 75,
+                steps: 300,
+                eval_every: 50,
+                cold_start_sft_steps: 150,
                 sft_batch_size: 16,
                 prompts_per_step: 8,
                 group_size: 4,
@@ -270,7 +275,13 @@ impl QuickstartConfig {
     pub fn quick() -> Self {
         let full = Self::full();
         Self {
-            task: TaskConfig { n_pretrain: 1500, pretrain_problems: vec![30, 900], n_test: 100, ..full.task.clone() },
+            task: TaskConfig {
+                n_pretrain: 1500,
+                pretrain_problems: vec![30, 900],
+                n_test: 100,
+                test_per_level: vec![25; 4],
+                ..full.task.clone()
+            },
             pretrain: PretrainSpec { steps: 500, ..full.pretrain.clone() },
             budget: BudgetSpec { steps: 40, eval_every: 10, cold_start_sft_steps: 20, ..full.budget.clone() },
             ..full
@@ -287,6 +298,7 @@ impl QuickstartConfig {
                 n_pretrain: 60,
                 pretrain_problems: vec![10, 10],
                 n_sft: 16,
+                sft_per_level: vec![4, 12],
                 n_rl: 16,
                 n_test: 8,
                 ..TaskConfig::default()
@@ -827,5 +839,20 @@ mod tests {
             ..QuickstartConfig::full()
         };
         assert!(bad.validate().unwrap_err().to_string().contains("cold_start_sft_steps"));
+    }
+
+    #[test]
+    fn the_presets_tasks_generate_with_their_per_level_counts() {
+        for cfg in [QuickstartConfig::full(), QuickstartConfig::quick()] {
+            let task = &cfg.task;
+            let splits = generate(task).unwrap();
+            let count = |ps: &[bridge_eval::tasks::Problem]| {
+                (1..=task.levels).map(|l| ps.iter().filter(|p| p.level == l).count()).collect::<Vec<_>>()
+            };
+            assert_eq!(count(&splits.problems.test), task.test_per_level);
+            assert_eq!(count(&splits.problems.sft), task.sft_per_level);
+            assert_eq!(count(&splits.problems.rl), task.rl_per_level);
+            assert_eq!(splits.pretrain.len(), task.n_pretrain);
+        }
     }
 }

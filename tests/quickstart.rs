@@ -35,6 +35,10 @@ fn miniature_quickstart_writes_results_plot_and_a_row_per_method() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert!(dir.join("results.md").is_file());
     assert!(dir.join("seed-0/data/test.jsonl").is_file());
+    // The per-level SFT counts of the config (4 of level 1, 12 of level 2) reach the data files.
+    let sft = std::fs::read_to_string(dir.join("seed-0/data/sft.jsonl")).unwrap();
+    let level_1 = sft.lines().filter(|l| l.ends_with("\"level\":1}")).count();
+    assert_eq!((level_1, sft.lines().count()), (4, 16));
     assert!(lines.iter().any(|l| l.contains("pre-training")));
 
     // A second run reuses the cached base models and reproduces the numbers exactly.

@@ -19,8 +19,9 @@ pub const MAX_FACTS_PER_DOC: usize = 64;
 ///
 /// Problems of level `k` have `k` operations; every level in `1..=levels` is used. The SFT, RL
 /// and test splits are spread evenly over the levels (counts differ by at most one, lower levels
-/// first). The defaults fit a few-minute CPU run: 4000 pre-training documents, 200 worked
-/// solutions, 2000 RL prompts, 400 test prompts, with every example at most 96 characters long.
+/// first) unless their per-level counts are given ([`TaskConfig::sft_per_level`] and friends).
+/// The defaults fit a few-minute CPU run: 4000 pre-training documents, 200 worked solutions,
+/// 2000 RL prompts, 400 test prompts, with every example at most 96 characters long.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TaskConfig {
@@ -43,6 +44,13 @@ pub struct TaskConfig {
     pub n_rl: usize,
     /// Held-out test prompts.
     pub n_test: usize,
+    /// SFT examples per level (entry `i` is level `i + 1`). Empty (the default): `n_sft` spread
+    /// evenly over the levels; otherwise exactly one entry per level, summing to `n_sft`.
+    pub sft_per_level: Vec<usize>,
+    /// RL prompts per level, like [`TaskConfig::sft_per_level`] (summing to `n_rl`).
+    pub rl_per_level: Vec<usize>,
+    /// Test prompts per level, like [`TaskConfig::sft_per_level`] (summing to `n_test`).
+    pub test_per_level: Vec<usize>,
     /// Largest operand written in a question (operands are `0..=max_operand`).
     pub max_operand: i64,
     /// Largest factor of a multiplication (both factors, intermediate values included).
@@ -69,6 +77,9 @@ impl Default for TaskConfig {
             n_sft: 200,
             n_rl: 2000,
             n_test: 400,
+            sft_per_level: Vec::new(),
+            rl_per_level: Vec::new(),
+            test_per_level: Vec::new(),
             max_operand: 20,
             max_factor: 9,
             max_value: 99,
@@ -116,6 +127,37 @@ impl TaskConfig {
         {
             if n > MAX_SPLIT_LEN {
                 return err(field, format!("must be at most {MAX_SPLIT_LEN}, got {n}"));
+            }
+        }
+        for (field, counts, total) in [
+            ("sft_per_level", &self.sft_per_level, ("n_sft", self.n_sft)),
+            ("rl_per_level", &self.rl_per_level, ("n_rl", self.n_rl)),
+            ("test_per_level", &self.test_per_level, ("n_test", self.n_test)),
+        ] {
+            if counts.is_empty() {
+                continue;
+            }
+            if counts.len() != self.levels as usize {
+                return err(
+                    field,
+                    format!(
+                        "has {} entries but there are {} levels (one count per level, or none)",
+                        counts.len(),
+                        self.levels
+                    ),
+                );
+            }
+            let sum = counts.iter().try_fold(0usize, |a, &b| a.checked_add(b));
+            if sum != Some(total.1) {
+                return err(
+                    field,
+                    format!(
+                        "sums to {} but {} is {}",
+                        sum.map_or("more than usize".into(), |s| s.to_string()),
+                        total.0,
+                        total.1
+                    ),
+                );
             }
         }
         if self.facts_per_doc > MAX_FACTS_PER_DOC {
@@ -170,12 +212,16 @@ impl TaskConfig {
         Ok([Op::Add, Op::Sub, Op::Mul].into_iter().filter(|op| seen.contains(op)).collect())
     }
 
-    /// Number of SFT, RL and test problems of `level` (`1..=levels`).
+    /// Number of SFT, RL and test problems of `level` (`1..=levels`): the per-level counts when
+    /// given, else the totals spread evenly.
     pub fn level_counts(&self, level: u32) -> (usize, usize, usize) {
+        let count = |per_level: &[usize], n: usize| {
+            per_level.get(level.saturating_sub(1) as usize).copied().unwrap_or_else(|| share(n, self.levels, level))
+        };
         (
-            share(self.n_sft, self.levels, level),
-            share(self.n_rl, self.levels, level),
-            share(self.n_test, self.levels, level),
+            count(&self.sft_per_level, self.n_sft),
+            count(&self.rl_per_level, self.n_rl),
+            count(&self.test_per_level, self.n_test),
         )
     }
 

@@ -42,7 +42,10 @@
 //! No question appears in two splits (the arithmetic facts of the pre-training text are
 //! reasoning lines, not questions, so a level-1 test question `3+4` may well be known as the fact
 //! `3+4=7`: level 1 is the easy level the base model is meant to solve). Every split is spread
-//! evenly over the levels, except the pre-training problems, whose counts per level are given.
+//! evenly over the levels unless [`TaskConfig::sft_per_level`], [`TaskConfig::rl_per_level`] or
+//! [`TaskConfig::test_per_level`] give their counts per level (e.g. few questions of level 1, whose
+//! space is small, and many of the harder levels); the pre-training problems' counts per level are
+//! always given.
 //!
 //! Everything is seeded: the same config gives the same splits. [`TaskSplits::write_jsonl`]
 //! writes them as `sft.jsonl`, `rl.jsonl`, `test.jsonl` (GSM8K records plus `level`) and

@@ -211,6 +211,51 @@ fn test_and_other_splits_are_balanced_across_levels() {
 }
 
 #[test]
+fn per_level_counts_are_honoured_and_splits_stay_disjoint() {
+    // The quickstart's shape: few level-1 questions (its space is small), many hard ones.
+    let cfg = TaskConfig {
+        levels: 3,
+        max_operand: 9,
+        max_value: 40,
+        n_pretrain: 300,
+        pretrain_problems: vec![120],
+        n_sft: 90,
+        sft_per_level: vec![0, 40, 50],
+        n_rl: 75,
+        rl_per_level: vec![25, 20, 30],
+        n_test: 60,
+        test_per_level: vec![10, 20, 30],
+        ..small(4)
+    };
+    let s = generate(&cfg).unwrap();
+    let count = |ps: &[Problem]| (1..=3).map(|l| ps.iter().filter(|p| p.level == l).count()).collect::<Vec<_>>();
+    assert_eq!(count(&s.problems.sft), vec![0, 40, 50]);
+    assert_eq!(count(&s.problems.rl), vec![25, 20, 30]);
+    assert_eq!(count(&s.problems.test), vec![10, 20, 30]);
+    assert_eq!(count(&s.problems.pretrain), vec![120, 0, 0]);
+    assert_eq!((s.sft.len(), s.rl.len(), s.test.len(), s.pretrain.len()), (90, 75, 60, 300));
+    for (e, p) in s.rl.iter().zip(&s.problems.rl) {
+        assert_eq!(e.metadata.get("level").and_then(|v| v.as_u64()), Some(u64::from(p.level)));
+    }
+    let mut seen = HashSet::new();
+    let p = &s.problems;
+    for q in p.pretrain.iter().chain(&p.sft).chain(&p.rl).chain(&p.test).map(|p| p.question.as_str()) {
+        assert!(seen.insert(q), "question {q:?} appears twice");
+    }
+    // Deterministic; and the test set does not move when only the other counts do.
+    assert_eq!(s, generate(&cfg).unwrap());
+    let other = TaskConfig { n_sft: 30, sft_per_level: vec![10, 10, 10], pretrain_problems: vec![50], ..cfg.clone() };
+    assert_eq!(generate(&other).unwrap().test, s.test);
+    // Per-level counts equal to the even spread give the same splits as none.
+    let even = TaskConfig { n_test: 10, ..small(1) };
+    let explicit = TaskConfig { test_per_level: vec![3, 3, 2, 2], ..even.clone() };
+    assert_eq!(generate(&even).unwrap(), generate(&explicit).unwrap());
+    // Level 1's capacity still bounds its splits, whatever the other levels get.
+    let err = generate(&TaskConfig { n_test: 240, test_per_level: vec![180, 30, 30], ..cfg }).unwrap_err();
+    assert!(err.to_string().contains("level 1 has only 238"), "{err}");
+}
+
+#[test]
 fn pretraining_shows_no_worked_hard_problem() {
     let cfg = TaskConfig::default();
     let (mut problems, mut facts) = (0, 0);
@@ -288,6 +333,10 @@ fn invalid_configs_are_rejected() {
         TaskConfig { pretrain_problems: vec![usize::MAX, 1], ..Default::default() },
         TaskConfig { facts_per_doc: 0, ..Default::default() },
         TaskConfig { n_rl: MAX_SPLIT_LEN + 1, ..Default::default() },
+        TaskConfig { sft_per_level: vec![100, 100], ..Default::default() },
+        TaskConfig { sft_per_level: vec![50, 50, 50, 49], ..Default::default() },
+        TaskConfig { rl_per_level: vec![2000, 0, 0, 0, 0], ..Default::default() },
+        TaskConfig { test_per_level: vec![usize::MAX, 1, 0, 0], ..Default::default() },
         TaskConfig { prompt_template: "Question: {question}\nA: ".into(), ..Default::default() },
         TaskConfig { prompt_template: "Q: \nA: ".into(), ..Default::default() },
         TaskConfig { prompt_template: "Q: {question}{question}".into(), ..Default::default() },
