@@ -254,24 +254,33 @@ GENERATE_PROMPTS = [[1, 17, 159, 42, 99, 7], [1, 5, 64], [3, 120, 8, 77, 15, 31,
 GENERATE_NEW_TOKENS = 16
 
 
-def generate_references(out_dir):
-    """Greedy continuations of GENERATE_PROMPTS by transformers, EOS disabled (each prompt alone,
-    so no padding is involved on this side)."""
+def greedy_continuations(model, name):
+    """transformers' greedy `generate` of each of GENERATE_PROMPTS alone (no padding on this side),
+    GENERATE_NEW_TOKENS tokens each: EOS is disabled in the generation config and in the model's
+    own configs (which `generate` falls back on)."""
     from transformers import GenerationConfig
 
+    model.config.eos_token_id = None
+    model.generation_config.eos_token_id = None
+    gen = GenerationConfig(do_sample=False, max_new_tokens=GENERATE_NEW_TOKENS,
+                           min_new_tokens=0, eos_token_id=None, pad_token_id=0, bos_token_id=None)
+    outs = []
+    for prompt in GENERATE_PROMPTS:
+        ids = torch.tensor([prompt])
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen)
+        new = out[0, len(prompt):].tolist()
+        assert len(new) == GENERATE_NEW_TOKENS, (name, new)
+        outs.append(new)
+    return outs
+
+
+def generate_references(out_dir):
+    """Greedy continuations of GENERATE_PROMPTS by transformers (see greedy_continuations)."""
     for name in FIXTURES:
         path = os.path.join(out_dir, name)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
-        gen = GenerationConfig(do_sample=False, max_new_tokens=GENERATE_NEW_TOKENS,
-                               min_new_tokens=0, eos_token_id=None, pad_token_id=0, bos_token_id=None)
-        outs = []
-        for prompt in GENERATE_PROMPTS:
-            ids = torch.tensor([prompt])
-            with torch.no_grad():
-                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen)
-            new = out[0, len(prompt):].tolist()
-            assert len(new) == GENERATE_NEW_TOKENS, (name, new)
-            outs.append(new)
+        outs = greedy_continuations(model, name)
         ref = dict(transformers_version=transformers.__version__, torch_version=torch.__version__,
                    do_sample=False, eos_token_id=None, prompts=GENERATE_PROMPTS, completions=outs)
         with open(os.path.join(path, "generate_reference.json"), "w") as f:
@@ -281,25 +290,11 @@ def generate_references(out_dir):
 
 def bf16_references(out_dir):
     """transformers' bfloat16 inference on every fixture: the reference for `DecoderWeights::cast`."""
-    from transformers import GenerationConfig
-
     for name in FIXTURES:
         path = os.path.join(out_dir, name)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="eager").eval()
-        # no EOS anywhere: generate must produce exactly GENERATE_NEW_TOKENS tokens
-        model.config.eos_token_id = None
-        model.generation_config.eos_token_id = None
         logits = logits_of(model, INPUT_IDS, ATTENTION_MASK)
-        gen = GenerationConfig(do_sample=False, max_new_tokens=GENERATE_NEW_TOKENS,
-                               min_new_tokens=0, eos_token_id=None, pad_token_id=0, bos_token_id=None)
-        outs = []
-        for prompt in GENERATE_PROMPTS:
-            ids = torch.tensor([prompt])
-            with torch.no_grad():
-                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen)
-            new = out[0, len(prompt):].tolist()
-            assert len(new) == GENERATE_NEW_TOKENS, (name, new)
-            outs.append(new)
+        outs = greedy_continuations(model, name)
         ref = dict(transformers_version=transformers.__version__, torch_version=torch.__version__,
                    dtype="bfloat16", attn_implementation="eager",
                    input_ids=INPUT_IDS, attention_mask=ATTENTION_MASK,
