@@ -11,7 +11,6 @@ use bridge_models::generate::Generator;
 use bridge_models::hf::load_hf_dir;
 use bridge_models::lora::{LoraAdapter, LoraConfig};
 use bridge_models::{Decoder, DecoderWeights};
-use burn::module::Param;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::*;
 
@@ -57,26 +56,8 @@ fn setup_open(name: &str, device: &Device) -> (Decoder, DecoderWeights) {
 
 /// A LoRA adapter on every projection whose `B` factors are random, so it changes the model.
 fn adapter(lm: &Decoder, device: &Device) -> LoraAdapter {
-    let mut rng = BridgeRng::seed_from_u64(5);
-    let mut a = lm.init_adapter(&LoraConfig::default(), device, &mut rng).unwrap();
-    for layer in &mut a.layers {
-        for slot in [
-            &mut layer.q_proj,
-            &mut layer.k_proj,
-            &mut layer.v_proj,
-            &mut layer.o_proj,
-            &mut layer.gate_proj,
-            &mut layer.up_proj,
-            &mut layer.down_proj,
-        ] {
-            if let Some(p) = slot.as_mut() {
-                let [o, r] = p.lora_b.dims();
-                let vals: Vec<f32> = (0..o * r).map(|_| (rng.normal() * 0.2) as f32).collect();
-                p.lora_b = Param::from_tensor(Tensor::from_data(TensorData::new(vals, [o, r]), device));
-            }
-        }
-    }
-    a
+    let a = lm.init_adapter(&LoraConfig::default(), device, &mut BridgeRng::seed_from_u64(5)).unwrap();
+    randomise_b(a, 0.2, 6)
 }
 
 fn full_logits(lm: &Decoder, w: &DecoderWeights, a: Option<&LoraAdapter>, seq: &[u32], device: &Device) -> Vec<f32> {

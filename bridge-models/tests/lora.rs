@@ -8,35 +8,10 @@ use bridge_core::{BridgeRng, FlatGradients};
 use bridge_models::hf::{load_hf_dir, save_hf_dir};
 use bridge_models::lora::{LoraAdapter, LoraConfig, LoraTarget};
 use bridge_models::{Decoder, DecoderWeights, merge};
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::optim::SgdConfig;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use common::*;
-
-/// Gives every `lora_B` random values so that the adapter changes the model.
-fn randomise_b(adapter: LoraAdapter, std: f64, seed: u64) -> LoraAdapter {
-    let mut rng = BridgeRng::seed_from_u64(seed);
-    let mut adapter = adapter;
-    for layer in &mut adapter.layers {
-        for slot in [
-            &mut layer.q_proj,
-            &mut layer.k_proj,
-            &mut layer.v_proj,
-            &mut layer.o_proj,
-            &mut layer.gate_proj,
-            &mut layer.up_proj,
-            &mut layer.down_proj,
-        ] {
-            if let Some(p) = slot.as_mut() {
-                let b = p.lora_b.val();
-                let [o, r] = b.dims();
-                let vals: Vec<f32> = (0..o * r).map(|_| (rng.normal() * std) as f32).collect();
-                p.lora_b = Param::from_tensor(Tensor::from_data(TensorData::new(vals, [o, r]), &b.device()));
-            }
-        }
-    }
-    adapter
-}
 
 fn setup(name: &str, device: &Device) -> (Decoder, DecoderWeights) {
     let (cfg, w) = load_hf_dir(fixture(name), device).unwrap();
