@@ -50,7 +50,7 @@ use bridge_core::policy::{CausalLm, Completion, FinishReason, SamplingParams};
 use bridge_core::sampling::{hits_stop_string, sample_token};
 use bridge_core::{BridgeError, BridgeRng, Result};
 use burn::module::Module;
-use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorCreationOptions, TensorData};
 
 /// Counters of the work a [`Generator`] did (a test hook: the prefill must run once per prompt).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -288,7 +288,9 @@ impl<'a> Generator<'a> {
                 }
             }
         }
-        let zeros = || to_dtype(Tensor::<4>::zeros([b, hkv, cap, d], device), dtype);
+        // allocated in the weights' dtype directly (no f32 cache to cast)
+        let zeros =
+            || Tensor::<4>::zeros([b, hkv, cap, d], TensorCreationOptions::new(device.clone()).with_dtype(dtype));
         let mut cache = KvCache {
             keys: (0..cfg.num_hidden_layers).map(|_| zeros()).collect(),
             values: (0..cfg.num_hidden_layers).map(|_| zeros()).collect(),
