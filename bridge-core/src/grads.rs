@@ -17,6 +17,22 @@ struct FlatEntry {
     shape: Vec<usize>,
 }
 
+impl FlatEntry {
+    /// The values in f32: bf16/f16 gradients are summed in f32, never in their own precision.
+    fn f32(&self) -> Tensor<1> {
+        self.values.clone().cast(burn::tensor::DType::F32)
+    }
+}
+
+/// `Σ terms` (one-element tensors, f32), added in f64 on the host in order, with one read from the
+/// device instead of one per term (each read is a GPU synchronisation).
+fn sum_on_host(terms: Vec<Tensor<1>>) -> f64 {
+    if terms.is_empty() {
+        return 0.0;
+    }
+    Tensor::cat(terms, 0).into_data().iter::<f32>().map(f64::from).sum()
+}
+
 /// The gradient of one parameter group (e.g. the adapter w), as a vector.
 #[derive(Clone, Debug, Default)]
 pub struct FlatGradients {
@@ -172,16 +188,13 @@ impl FlatGradients {
     /// The inner product `⟨self, other⟩`.
     pub fn dot(&self, other: &Self) -> Result<f64> {
         self.check_same_ids(other, "dot")?;
-        let mut total = 0.0;
-        for (a, b) in self.entries.values().zip(other.entries.values()) {
-            total += (a.values.clone() * b.values.clone()).sum().into_scalar::<f64>();
-        }
-        Ok(total)
+        let terms = self.entries.values().zip(other.entries.values()).map(|(a, b)| (a.f32() * b.f32()).sum());
+        Ok(sum_on_host(terms.collect()))
     }
 
     /// The Euclidean norm.
     pub fn norm(&self) -> f64 {
-        self.entries.values().map(|e| e.values.clone().square().sum().into_scalar::<f64>()).sum::<f64>().sqrt()
+        sum_on_host(self.entries.values().map(|e| e.f32().square().sum()).collect()).sqrt()
     }
 
     /// Rescales to Euclidean norm at most `max_norm` (global-norm clipping, as `max_grad_norm` in
