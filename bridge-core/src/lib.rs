@@ -42,7 +42,7 @@ pub use grads::{FlatGradients, independent_copy, step_along};
 pub use outer::{AdapterGradTerms, CooperativeGain, JointSftRl, OuterObjective, TermWeights};
 pub use policy::{
     CausalLm, ChatMessage, Completion, FinishReason, ParamGroups, SamplingParams, SequenceBatch, TextCodec,
-    TokenScores, TokenSequence,
+    TokenScores, TokenSelection, TokenSequence,
 };
 pub use reward::{Reward, RewardFunction};
 pub use schedule::{LambdaSchedule, LambdaScheduleConfig, ScheduleState};

@@ -158,6 +158,26 @@ pub struct SamplingParams {
     pub stop_token_ids: Vec<u32>,
     /// Strings that end a completion once they appear in its decoded text.
     pub stop_strings: Vec<String>,
+    /// Where each token is chosen (see [`TokenSelection`]; `auto` by default).
+    pub selection: TokenSelection,
+}
+
+/// Where a generator chooses each next token and computes its log-probability.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSelection {
+    /// `host` on a CPU backend or with top-k/top-p, `device` otherwise (on a GPU).
+    #[default]
+    Auto,
+    /// On the host, from the whole `[B, V]` logits copied there at every step: every completion
+    /// has its own seeded generator (reproducible whatever else is in the batch), top-k/top-p
+    /// are supported, log-probabilities are accumulated in f64.
+    Host,
+    /// On the device: greedy is an argmax; sampling is Gumbel-max (argmax of
+    /// `logits / T − log(−log U)`, which draws exactly from `softmax(logits / T)`) with the
+    /// device's random generator, seeded once per call; log-probabilities come from a device
+    /// log-softmax in f32. Only `[B, 2]` numbers cross to the host per step. No top-k/top-p.
+    Device,
 }
 
 impl Default for SamplingParams {
@@ -170,6 +190,7 @@ impl Default for SamplingParams {
             n: 1,
             stop_token_ids: Vec::new(),
             stop_strings: Vec::new(),
+            selection: TokenSelection::Auto,
         }
     }
 }
@@ -195,6 +216,12 @@ impl SamplingParams {
         }
         if self.n == 0 {
             return Err(BridgeError::config("sampling.n", "must be ≥ 1"));
+        }
+        if self.selection == TokenSelection::Device && (self.top_k.is_some() || self.top_p.is_some()) {
+            return Err(BridgeError::config(
+                "sampling.selection",
+                "`device` selection supports neither top_k nor top_p (use `host` or `auto`)",
+            ));
         }
         Ok(())
     }

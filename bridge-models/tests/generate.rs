@@ -238,3 +238,93 @@ fn engine_input_errors_are_typed() {
     assert!(cache.select_rows(&[2]).is_err());
     assert!(lm.sample(&w, None, &[], &SamplingParams::greedy(3), &mut BridgeRng::seed_from_u64(0)).unwrap().is_empty());
 }
+
+/// Held by the tests that draw from the backend's (process-global) random generator.
+static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Device-side token selection (`TokenSelection::Device`, the default on a GPU), run here on the
+/// CPU backend: greedy gives the host path's tokens, and the recorded log-probabilities equal the
+/// training forward's.
+#[test]
+fn device_selection_greedy_matches_the_host_path() {
+    use bridge_core::policy::TokenSelection;
+    let device = Device::flex();
+    let (lm, w) = setup_open("llama3_gqa", &device);
+    let a = adapter(&lm, &device);
+    let on_host = SamplingParams { selection: TokenSelection::Host, ..SamplingParams::greedy(12) };
+    let on_device = SamplingParams { selection: TokenSelection::Device, ..on_host.clone() };
+    assert!(!Generator::new(&lm, &w, None).unwrap().selects_on_device(&SamplingParams::greedy(1)), "auto on a CPU");
+    let h = lm.sample(&w, Some(&a), &prompts(), &on_host, &mut BridgeRng::seed_from_u64(0)).unwrap();
+    let d = lm.sample(&w, Some(&a), &prompts(), &on_device, &mut BridgeRng::seed_from_u64(0)).unwrap();
+    let mut worst = 0.0f32;
+    for (x, y) in h.iter().zip(&d) {
+        assert_eq!(x.tokens, y.tokens);
+        worst = x.logprobs.iter().zip(&y.logprobs).map(|(p, q)| (p - q).abs()).fold(worst, f32::max);
+    }
+    assert!(worst < 1e-4, "device log-probs vs host: {worst}");
+    let ps = prompts();
+    for c in &d {
+        let prompt = &ps[c.prompt_index];
+        let batch = SequenceBatch::new(vec![TokenSequence::prompt_completion(prompt, &c.tokens)], 0).unwrap();
+        let lp = host(lm.token_scores(&w, Some(&a), &batch, false).unwrap().logprobs);
+        let diff = max_abs_diff(&c.logprobs, &lp[prompt.len() - 1..]);
+        assert!(diff < 1e-4, "device log-probs vs the training forward: {diff}");
+    }
+    // top-k/top-p are host-only: asking for them on the device is a configuration error.
+    let bad = SamplingParams { top_k: Some(5), temperature: 1.0, ..on_device };
+    assert!(lm.sample(&w, None, &prompts(), &bad, &mut BridgeRng::seed_from_u64(0)).is_err());
+}
+
+/// Gumbel-max on the device draws from `softmax(logits / T)`: 20000 first tokens of one prompt
+/// against the probabilities computed on the host from the prefill logits (total variation), and
+/// each recorded log-probability is the temperature-1 one.
+#[test]
+fn device_selection_samples_from_the_tempered_softmax() {
+    use bridge_core::policy::TokenSelection;
+    // The backend's random generator is global to the process: keep other tests' device
+    // sampling out of the way while this one checks reproducibility.
+    let _alone = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Device::flex();
+    let (lm, w) = setup_open("qwen2_tied", &device);
+    let prompt = vec![vec![1u32, 17, 159, 42]];
+    let (_, logits) = Generator::new(&lm, &w, None).unwrap().prefill(&prompt, 8).unwrap();
+    let logits: Vec<f32> = logits.into_data().iter::<f32>().collect();
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let tempered = |t: f64| -> Vec<f64> {
+        let w: Vec<f64> = logits.iter().map(|&x| (f64::from(x - max) / t).exp()).collect();
+        let z: f64 = w.iter().sum();
+        w.into_iter().map(|p| p / z).collect()
+    };
+    // The fixture's random model is sharply peaked: a high temperature spreads it out.
+    let t = [4.0, 8.0, 16.0, 32.0, 64.0].into_iter().find(|&t| tempered(t).iter().all(|&p| p < 0.5)).unwrap();
+    let probs = tempered(t);
+    let logp = bridge_core::sampling::log_softmax(&logits);
+    let n = 20000;
+    let params = SamplingParams {
+        max_new_tokens: 1,
+        temperature: t,
+        n,
+        selection: TokenSelection::Device,
+        ..SamplingParams::default()
+    };
+    let out = lm.sample(&w, None, &prompt, &params, &mut BridgeRng::seed_from_u64(3)).unwrap();
+    let again = lm.sample(&w, None, &prompt, &params, &mut BridgeRng::seed_from_u64(3)).unwrap();
+    assert_eq!(out, again, "the device generator is seeded from the caller's rng");
+    let mut counts = vec![0usize; logits.len()];
+    for c in &out {
+        counts[c.tokens[0] as usize] += 1;
+        assert!((c.logprobs[0] - logp[c.tokens[0] as usize]).abs() < 1e-5);
+    }
+    let tv_to = |p: &[f64]| counts.iter().zip(p).map(|(&k, &q)| (k as f64 / n as f64 - q).abs()).sum::<f64>() / 2.0;
+    let tv = tv_to(&probs);
+    let top = probs.iter().copied().fold(0.0, f64::max);
+    let tv_wrong = tv_to(&tempered(t / 2.0));
+    println!(
+        "T = {t}: total variation {tv:.4} (at T / 2: {tv_wrong:.4}) over {} ids (largest probability {top:.3})",
+        logits.len()
+    );
+    assert!(top < 0.9, "the test needs a spread-out distribution");
+    assert!(tv < 0.06, "total variation {tv}");
+    // The same check rejects a wrong temperature (the test can fail).
+    assert!(tv_wrong > 2.0 * tv, "T / 2 should fit worse: {tv_wrong} vs {tv}");
+}

@@ -270,6 +270,7 @@ pub fn evaluate_dataset<L: CausalLm + ?Sized>(
             n: s.k,
             stop_token_ids: Vec::new(),
             stop_strings: config.stop_strings.clone(),
+            ..SamplingParams::default()
         };
         let mut rng = BridgeRng::for_stream(config.seed, &format!("eval/{}/sampled", dataset.name));
         seconds += generate(
