@@ -649,6 +649,7 @@ impl SeedSetup<'_> {
             checkpoint_every: 0,
             keep_checkpoints: 1,
             run_dir: run_dir.clone(),
+            ..LoopConfig::default()
         };
         let mut writer = MetricsWriter::create(&run_dir)?;
         let mut curve = vec![base_point.clone()];

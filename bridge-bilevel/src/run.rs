@@ -106,6 +106,13 @@ pub struct LoopConfig {
     pub keep_checkpoints: usize,
     /// The run directory (checkpoints go under `checkpoints/`).
     pub run_dir: PathBuf,
+    /// Evaluate once before the first step (a run that starts at step 0), as TRL's
+    /// `eval_on_start`: the "before" of a before/after comparison.
+    pub eval_on_start: bool,
+    /// Wall-clock budget of this invocation in seconds: the step during which it runs out
+    /// becomes the last one (evaluated and checkpointed as such). `None`: no limit. A resumed run
+    /// gets the budget afresh.
+    pub time_limit_s: Option<f64>,
 }
 
 impl Default for LoopConfig {
@@ -116,6 +123,8 @@ impl Default for LoopConfig {
             checkpoint_every: 0,
             keep_checkpoints: 2,
             run_dir: PathBuf::from("runs/run"),
+            eval_on_start: false,
+            time_limit_s: None,
         }
     }
 }
@@ -132,7 +141,9 @@ pub enum RunEvent<'a> {
 
 /// Runs `algorithm` from `state.step` to `cfg.total_steps`.
 ///
-/// `evaluate` is called every `eval_every` steps and at the end; `on_event` receives every step's
+/// `evaluate` is called every `eval_every` steps and at the end (and before the first step with
+/// `eval_on_start`); the run ends early, at the end of a step, once `time_limit_s` has passed;
+/// `on_event` receives every step's
 /// metrics, evaluations and checkpoints (write them to JSONL, a progress bar, …). A failing step
 /// returns its error before touching the weights (see [`crate::algorithm::apply_all`]); the last
 /// checkpoint stays valid.
@@ -145,6 +156,12 @@ pub fn run_steps<L: CausalLm, A: TrainingAlgorithm<L> + ?Sized>(
     mut evaluate: impl FnMut(&L, &TrainState<L>) -> Result<Metrics>,
     mut on_event: impl FnMut(RunEvent<'_>) -> Result<()>,
 ) -> Result<TrainState<L>> {
+    let started = std::time::Instant::now();
+    if cfg.eval_on_start && state.step == 0 && cfg.total_steps > 0 {
+        let mut e = evaluate(lm, &state)?;
+        e.insert("step".into(), 0.0);
+        on_event(RunEvent::Eval(&e))?;
+    }
     while state.step < cfg.total_steps {
         let epoch = state.rl_cursor.epochs_done(inputs.prompts.len());
         let lambda = inputs.lambda.lambda(ScheduleState { step: state.step, epoch });
@@ -163,7 +180,8 @@ pub fn run_steps<L: CausalLm, A: TrainingAlgorithm<L> + ?Sized>(
         metrics.entry("lambda".into()).or_insert(lambda);
         metrics.insert("rl_epoch".into(), state.rl_cursor.epochs_done(inputs.prompts.len()));
         on_event(RunEvent::Step(&metrics))?;
-        let last = state.step == cfg.total_steps;
+        let out_of_time = cfg.time_limit_s.is_some_and(|limit| started.elapsed().as_secs_f64() >= limit);
+        let last = state.step == cfg.total_steps || out_of_time;
         if last || (cfg.eval_every > 0 && state.step.is_multiple_of(cfg.eval_every)) {
             let mut e = evaluate(lm, &state)?;
             e.insert("step".into(), state.step as f64);
@@ -176,6 +194,9 @@ pub fn run_steps<L: CausalLm, A: TrainingAlgorithm<L> + ?Sized>(
                 serde_json::json!({ "algorithm": algorithm.name() }),
             )?;
             on_event(RunEvent::Checkpoint(&dir))?;
+        }
+        if out_of_time {
+            break;
         }
     }
     Ok(state)

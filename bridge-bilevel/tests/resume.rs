@@ -32,8 +32,14 @@ fn run(
     let lambda = LinearRamp { start: 0.2, end: 0.8, steps: 6 };
     let inputs =
         RunInputs { sft: &sft, prompts: &prompts, reward: &reward, rl: &rl, sft_batch_size: 2, lambda: &lambda };
-    let cfg =
-        LoopConfig { total_steps: total, eval_every: 0, checkpoint_every, keep_checkpoints: 2, run_dir: dir.into() };
+    let cfg = LoopConfig {
+        total_steps: total,
+        eval_every: 0,
+        checkpoint_every,
+        keep_checkpoints: 2,
+        run_dir: dir.into(),
+        ..LoopConfig::default()
+    };
     let mut algo = Bridge::default();
     let mut log = Vec::new();
     let state = run_steps(
