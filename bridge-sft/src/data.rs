@@ -81,7 +81,7 @@ impl DataFormat {
 
 /// How a question (or a conversation) becomes the prompt text the model conditions on.
 ///
-/// In a config: `{"kind": "chat", "system_prompt": "…"}` or
+/// In a config: `{"kind": "chat", "system_prompt": "…", "instruction": "…"}` or
 /// `{"kind": "plain", "template": "Question: {question}\nAnswer: "}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -89,10 +89,15 @@ pub enum PromptTemplate {
     /// The codec's chat template ([`TextCodec::render_chat`]) with the generation prompt appended.
     /// A single question becomes one user message, preceded by `system_prompt` when set; a
     /// conversation gets `system_prompt` prepended unless it already starts with a system message.
+    /// `instruction` is appended to a single question on a new line (`"{question}\n{instruction}"`,
+    /// as `bridge-eval`'s chat prompt does, so that training and evaluation prompts match).
     Chat {
         /// Optional system message.
         #[serde(default)]
         system_prompt: Option<String>,
+        /// Optional instruction after the question.
+        #[serde(default)]
+        instruction: Option<String>,
     },
     /// Plain text: `template` with every `{question}` replaced by the question. For a
     /// conversation, the question is the contents of the prompt messages joined by blank lines.
@@ -104,7 +109,7 @@ pub enum PromptTemplate {
 
 impl Default for PromptTemplate {
     fn default() -> Self {
-        Self::Chat { system_prompt: None }
+        Self::Chat { system_prompt: None, instruction: None }
     }
 }
 
@@ -127,12 +132,15 @@ impl PromptTemplate {
     /// Renders a single question as a prompt.
     pub fn render_question(&self, question: &str, codec: &dyn TextCodec) -> Result<String> {
         match self {
-            Self::Chat { system_prompt } => {
+            Self::Chat { system_prompt, instruction } => {
                 let mut messages = Vec::with_capacity(2);
                 if let Some(s) = system_prompt {
                     messages.push(ChatMessage::new("system", s));
                 }
-                messages.push(ChatMessage::new("user", question));
+                match instruction.as_deref().filter(|i| !i.trim().is_empty()) {
+                    Some(i) => messages.push(ChatMessage::new("user", &format!("{question}\n{i}"))),
+                    None => messages.push(ChatMessage::new("user", question)),
+                }
                 codec.render_chat(&messages, true)
             }
             Self::Plain { template } => Ok(template.replace("{question}", question)),
@@ -142,7 +150,7 @@ impl PromptTemplate {
     /// Renders the messages before the completion as a prompt.
     pub fn render_conversation(&self, messages: &[ChatMessage], codec: &dyn TextCodec) -> Result<String> {
         match self {
-            Self::Chat { system_prompt } => match system_prompt {
+            Self::Chat { system_prompt, .. } => match system_prompt {
                 Some(s) if messages.first().is_none_or(|m| m.role != "system") => {
                     let mut all = Vec::with_capacity(messages.len() + 1);
                     all.push(ChatMessage::new("system", s));
@@ -512,6 +520,25 @@ mod tests {
         assert_eq!(last_boxed("nothing"), None);
     }
 
+    /// The instruction goes after the question in the user message (as `bridge-eval`'s chat
+    /// prompt puts it), the system prompt before; an empty instruction is none.
+    #[test]
+    fn chat_instruction_follows_the_question() {
+        let codec = bridge_core::testing::CharCodec::new("ab");
+        let t: PromptTemplate =
+            serde_json::from_str(r#"{"kind":"chat","system_prompt":"S","instruction":"End with ####."}"#).unwrap();
+        let want = bridge_core::policy::render_chatml(
+            &[ChatMessage::new("system", "S"), ChatMessage::new("user", "Q?\nEnd with ####.")],
+            true,
+        );
+        assert_eq!(t.render_question("Q?", &codec).unwrap(), want);
+        let blank = PromptTemplate::Chat { system_prompt: None, instruction: Some(" ".into()) };
+        assert_eq!(
+            blank.render_question("Q?", &codec).unwrap(),
+            bridge_core::policy::render_chatml(&[ChatMessage::new("user", "Q?")], true)
+        );
+    }
+
     #[test]
     fn format_detection_and_config_serde() {
         let obj = |s: &str| serde_json::from_str::<Map<String, Value>>(s).unwrap();
@@ -528,7 +555,10 @@ mod tests {
         assert_eq!(c.format, DataFormat::Gsm8k);
         assert_eq!(c.template, PromptTemplate::plain("Q: {question}\nA: "));
         let c: DatasetConfig = serde_json::from_str(r#"{"path":"x.jsonl"}"#).unwrap();
-        assert_eq!((c.format, c.template), (DataFormat::Auto, PromptTemplate::Chat { system_prompt: None }));
+        assert_eq!(
+            (c.format, c.template),
+            (DataFormat::Auto, PromptTemplate::Chat { system_prompt: None, instruction: None })
+        );
         assert!(serde_json::from_str::<DatasetConfig>(r#"{"path":"x","formatt":"math"}"#).is_err());
         assert!(
             serde_json::from_str::<PromptTemplate>(r#"{"kind":"chat","system_promt":"x"}"#)

@@ -46,7 +46,7 @@ fn gsm8k_loads_for_sft_and_rl() {
     assert_eq!(rl.get(0).unwrap().prompt, sft.get(0).unwrap().prompt, "D_SFT and D_RL share the prompt");
 
     // The chat template: a user message, optionally after a system prompt.
-    let chat = PromptTemplate::Chat { system_prompt: Some("Think.".into()) };
+    let chat = PromptTemplate::Chat { system_prompt: Some("Think.".into()), instruction: None };
     let sft = load_sft_examples(&path, DataFormat::Auto, &chat, &codec()).unwrap();
     let expected =
         codec().render_chat(&[ChatMessage::new("system", "Think."), ChatMessage::new("user", "What is 2+2?")], true);
@@ -110,7 +110,7 @@ fn conversations_load_with_the_last_assistant_message_as_completion() {
             "\n"
         ),
     );
-    let chat = PromptTemplate::Chat { system_prompt: Some("Default system".into()) };
+    let chat = PromptTemplate::Chat { system_prompt: Some("Default system".into()), instruction: None };
     let sft = load_sft_examples(&path, DataFormat::Auto, &chat, &codec()).unwrap();
     let c = codec();
     let e0 = sft.get(0).unwrap();
