@@ -85,6 +85,11 @@ pub struct RunSection {
     pub keep_checkpoints: usize,
     /// Write the merged model and the adapter to `final/` at the end.
     pub save_final: bool,
+    /// Evaluate once before the first step (TRL's `eval_on_start`).
+    pub eval_on_start: bool,
+    /// Stop, evaluate and checkpoint at the end of the step during which this many seconds of
+    /// this invocation have passed (unset: no limit); `--resume` continues.
+    pub time_limit_s: Option<f64>,
 }
 
 impl Default for RunSection {
@@ -98,6 +103,8 @@ impl Default for RunSection {
             checkpoint_every: 50,
             keep_checkpoints: 2,
             save_final: true,
+            eval_on_start: false,
+            time_limit_s: None,
         }
     }
 }
@@ -340,6 +347,9 @@ impl TrainConfig {
                 format!("algorithm {:?} needs RL prompts", self.algorithm.name),
             ));
         }
+        if self.run.time_limit_s.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
+            return Err(BridgeError::config("run.time_limit_s", "must be a positive number of seconds"));
+        }
         if !self.reward.format_weight.is_finite() {
             return Err(BridgeError::config("reward.format_weight", "must be finite"));
         }
@@ -475,6 +485,8 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
         checkpoint_every: cfg.run.checkpoint_every,
         keep_checkpoints: cfg.run.keep_checkpoints,
         run_dir: run_dir.clone(),
+        eval_on_start: cfg.run.eval_on_start,
+        time_limit_s: cfg.run.time_limit_s,
     };
     let inputs = RunInputs {
         sft: &empty_sft.0,
@@ -597,5 +609,25 @@ mod tests {
         assert!(bad.to_string().contains("lambda.value"), "{bad}");
         let no_rl = parse_config(&text.replace("[data.rl]\n            path = \"rl.jsonl\"", ""), Path::new("t.toml"));
         assert!(no_rl.unwrap_err().to_string().contains("data.rl"));
+        let run = |extra: &str| parse_config(&format!("[run]\n{extra}\n{text}"), Path::new("t.toml"));
+        let limited = run("time_limit_s = 90\neval_on_start = true").unwrap();
+        assert_eq!((limited.run.time_limit_s, limited.run.eval_on_start), (Some(90.0), true));
+        assert_eq!((cfg.run.time_limit_s, cfg.run.eval_on_start), (None, false));
+        let bad = run("time_limit_s = -1").unwrap_err();
+        assert!(bad.to_string().contains("run.time_limit_s"), "{bad}");
+    }
+
+    /// The GPU run's configs (examples/configs/smollm2-gsm-*.toml) parse and differ only in the
+    /// algorithm and the run directory.
+    #[test]
+    fn smollm2_configs_parse_and_match() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
+        let bridge = load_config(dir.join("smollm2-gsm-bridge.toml")).unwrap();
+        let mut cold = load_config(dir.join("smollm2-gsm-cold-start.toml")).unwrap();
+        assert_eq!((bridge.algorithm.name, cold.algorithm.name), (AlgorithmName::Bridge, AlgorithmName::ColdStart));
+        assert_eq!(bridge.run.device, DeviceChoice::Cuda(0));
+        cold.algorithm = bridge.algorithm.clone();
+        cold.run.run_dir = bridge.run.run_dir.clone();
+        assert_eq!(cold, bridge);
     }
 }
