@@ -11,7 +11,9 @@
 //! heads, tied embeddings, random init, on the CPU (`flex`) in f32; 16-token random prompts, 48 new
 //! tokens, batch 1, 16 and 64, greedy and sampled (temperature 1, whole vocabulary). A run is one
 //! `CausalLm::sample` call; the best of `--repeats` runs (after one warm-up) is reported. EOS is
-//! disabled, so every row generates all `--new-tokens` tokens.
+//! disabled, so every row generates all `--new-tokens` tokens. The measurement is
+//! `bridge::bench::generation_throughput` (tokens chosen on the host on the CPU, on the device on
+//! a GPU).
 //!
 //! `--model` benchmarks a real model instead (an HF directory or a `.gguf` file, loaded with
 //! `bridge_models::open_model`): random prompts of ids `3..vocab_size`, the tokenizer unused and
@@ -33,11 +35,10 @@
 mod args;
 
 use args::{Placement, list, num};
-use bridge_core::policy::{CausalLm, SamplingParams};
-use bridge_core::{BridgeError, BridgeRng, DeviceChoice, IdsOnlyCodec, Result};
+use bridge::bench::{GenerationBenchConfig, generation_throughput};
+use bridge_core::{BridgeError, BridgeRng, DeviceChoice, IdsOnlyCodec, Result, TokenSelection};
 use bridge_models::{Decoder, DecoderConfig};
 use std::path::PathBuf;
-use std::time::Instant;
 
 fn usage() -> BridgeError {
     BridgeError::InvalidInput(format!(
@@ -123,37 +124,23 @@ fn run() -> Result<()> {
             (Decoder::new(config, Box::new(codec))?, weights, path.display().to_string())
         }
     };
-    let vocab = lm.config().vocab_size as u64;
-    if vocab <= 3 {
-        return Err(BridgeError::InvalidInput(format!("vocabulary of {vocab} ids: no room for random prompts")));
-    }
+    let cfg = GenerationBenchConfig {
+        batches: a.batches.clone(),
+        prompt_len,
+        new_tokens,
+        modes: a.modes.iter().map(|&(m, t)| (m.to_owned(), t)).collect(),
+        repeats,
+        selection: TokenSelection::Auto,
+    };
     let mut results = serde_json::Map::new();
-    for &(mode, temperature) in &a.modes {
-        let params = SamplingParams { max_new_tokens: new_tokens, temperature, ..Default::default() };
-        for &batch in &a.batches {
-            let prompts: Vec<Vec<u32>> =
-                (0..batch).map(|_| (0..prompt_len).map(|_| (3 + rng.below(vocab - 3)) as u32).collect()).collect();
-            let mut times = Vec::with_capacity(repeats);
-            for i in 0..=repeats {
-                let t0 = Instant::now();
-                let out = lm.sample(&weights, None, &prompts, &params, &mut BridgeRng::seed_from_u64(1))?;
-                let dt = t0.elapsed().as_secs_f64();
-                if out.iter().any(|c| c.tokens.len() != new_tokens) {
-                    return Err(BridgeError::Model("a completion stopped early".into()));
-                }
-                if i > 0 {
-                    times.push(dt); // the first run is a warm-up
-                }
-            }
-            let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-            results.insert(
-                format!("{mode}/batch{batch}"),
-                serde_json::json!({
-                    "batch": batch, "seconds": best, "seconds_all": times,
-                    "new_tokens_per_second": (batch * new_tokens) as f64 / best,
-                }),
-            );
-        }
+    for r in generation_throughput(&lm, &weights, &cfg, &mut rng)? {
+        results.insert(
+            format!("{}/batch{}", r.mode, r.batch),
+            serde_json::json!({
+                "batch": r.batch, "seconds": r.seconds, "seconds_all": r.seconds_all,
+                "new_tokens_per_second": r.new_tokens_per_second,
+            }),
+        );
     }
     let backend = match a.placement.device {
         DeviceChoice::Flex => "flex",

@@ -4,8 +4,10 @@
 //! (Chen et al., arXiv 2509.06948) — and every baseline it is measured against, on burn.
 //!
 //! This facade re-exports the workspace's crates and holds the application layer the examples
-//! are thin binaries over: [`train`] (a run from a TOML config) and [`quickstart`] (the
-//! end-to-end comparison of `examples/quickstart.rs`).
+//! are thin binaries over: [`train`] (a run from a TOML config), [`quickstart`] (the
+//! end-to-end comparison of `examples/quickstart.rs`), [`bench`](mod@bench) (training-step and
+//! generation throughput) and [`device_check`] (the same computations on two backends,
+//! compared).
 //!
 //! | crate | re-exported as | what it holds |
 //! |---|---|---|
@@ -23,5 +25,7 @@ pub use bridge_models as models;
 pub use bridge_rl as rl;
 pub use bridge_sft as sft;
 
+pub mod bench;
+pub mod device_check;
 pub mod quickstart;
 pub mod train;

@@ -525,6 +525,11 @@ impl DecoderWeights {
         cast_module(self, dtype)
     }
 
+    /// The device the weights live on (that of the embedding).
+    pub fn device(&self) -> Device {
+        self.embed_tokens.weight.val().device()
+    }
+
     /// The dtype of the weights (that of the embedding).
     pub fn dtype(&self) -> DType {
         self.embed_tokens.weight.val().dtype()
