@@ -21,8 +21,7 @@
 use bridge_core::policy::{CausalLm, SamplingParams, SequenceBatch, TokenSelection, TokenSequence, param_ids};
 use bridge_core::{AdamWSettings, BridgeRng, DeviceChoice, FlatGradients, GroupOptimizer, IdsOnlyCodec, Result};
 use bridge_models::{Decoder, DecoderConfig, DecoderWeights, LoraAdapter, LoraConfig};
-use burn::module::Param;
-use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor};
 use serde::Serialize;
 
 /// One compared quantity.
@@ -69,26 +68,9 @@ fn build(device: &Device, seed: u64) -> Result<(Decoder, DecoderWeights, LoraAda
     let lm = Decoder::new(config, Box::new(IdsOnlyCodec { vocab_size: 96 }))?;
     let mut rng = BridgeRng::seed_from_u64(seed);
     let theta = lm.init_weights(device, &mut rng)?;
-    let mut adapter =
-        lm.init_adapter(&LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() }, device, &mut rng)?;
-    for layer in &mut adapter.layers {
-        for pair in [
-            &mut layer.q_proj,
-            &mut layer.k_proj,
-            &mut layer.v_proj,
-            &mut layer.o_proj,
-            &mut layer.gate_proj,
-            &mut layer.up_proj,
-            &mut layer.down_proj,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let [o, r] = pair.lora_b.val().dims();
-            let values: Vec<f32> = (0..o * r).map(|_| (rng.normal() * 0.02) as f32).collect();
-            pair.lora_b = Param::from_tensor(Tensor::from_data(TensorData::new(values, [o, r]), device));
-        }
-    }
+    let adapter = lm
+        .init_adapter(&LoraConfig { rank: 4, alpha: 8.0, ..LoraConfig::default() }, device, &mut rng)?
+        .with_random_b(0.02, &mut rng);
     Ok((lm, theta, adapter))
 }
 

@@ -225,6 +225,34 @@ fn host_param(t: &HostTensor, device: &Device) -> Param<Tensor<2>> {
 }
 
 impl LoraAdapter {
+    /// This adapter with every `B` factor drawn from `N(0, std²)` (layer by layer, then q, k, v,
+    /// o, gate, up, down, row-major): an adapter that changes the model's output, for tests and
+    /// backend checks (a fresh adapter has `B = 0` and equals the base).
+    pub fn with_random_b(mut self, std: f64, rng: &mut BridgeRng) -> Self {
+        for layer in &mut self.layers {
+            for pair in [
+                &mut layer.q_proj,
+                &mut layer.k_proj,
+                &mut layer.v_proj,
+                &mut layer.o_proj,
+                &mut layer.gate_proj,
+                &mut layer.up_proj,
+                &mut layer.down_proj,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let b = pair.lora_b.val();
+                let [o, r] = b.dims();
+                let values: Vec<f32> = (0..o * r).map(|_| (rng.normal() * std) as f32).collect();
+                let fresh: Tensor<2> = Tensor::from_data(TensorData::new(values, [o, r]), &b.device());
+                let fresh = fresh.cast(b.dtype());
+                pair.lora_b = Param::from_tensor(fresh);
+            }
+        }
+        self
+    }
+
     /// This adapter with every parameter in `dtype` (see [`DecoderWeights::cast`]).
     ///
     /// [`DecoderWeights::cast`]: crate::DecoderWeights::cast

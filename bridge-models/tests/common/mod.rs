@@ -4,7 +4,6 @@
 use bridge_core::BridgeRng;
 use bridge_core::testing::CharCodec;
 use bridge_models::LoraAdapter;
-use burn::module::Param;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -80,25 +79,5 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 /// Gives every `lora_B` random values so that the adapter changes the model.
 pub fn randomise_b(adapter: LoraAdapter, std: f64, seed: u64) -> LoraAdapter {
-    let mut rng = BridgeRng::seed_from_u64(seed);
-    let mut adapter = adapter;
-    for layer in &mut adapter.layers {
-        for slot in [
-            &mut layer.q_proj,
-            &mut layer.k_proj,
-            &mut layer.v_proj,
-            &mut layer.o_proj,
-            &mut layer.gate_proj,
-            &mut layer.up_proj,
-            &mut layer.down_proj,
-        ] {
-            if let Some(p) = slot.as_mut() {
-                let b = p.lora_b.val();
-                let [o, r] = b.dims();
-                let vals: Vec<f32> = (0..o * r).map(|_| (rng.normal() * std) as f32).collect();
-                p.lora_b = Param::from_tensor(Tensor::from_data(TensorData::new(vals, [o, r]), &b.device()));
-            }
-        }
-    }
-    adapter
+    adapter.with_random_b(std, &mut BridgeRng::seed_from_u64(seed))
 }
