@@ -328,3 +328,31 @@ fn device_selection_samples_from_the_tempered_softmax() {
     // The same check rejects a wrong temperature (the test can fail).
     assert!(tv_wrong > 2.0 * tv, "T / 2 should fit worse: {tv_wrong} vs {tv}");
 }
+
+/// A step with at least 2^16 logits samples its rows in parallel: 3 prompts × 150 samples over a
+/// 160-id vocabulary take that path, and each completion is still the one its own seed gives
+/// alone (a single row takes the sequential path).
+#[test]
+fn parallel_host_sampling_gives_each_completion_its_own_draws() {
+    let device = Device::flex();
+    let (lm, w) = setup_open("qwen2_tied", &device);
+    let ps = prompts();
+    // The fixture is sharply peaked: a high temperature makes the samples differ.
+    let params = SamplingParams { max_new_tokens: 6, n: 150, temperature: 16.0, ..Default::default() };
+    assert!(ps.len() * params.n * lm.config().vocab_size >= 1 << 16, "the test must reach the parallel path");
+    let batch = lm.sample(&w, None, &ps, &params, &mut BridgeRng::seed_from_u64(11)).unwrap();
+    let alone_params = SamplingParams { n: 1, ..params.clone() };
+    let mut worst = 0.0f32;
+    for k in [0, 1, 149, 150, 299, 449] {
+        let mut rng = BridgeRng::seed_from_u64(11);
+        for _ in 0..k {
+            rng.next_u64();
+        }
+        let prompt = &ps[k / params.n];
+        let alone = lm.sample(&w, None, std::slice::from_ref(prompt), &alone_params, &mut rng).unwrap();
+        worst = worst.max(assert_same(&batch[k], &alone[0], &format!("completion {k}")));
+    }
+    assert!(worst <= 1e-5, "{worst}");
+    let distinct: std::collections::HashSet<_> = batch.iter().map(|c| c.tokens.clone()).collect();
+    assert!(distinct.len() > 100, "150 samples per prompt differ: {} distinct", distinct.len());
+}
