@@ -55,6 +55,11 @@ pub struct MethodSummary {
     pub time_to_cold_start: Option<Stat>,
     /// Seeds on which the method reached Cold-start's final accuracy.
     pub reached_cold_start: usize,
+    /// Final overall accuracy minus RL-zero's on the same seed (a paired difference: the seeds'
+    /// base models differ far more than the methods do); `None` for RL-zero itself or without an
+    /// RL-zero run.
+    #[serde(default)]
+    pub minus_rl_zero: Option<Stat>,
 }
 
 /// The per-method summary of `seeds`, in the order of `methods`.
@@ -76,7 +81,16 @@ pub fn summarise(methods: &[Method], seeds: &[SeedRun], levels: u32) -> Vec<Meth
                     m.time_to_reach(target)
                 })
                 .collect();
+            let paired: Vec<f64> = seeds
+                .iter()
+                .filter_map(|s| {
+                    let own = s.methods.iter().find(|m| m.method == method)?.last()?.accuracy;
+                    let rl = s.methods.iter().find(|m| m.method == Method::RlZero)?.last()?.accuracy;
+                    Some(own - rl)
+                })
+                .collect();
             MethodSummary {
+                minus_rl_zero: if method == Method::RlZero { None } else { Stat::of(&paired) },
                 method,
                 levels: (0..levels as usize).map(|l| level(l).unwrap_or(zero)).collect(),
                 overall: Stat::of(&finals.iter().map(|p| p.accuracy).collect::<Vec<_>>()).unwrap_or(zero),
@@ -88,18 +102,23 @@ pub fn summarise(methods: &[Method], seeds: &[SeedRun], levels: u32) -> Vec<Meth
         .collect()
 }
 
-/// The table: accuracy (%) per level and overall, training wall time and time to Cold-start's
-/// final accuracy (s), as mean ± std when there are several seeds.
+/// The table: accuracy (%) per level and overall, the overall accuracy minus RL-zero's on the same
+/// seed (points), training wall time and time to Cold-start's final accuracy (s), as mean ± std
+/// when there are several seeds.
 pub fn format_table(summary: &[MethodSummary], levels: u32, seeds: usize) -> String {
     let multi = seeds > 1;
     let mut header: Vec<String> = vec!["method".into()];
     header.extend((1..=levels).map(|l| format!("L{l} %")));
-    header.extend(["overall %".into(), "train s".into(), "→ Cold-start s".into()]);
+    header.extend(["overall %".into(), "− RL-zero".into(), "train s".into(), "→ Cold-start s".into()]);
     let mut rows = vec![header];
     for s in summary {
         let mut row = vec![s.method.label().to_owned()];
         row.extend(s.levels.iter().map(|l| l.show(100.0, 1, multi)));
         row.push(s.overall.show(100.0, 1, multi));
+        row.push(match &s.minus_rl_zero {
+            None => "—".into(),
+            Some(d) => format!("{}{}", if d.mean >= 0.0 { "+" } else { "" }, d.show(100.0, 1, multi)),
+        });
         row.push(s.train_seconds.show(1.0, 1, multi));
         row.push(match &s.time_to_cold_start {
             None => "—".into(),
@@ -185,5 +204,34 @@ mod tests {
         assert_eq!(Stat::of(&[5.0]).unwrap().std, 0.0);
         assert!(Stat::of(&[]).is_none());
         assert_eq!(s.show(100.0, 1, true), "200.0 ± 100.0");
+    }
+
+    /// The "− RL-zero" column pairs seeds: two seeds whose bases differ by 40 points, and a method
+    /// that beats RL-zero by 5 and 7 points on them, give +6.0 ± 1.4 (the unpaired means would
+    /// carry the 40-point spread).
+    #[test]
+    fn differences_to_rl_zero_are_paired_by_seed() {
+        use super::super::{CurvePoint, MethodRun};
+        let run = |method, accuracy| MethodRun {
+            method,
+            curve: vec![CurvePoint { step: 1, seconds: 1.0, accuracy, levels: vec![accuracy] }],
+            train_seconds: 1.0,
+            eval_seconds: 0.0,
+        };
+        let seed = |seed, rl, cold| SeedRun {
+            seed,
+            base_dir: "b".into(),
+            base_cached: false,
+            pretrain_seconds: 0.0,
+            methods: vec![run(Method::RlZero, rl), run(Method::ColdStart, cold)],
+        };
+        let seeds = [seed(0, 0.20, 0.25), seed(1, 0.60, 0.67)];
+        let summary = summarise(&[Method::RlZero, Method::ColdStart], &seeds, 1);
+        assert_eq!(summary[0].minus_rl_zero, None);
+        let d = summary[1].minus_rl_zero.unwrap();
+        assert!((d.mean - 0.06).abs() < 1e-12 && (d.std - 0.02f64.sqrt() / 10.0).abs() < 1e-12, "{d:?}");
+        assert!(summary[1].overall.std > 0.25, "the unpaired spread");
+        let table = format_table(&summary, 1, 2);
+        assert!(table.contains("+6.0 ± 1.4") && table.contains("− RL-zero"), "{table}");
     }
 }
