@@ -3,9 +3,10 @@
 # .gpu/ (phase 1: binary, data, first half of the SmolLM2 GGUF) and .gpu2/ (phase 2: second half).
 # Needs: ../shared/tools/cuda-build.sh, ../shared/data/gsm_symbolic, the GGUF from
 # bridge-models/scripts/fetch_models.sh, and runs/quickstart-quick/seed-0 (quickstart --quick).
+# FEATURES=cuda-fusion builds with burn's kernel fusion (docs/results/gpu.md §5).
 set -euo pipefail
 gguf="${GGUF:-$HOME/.cache/bridge-models/SmolLM2-135M-Instruct.Q4_1.gguf}"
-../shared/tools/cuda-build.sh --example gpu --features cuda
+../shared/tools/cuda-build.sh --example gpu --features "${FEATURES:-cuda}"
 grep -qx '/.gpu2/' .git/info/exclude || echo '/.gpu2/' >> .git/info/exclude
 mkdir -p .gpu .gpu2
 rm -f .gpu/smollm2.part-a .gpu2/*
