@@ -2,11 +2,14 @@
 # The GPU session behind docs/results/gpu.md, as run on the device machine (no Rust toolchain, no
 # network, at most 64 MiB of files per call). Prepared here with scripts/gpu-prepare.sh, which
 # builds the `gpu` example with ../shared/tools/cuda-build.sh and packs:
-#   .gpu/gpu.xz          the CUDA binary           .gpu/quick.tar.xz  the quickstart's tiny base + data
-#   .gpu/gsm.tar.xz      GSM-Symbolic train/test    .gpu/smollm2.part-a / .gpu2/smollm2.part-b
+#   .gpu/gpu.xz          the CUDA binary           .gpu/gsm.tar.xz    GSM-Symbolic train/test
+#   .gpu/smollm2.part-a / .gpu2/smollm2.part-b     the SmolLM2 GGUF in two halves
 # The SmolLM2 GGUF (98 MB) is over the limit, so it travels in two halves, one per call (the
 # machine keeps ignored files between calls while it stays warm).
-#   phase 1 (carry .gpu):  backend check, training smoke run, benchmarks (bridge, then PyTorch)
+#   phase 1 (carry .gpu):  backend check, then SmolLM2-shaped generation and the Qwen2.5-0.5B
+#            training step, for bridge and for PyTorch (about 8 minutes with start-up). The first
+#            session's call 1 ran an earlier version (a tiny smoke run, both generation shapes and
+#            shorter timeouts, which compilation outran): docs/results/gpu/call1-phase1.log.
 #   phase 2 (carry .gpu2): the real run: BRIDGE and Cold-start on SmolLM2-135M, side by side
 #   phase 3 (carry .gpu3 = the binary alone): the check again, and SmolLM2-shaped generation with
 #            cubecl's compilation/autotune log, against transformers (phase 1's generation timed out)
@@ -32,17 +35,23 @@ gpu_mem_stop() { kill "$(cat /tmp/mem.pid)" 2>/dev/null; sort -n "/tmp/mem.$1" |
 
 if [ "$phase" = 1 ]; then
   { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'; } 2>&1 | tee -a "$log"
-  mkdir -p runs && tar -xJf .gpu/quick.tar.xz -C runs
   step "check (flex vs cuda)"
   timeout 70 "$bin" check --device cuda > "$OUT/check.json" 2>> "$log"; echo "rc=$?" | tee -a "$log"
-  step "smoke: 4 BRIDGE steps of the tiny config on cuda"
-  timeout 50 "$bin" train --config examples/configs/tiny-bridge.toml --device cuda --steps 4 --run-dir /tmp/smoke >> "$log" 2>&1; echo "rc=$?" | tee -a "$log"
-  step "bench: bridge"
-  gpu_mem_start bridge
-  timeout 170 "$bin" bench --device cuda --dtype bf16 --train-steps 8 --repeats 1 > "$OUT/bench_bridge.json" 2>> "$log"; echo "rc=$?" | tee -a "$log"
-  gpu_mem_stop bridge
-  step "bench: PyTorch + transformers"
-  timeout 130 python3 bridge-models/scripts/bench_torch.py --device cuda --dtype bfloat16 --train-steps 8 --gen-repeats 1 > "$OUT/bench_torch.json" 2>> "$log"; echo "rc=$?" | tee -a "$log"
+  step "bench: bridge generation, SmolLM2 shape, greedy (warm-up + 2)"
+  gpu_mem_start gen
+  timeout 160 "$bin" bench --device cuda --dtype bf16 --what generate --gen-shapes smollm2-135m --modes greedy \
+    --repeats 2 > "$OUT/gen_bridge.json" 2>> "$log"; echo "rc=$?" | tee -a "$log"
+  gpu_mem_stop gen
+  step "bench: bridge training step, Qwen2.5-0.5B shape"
+  gpu_mem_start train
+  timeout 100 "$bin" bench --device cuda --dtype bf16 --what train --train-steps 8 > "$OUT/train_bridge.json" 2>> "$log"
+  echo "rc=$?" | tee -a "$log"
+  gpu_mem_stop train
+  step "bench: PyTorch + transformers (the same two)"
+  timeout 120 python3 bridge-models/scripts/bench_torch.py --device cuda --dtype bfloat16 --what train \
+    --shape qwen2.5-0.5b --train-steps 8 > "$OUT/train_torch.json" 2>> "$log"; echo "rc=$?" | tee -a "$log"
+  timeout 60 python3 bridge-models/scripts/bench_torch.py --device cuda --dtype bfloat16 --what generate \
+    --shape smollm2-135m --modes greedy --gen-repeats 1 > "$OUT/gen_torch.json" 2>> "$log"; echo "rc=$?" | tee -a "$log"
   step "done"
 elif [ "$phase" = 3 ]; then
   step "check (flex vs cuda)"
