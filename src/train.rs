@@ -630,4 +630,30 @@ mod tests {
         cold.run.run_dir = bridge.run.run_dir.clone();
         assert_eq!(cold, bridge);
     }
+
+    /// With the real SmolLM2 tokenizer (skipped when its GGUF was not fetched), the configs'
+    /// training prompts (SFT and RL data) are exactly their evaluation prompts: the model's chat
+    /// template, its default system prompt and the instruction after the question.
+    #[test]
+    fn smollm2_configs_train_and_evaluate_on_the_same_prompt() {
+        let cache = match std::env::var_os("BRIDGE_MODELS") {
+            Some(p) => PathBuf::from(p),
+            None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/bridge-models"),
+        };
+        let gguf = cache.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+        if !gguf.is_file() {
+            println!("skipped: {} is absent (run bridge-models/scripts/fetch_models.sh)", gguf.display());
+            return;
+        }
+        let codec = HfCodec::from_gguf(&bridge_models::gguf::GgufFile::open(&gguf).unwrap()).unwrap();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
+        let cfg = load_config(dir.join("smollm2-gsm-bridge.toml")).unwrap();
+        let question = "Tom has 3 apples and buys 4 more. How many apples does he have?";
+        let evaluated = cfg.eval.prompt.render(&codec, question).unwrap();
+        for data in [cfg.data.sft.as_ref().unwrap(), cfg.data.rl.as_ref().unwrap()] {
+            assert_eq!(data.template.render_question(question, &codec).unwrap(), evaluated);
+        }
+        assert!(evaluated.starts_with("<|im_start|>system\n"), "the template's default system prompt: {evaluated}");
+        assert!(evaluated.ends_with("'#### <number>'.<|im_end|>\n<|im_start|>assistant\n"), "{evaluated}");
+    }
 }

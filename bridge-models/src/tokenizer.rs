@@ -14,26 +14,12 @@ use crate::gguf::GgufFile;
 use bridge_core::{BridgeError, Result, TextCodec};
 use minijinja::value::Kwargs;
 use minijinja::{Environment, ErrorKind, Value as JValue, context};
-use serde::Serialize;
 use serde_json::Value;
 use std::path::Path;
 use tokenizers::Tokenizer;
 
-/// One chat turn.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ChatMessage {
-    /// `system`, `user`, `assistant`, …
-    pub role: String,
-    /// The text of the turn.
-    pub content: String,
-}
-
-impl ChatMessage {
-    /// A turn of `role` saying `content`.
-    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
-    }
-}
+/// One chat turn: the workspace's message type, re-exported where the templates render it.
+pub use bridge_core::ChatMessage;
 
 /// Name of the compiled chat template inside the codec's environment.
 const TEMPLATE: &str = "chat";
@@ -264,6 +250,12 @@ impl TextCodec for HfCodec {
 
     fn render_prompt(&self, message: &str) -> Result<String> {
         self.apply_chat_template(&[ChatMessage::new("user", message)], true)
+    }
+
+    /// The model's chat template (not the trait's plain ChatML), so that SFT/RL prompts built
+    /// from messages match the evaluation prompts built by [`TextCodec::render_prompt`].
+    fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.apply_chat_template(messages, add_generation_prompt)
     }
 }
 

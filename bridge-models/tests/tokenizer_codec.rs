@@ -75,6 +75,13 @@ fn directory_codec_resolves_ids_and_renders_hf_templates() {
     assert_eq!(codec.render_prompt("  hi  ").unwrap(), "<s>[SYS]default[/SYS]\n[USER]hi</s>\n[ASSISTANT]");
     let msgs = [ChatMessage::new("system", "be brief"), ChatMessage::new("user", "x")];
     assert_eq!(codec.apply_chat_template(&msgs, false).unwrap(), "<s>[SYSTEM]be brief</s>\n[USER]x</s>\n");
+    // render_chat (what SFT/RL data use) is the model's template too, and for one user message it
+    // is exactly the evaluation prompt (render_prompt), default system prompt included.
+    assert_eq!(codec.render_chat(&msgs, false).unwrap(), codec.apply_chat_template(&msgs, false).unwrap());
+    assert_eq!(
+        codec.render_chat(&[ChatMessage::new("user", "  hi  ")], true).unwrap(),
+        codec.render_prompt("  hi  ").unwrap()
+    );
     let err = codec.apply_chat_template(&[ChatMessage::new("tool", "x")], true).unwrap_err();
     assert!(matches!(&err, BridgeError::Tokenizer(m) if m.contains("bad role tool")), "{err}");
 
