@@ -125,7 +125,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> std::result::Result<Arg
     config.prompt = match (instruction, template) {
         (Some(_), Some(_)) => return Err(ArgError::Bad("give --instruction or --template, not both".into())),
         (_, Some(template)) => PromptTemplate::Plain { template },
-        (Some(i), None) if i.trim().is_empty() => PromptTemplate::Chat { instruction: None },
+        (Some(i), None) if i.trim().is_empty() => PromptTemplate::default(),
         (Some(i), None) => PromptTemplate::chat_with(i),
         (None, None) => PromptTemplate::chat_with(DEFAULT_INSTRUCTION),
     };

@@ -649,7 +649,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
         let cfg = load_config(dir.join("smollm2-gsm-bridge.toml")).unwrap();
         let question = "Tom has 3 apples and buys 4 more. How many apples does he have?";
-        let evaluated = cfg.eval.prompt.render(&codec, question).unwrap();
+        let evaluated = cfg.eval.prompt.render_question(question, &codec).unwrap();
         for data in [cfg.data.sft.as_ref().unwrap(), cfg.data.rl.as_ref().unwrap()] {
             assert_eq!(data.template.render_question(question, &codec).unwrap(), evaluated);
         }

@@ -27,6 +27,7 @@ pub mod grads;
 pub mod jsonl;
 pub mod outer;
 pub mod policy;
+pub mod prompt;
 pub mod reward;
 pub mod sampling;
 pub mod schedule;
@@ -44,6 +45,7 @@ pub use policy::{
     CausalLm, ChatMessage, Completion, FinishReason, ParamGroups, SamplingParams, SequenceBatch, TextCodec,
     TokenScores, TokenSelection, TokenSequence,
 };
+pub use prompt::PromptTemplate;
 pub use reward::{Reward, RewardFunction};
 pub use schedule::{LambdaSchedule, LambdaScheduleConfig, ScheduleState};
 pub use seed::{BridgeRng, derive_seed};

@@ -326,7 +326,7 @@ mod runner {
         let one =
             EvalDataset::parse("one.jsonl", "{\"question\": \"a\", \"answer\": \"1\"}\n", DatasetFormat::Auto).unwrap();
         let chat = |instruction: Option<&str>| EvalConfig {
-            prompt: PromptTemplate::Chat { instruction: instruction.map(str::to_owned) },
+            prompt: PromptTemplate::Chat { system_prompt: None, instruction: instruction.map(str::to_owned) },
             keep_records: true,
             ..toy_config()
         };

@@ -79,93 +79,9 @@ impl DataFormat {
     }
 }
 
-/// How a question (or a conversation) becomes the prompt text the model conditions on.
-///
-/// In a config: `{"kind": "chat", "system_prompt": "…", "instruction": "…"}` or
-/// `{"kind": "plain", "template": "Question: {question}\nAnswer: "}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum PromptTemplate {
-    /// The codec's chat template ([`TextCodec::render_chat`]) with the generation prompt appended.
-    /// A single question becomes one user message, preceded by `system_prompt` when set; a
-    /// conversation gets `system_prompt` prepended unless it already starts with a system message.
-    /// `instruction` is appended to a single question on a new line (`"{question}\n{instruction}"`,
-    /// as `bridge-eval`'s chat prompt does, so that training and evaluation prompts match).
-    Chat {
-        /// Optional system message.
-        #[serde(default)]
-        system_prompt: Option<String>,
-        /// Optional instruction after the question.
-        #[serde(default)]
-        instruction: Option<String>,
-    },
-    /// Plain text: `template` with every `{question}` replaced by the question. For a
-    /// conversation, the question is the contents of the prompt messages joined by blank lines.
-    Plain {
-        /// The template; must contain `{question}`.
-        template: String,
-    },
-}
-
-impl Default for PromptTemplate {
-    fn default() -> Self {
-        Self::Chat { system_prompt: None, instruction: None }
-    }
-}
-
-impl PromptTemplate {
-    /// A plain template (e.g. `"Question: {question}\nAnswer: "`).
-    pub fn plain(template: &str) -> Self {
-        Self::Plain { template: template.to_owned() }
-    }
-
-    /// Checks the template, naming `field` in the error.
-    pub fn validate(&self, field: &str) -> Result<()> {
-        match self {
-            Self::Plain { template } if !template.contains("{question}") => {
-                Err(BridgeError::config(format!("{field}.template"), "must contain the `{question}` placeholder"))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Renders a single question as a prompt.
-    pub fn render_question(&self, question: &str, codec: &dyn TextCodec) -> Result<String> {
-        match self {
-            Self::Chat { system_prompt, instruction } => {
-                let mut messages = Vec::with_capacity(2);
-                if let Some(s) = system_prompt {
-                    messages.push(ChatMessage::new("system", s));
-                }
-                match instruction.as_deref().filter(|i| !i.trim().is_empty()) {
-                    Some(i) => messages.push(ChatMessage::new("user", &format!("{question}\n{i}"))),
-                    None => messages.push(ChatMessage::new("user", question)),
-                }
-                codec.render_chat(&messages, true)
-            }
-            Self::Plain { template } => Ok(template.replace("{question}", question)),
-        }
-    }
-
-    /// Renders the messages before the completion as a prompt.
-    pub fn render_conversation(&self, messages: &[ChatMessage], codec: &dyn TextCodec) -> Result<String> {
-        match self {
-            Self::Chat { system_prompt, .. } => match system_prompt {
-                Some(s) if messages.first().is_none_or(|m| m.role != "system") => {
-                    let mut all = Vec::with_capacity(messages.len() + 1);
-                    all.push(ChatMessage::new("system", s));
-                    all.extend_from_slice(messages);
-                    codec.render_chat(&all, true)
-                }
-                _ => codec.render_chat(messages, true),
-            },
-            Self::Plain { template } => {
-                let question = messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n\n");
-                Ok(template.replace("{question}", &question))
-            }
-        }
-    }
-}
+/// How a question (or a conversation) becomes the prompt text: the workspace's one template type,
+/// shared with `bridge-eval` so that training and evaluation prompts are the same.
+pub use bridge_core::prompt::PromptTemplate;
 
 /// Where a dataset is and how to read it (serde; unknown keys are rejected).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -518,25 +434,6 @@ mod tests {
         assert_eq!(last_boxed("\\boxed{\\{1,2\\}}").as_deref(), Some("\\{1,2\\}"));
         assert_eq!(last_boxed("\\boxed{unclosed {x}"), None);
         assert_eq!(last_boxed("nothing"), None);
-    }
-
-    /// The instruction goes after the question in the user message (as `bridge-eval`'s chat
-    /// prompt puts it), the system prompt before; an empty instruction is none.
-    #[test]
-    fn chat_instruction_follows_the_question() {
-        let codec = bridge_core::testing::CharCodec::new("ab");
-        let t: PromptTemplate =
-            serde_json::from_str(r#"{"kind":"chat","system_prompt":"S","instruction":"End with ####."}"#).unwrap();
-        let want = bridge_core::policy::render_chatml(
-            &[ChatMessage::new("system", "S"), ChatMessage::new("user", "Q?\nEnd with ####.")],
-            true,
-        );
-        assert_eq!(t.render_question("Q?", &codec).unwrap(), want);
-        let blank = PromptTemplate::Chat { system_prompt: None, instruction: Some(" ".into()) };
-        assert_eq!(
-            blank.render_question("Q?", &codec).unwrap(),
-            bridge_core::policy::render_chatml(&[ChatMessage::new("user", "Q?")], true)
-        );
     }
 
     #[test]

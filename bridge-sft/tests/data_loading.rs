@@ -51,8 +51,12 @@ fn gsm8k_loads_for_sft_and_rl() {
     let expected =
         codec().render_chat(&[ChatMessage::new("system", "Think."), ChatMessage::new("user", "What is 2+2?")], true);
     assert_eq!(sft.get(0).unwrap().prompt, expected.unwrap());
+    // Without a system prompt a question is the codec's single-message prompt (`render_prompt`),
+    // exactly what bridge-eval's chat prompt gives; this test codec has no chat template, so that
+    // is the bare question.
     let sft = load_sft_examples(&path, DataFormat::Auto, &PromptTemplate::default(), &codec()).unwrap();
-    assert_eq!(sft.get(0).unwrap().prompt, "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n");
+    assert_eq!(sft.get(0).unwrap().prompt, codec().render_prompt("What is 2+2?").unwrap());
+    assert_eq!(sft.get(0).unwrap().prompt, "What is 2+2?");
 }
 
 #[test]

@@ -131,7 +131,7 @@ impl Default for EvalConfig {
 impl EvalConfig {
     /// Checks the values, naming the bad field.
     pub fn validate(&self) -> Result<()> {
-        self.prompt.validate()?;
+        self.prompt.validate("prompt")?;
         if self.max_new_tokens == 0 {
             return Err(BridgeError::config("eval.max_new_tokens", "must be ≥ 1"));
         }

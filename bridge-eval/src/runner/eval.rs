@@ -224,7 +224,7 @@ pub fn evaluate_dataset<L: CausalLm + ?Sized>(
     let mut texts = Vec::with_capacity(records.len());
     let mut prompts = Vec::with_capacity(records.len());
     for r in records {
-        let text = config.prompt.render(codec, &r.question)?;
+        let text = config.prompt.render_question(&r.question, codec)?;
         let ids = codec.encode(&text)?;
         if ids.is_empty() {
             return Err(BridgeError::InvalidInput(format!("record {}: the prompt encodes to no tokens", r.id)));
