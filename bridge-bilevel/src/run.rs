@@ -142,11 +142,10 @@ pub enum RunEvent<'a> {
 /// Runs `algorithm` from `state.step` to `cfg.total_steps`.
 ///
 /// `evaluate` is called every `eval_every` steps and at the end (and before the first step with
-/// `eval_on_start`); the run ends early, at the end of a step, once `time_limit_s` has passed;
-/// `on_event` receives every step's
-/// metrics, evaluations and checkpoints (write them to JSONL, a progress bar, …). A failing step
-/// returns its error before touching the weights (see [`crate::algorithm::apply_all`]); the last
-/// checkpoint stays valid.
+/// `eval_on_start`); the run ends early, at the end of a step, once `time_limit_s` has passed
+/// (evaluation time included). `on_event` receives every step's metrics, evaluations and
+/// checkpoints (write them to JSONL, a progress bar, …). A failing step returns its error before
+/// touching the weights (see [`crate::algorithm::apply_all`]); the last checkpoint stays valid.
 pub fn run_steps<L: CausalLm, A: TrainingAlgorithm<L> + ?Sized>(
     lm: &L,
     algorithm: &mut A,
