@@ -35,7 +35,7 @@
 mod args;
 
 use args::{Placement, list, num};
-use bridge::bench::{GenerationBenchConfig, generation_throughput};
+use bridge::bench::{GenerationBenchConfig, generation_mode, generation_throughput};
 use bridge_core::{BridgeError, BridgeRng, DeviceChoice, IdsOnlyCodec, Result, TokenSelection};
 use bridge_models::{Decoder, DecoderConfig};
 use std::path::PathBuf;
@@ -55,16 +55,8 @@ struct Args {
     prompt_len: usize,
     new_tokens: usize,
     /// `(name, temperature)`.
-    modes: Vec<(&'static str, f64)>,
+    modes: Vec<(String, f64)>,
     repeats: usize,
-}
-
-fn mode(name: &str) -> Result<(&'static str, f64)> {
-    match name {
-        "greedy" => Ok(("greedy", 0.0)),
-        "sample" => Ok(("sample", 1.0)),
-        other => Err(BridgeError::InvalidInput(format!("--modes: unknown mode `{other}` (expected greedy or sample)"))),
-    }
 }
 
 fn parse_args() -> Result<Args> {
@@ -75,7 +67,7 @@ fn parse_args() -> Result<Args> {
         batches: vec![1, 16, 64],
         prompt_len: 16,
         new_tokens: 48,
-        modes: vec![("greedy", 0.0), ("sample", 1.0)],
+        modes: vec![("greedy".into(), 0.0), ("sample".into(), 1.0)],
         repeats: 3,
     };
     while let Some(flag) = args.next() {
@@ -87,7 +79,9 @@ fn parse_args() -> Result<Args> {
             "--batches" => a.batches = list(&flag, &value()?)?,
             "--prompt-len" => a.prompt_len = num(&flag, &value()?)?,
             "--new-tokens" => a.new_tokens = num(&flag, &value()?)?,
-            "--modes" => a.modes = list::<String>(&flag, &value()?)?.iter().map(|m| mode(m)).collect::<Result<_>>()?,
+            "--modes" => {
+                a.modes = list::<String>(&flag, &value()?)?.iter().map(|m| generation_mode(m)).collect::<Result<_>>()?
+            }
             "--repeats" => a.repeats = num::<usize>(&flag, &value()?)?.max(1),
             "-h" | "--help" => return Err(usage()),
             other => return Err(BridgeError::InvalidInput(format!("unknown argument `{other}`"))),
@@ -128,7 +122,7 @@ fn run() -> Result<()> {
         batches: a.batches.clone(),
         prompt_len,
         new_tokens,
-        modes: a.modes.iter().map(|&(m, t)| (m.to_owned(), t)).collect(),
+        modes: a.modes.clone(),
         repeats,
         selection: TokenSelection::Auto,
     };

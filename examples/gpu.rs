@@ -28,7 +28,8 @@ mod args;
 
 use args::{Placement, list, num};
 use bridge::bench::{
-    GenerationBenchConfig, TrainBenchConfig, generation_throughput, shape_config, train_step_throughput,
+    GenerationBenchConfig, TrainBenchConfig, generation_mode, generation_throughput, shape_config,
+    train_step_throughput,
 };
 use bridge_core::{BridgeError, BridgeRng, DeviceChoice, IdsOnlyCodec, Result, TokenSelection};
 use bridge_models::{Decoder, WeightDType};
@@ -114,14 +115,8 @@ fn bench_args(args: &[String]) -> Result<BenchArgs> {
                     .map_err(|_| BridgeError::InvalidInput(format!("--selection: `{value}` (auto, host or device)")))?
             }
             "--modes" => {
-                a.generation.modes = list::<String>(f, &value)?
-                    .into_iter()
-                    .map(|m| match m.as_str() {
-                        "greedy" => Ok((m, 0.0)),
-                        "sample" => Ok((m, 1.0)),
-                        _ => Err(BridgeError::InvalidInput(format!("--modes: unknown mode `{m}`"))),
-                    })
-                    .collect::<Result<_>>()?
+                a.generation.modes =
+                    list::<String>(f, &value)?.iter().map(|m| generation_mode(m)).collect::<Result<_>>()?
             }
             other => return Err(BridgeError::InvalidInput(format!("bench: unknown flag `{other}`"))),
         }

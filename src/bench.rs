@@ -105,25 +105,22 @@ pub fn train_step_throughput(
         let grads = FlatGradients::from_backward(&mut loss.backward(), &w);
         Ok((opt.apply(w, &grads), value))
     };
-    let mut first_loss = f64::NAN;
-    for i in 0..cfg.warmup {
-        let (w, loss) = step(weights, i == 0)?;
+    // One loop: `warmup` untimed steps, then `steps` timed ones; the loss is read (a device
+    // synchronisation) only at the first and the last step.
+    let total = cfg.warmup + cfg.steps;
+    let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
+    let mut t0 = Instant::now();
+    for i in 0..total {
+        if i == cfg.warmup {
+            sync(&device)?;
+            t0 = Instant::now();
+        }
+        let (w, loss) = step(weights, i == 0 || i + 1 == total)?;
         weights = w;
         if i == 0 {
             first_loss = loss;
         }
-    }
-    sync(&device)?;
-    let t0 = Instant::now();
-    let mut last_loss = f64::NAN;
-    for i in 0..cfg.steps {
-        let last = i + 1 == cfg.steps;
-        let (w, loss) = step(weights, last || (cfg.warmup == 0 && i == 0))?;
-        weights = w;
-        if cfg.warmup == 0 && i == 0 {
-            first_loss = loss;
-        }
-        if last {
+        if i + 1 == total {
             last_loss = loss;
         }
     }
@@ -142,6 +139,16 @@ pub fn train_step_throughput(
 
 fn sync(device: &burn::tensor::Device) -> Result<()> {
     device.sync().map_err(|e| BridgeError::Device(format!("synchronising {device:?}: {e:?}")))
+}
+
+/// A generation mode by name: `greedy` (temperature 0) or `sample` (temperature 1, the whole
+/// vocabulary), as `(name, temperature)`.
+pub fn generation_mode(name: &str) -> Result<(String, f64)> {
+    match name {
+        "greedy" => Ok((name.to_owned(), 0.0)),
+        "sample" => Ok((name.to_owned(), 1.0)),
+        other => Err(BridgeError::InvalidInput(format!("unknown mode `{other}` (expected greedy or sample)"))),
+    }
 }
 
 /// What [`generation_throughput`] measures.

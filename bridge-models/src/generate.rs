@@ -189,8 +189,7 @@ fn select_on_device(logits: Tensor<2>, temperature: f64, sample_vocab: usize) ->
     let [r, _] = logits.dims();
     let max = logits.clone().max_dim(1);
     let log_z = max.clone() + (logits.clone() - max).exp().sum_dim(1).log();
-    let logp = logits.clone() - log_z;
-    let scores = logits.slice([0..r, 0..sample_vocab]);
+    let scores = logits.clone().slice([0..r, 0..sample_vocab]);
     let scores = if temperature > 0.0 {
         // U in (0, 1): the clamp keeps both logarithms finite.
         let u = Tensor::<2>::random([r, sample_vocab], Distribution::Uniform(0.0, 1.0), &scores.device())
@@ -200,7 +199,9 @@ fn select_on_device(logits: Tensor<2>, temperature: f64, sample_vocab: usize) ->
         scores
     };
     let index = scores.argmax(1);
-    let picked = Tensor::cat(vec![index.clone().float().cast(DType::F32), logp.gather(1, index)], 1);
+    // log_softmax at the chosen token only (no [R, V] log-probability tensor)
+    let logp = logits.gather(1, index.clone()) - log_z;
+    let picked = Tensor::cat(vec![index.float().cast(DType::F32), logp], 1);
     let values: Vec<f32> = picked.into_data().iter::<f32>().collect();
     if values.len() != 2 * r {
         return Err(BridgeError::Model(format!("device selection returned {} values for {r} rows", values.len())));
@@ -466,19 +467,17 @@ impl<'a> Generator<'a> {
             let mut logit_row: Vec<usize> = active.iter().map(|&k| k / n).collect();
             if n > 1 {
                 cache.select_rows(&logit_row)?;
+                if on_device {
+                    // the device path reads logits row by row: repeat each prompt's row n times
+                    let rows_t = Tensor::<1, Int>::from_data(
+                        TensorData::new(logit_row.iter().map(|&r| r as i64).collect::<Vec<_>>(), [logit_row.len()]),
+                        &self.device,
+                    );
+                    logits = logits.select(0, rows_t);
+                }
             }
             loop {
                 let picks: Vec<(usize, f32, Option<BridgeRng>)> = if on_device {
-                    let in_order = logit_row.iter().enumerate().all(|(c, &r)| c == r);
-                    let logits = if in_order && logit_row.len() == logits.dims()[0] {
-                        logits
-                    } else {
-                        let rows_t = Tensor::<1, Int>::from_data(
-                            TensorData::new(logit_row.iter().map(|&r| r as i64).collect::<Vec<_>>(), [logit_row.len()]),
-                            &self.device,
-                        );
-                        logits.select(0, rows_t)
-                    };
                     let picked = select_on_device(logits, params.temperature, sample_vocab)?;
                     picked.into_iter().map(|(tok, lp)| (tok, lp, None)).collect()
                 } else {
