@@ -4,13 +4,15 @@
 //! RAYON_NUM_THREADS=2 cargo run --release --example bench_generate [-- --repeats 3]
 //! cargo run --release --example bench_generate -- [--model DIR|FILE.gguf] [--dtype f32|bf16|f16] \
 //!     [--device flex|cuda:N] [--batches 1,16,64] [--prompt-len N] [--new-tokens N] \
-//!     [--modes greedy,sample] [--repeats N]
+//!     [--modes greedy,sample] [--repeats N] [--engine auto|tensor|host]
 //! ```
 //!
 //! Default model: Qwen2 layout, vocab 512, hidden 128, intermediate 512, 4 layers, 4 heads, 2 KV
 //! heads, tied embeddings, random init, on the CPU (`flex`) in f32; 16-token random prompts, 48 new
 //! tokens, batch 1, 16 and 64, greedy and sampled (temperature 1, whole vocabulary). A run is one
-//! `CausalLm::sample` call; the best of `--repeats` runs (after one warm-up) is reported. EOS is
+//! `Generator::generate` call (what `CausalLm::sample` runs); `--engine` picks its forward pass
+//! (`auto`: the fused host engine for f32 weights on the CPU, burn tensor operations otherwise;
+//! `tensor` forces the latter, for comparison). The best of `--repeats` runs (after one warm-up) is reported. EOS is
 //! disabled, so every row generates all `--new-tokens` tokens. The measurement is
 //! `bridge::bench::generation_throughput` (tokens chosen on the host on the CPU, on the device on
 //! a GPU).
@@ -37,13 +39,14 @@ mod args;
 use args::{Placement, list, num};
 use bridge::bench::{GenerationBenchConfig, generation_mode, generation_throughput};
 use bridge_core::{BridgeError, BridgeRng, DeviceChoice, IdsOnlyCodec, Result, TokenSelection};
+use bridge_models::generate::DecodeEngine;
 use bridge_models::{Decoder, DecoderConfig};
 use std::path::PathBuf;
 
 fn usage() -> BridgeError {
     BridgeError::InvalidInput(format!(
         "usage: bench_generate [--model DIR|FILE.gguf] {} [--batches 1,16,64] [--prompt-len 16] \
-         [--new-tokens 48] [--modes greedy,sample] [--repeats 3]",
+         [--new-tokens 48] [--modes greedy,sample] [--repeats 3] [--engine auto|tensor|host]",
         args::PLACEMENT_USAGE
     ))
 }
@@ -57,6 +60,7 @@ struct Args {
     /// `(name, temperature)`.
     modes: Vec<(String, f64)>,
     repeats: usize,
+    engine: DecodeEngine,
 }
 
 fn parse_args() -> Result<Args> {
@@ -69,6 +73,7 @@ fn parse_args() -> Result<Args> {
         new_tokens: 48,
         modes: vec![("greedy".into(), 0.0), ("sample".into(), 1.0)],
         repeats: 3,
+        engine: DecodeEngine::Auto,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| BridgeError::InvalidInput(format!("{flag} needs a value")));
@@ -83,6 +88,7 @@ fn parse_args() -> Result<Args> {
                 a.modes = list::<String>(&flag, &value()?)?.iter().map(|m| generation_mode(m)).collect::<Result<_>>()?
             }
             "--repeats" => a.repeats = num::<usize>(&flag, &value()?)?.max(1),
+            "--engine" => a.engine = value()?.parse()?,
             "-h" | "--help" => return Err(usage()),
             other => return Err(BridgeError::InvalidInput(format!("unknown argument `{other}`"))),
         }
@@ -125,6 +131,7 @@ fn run() -> Result<()> {
         modes: a.modes.clone(),
         repeats,
         selection: TokenSelection::Auto,
+        engine: a.engine,
     };
     let mut results = serde_json::Map::new();
     for r in generation_throughput(&lm, &weights, &cfg, &mut rng)? {
@@ -143,6 +150,7 @@ fn run() -> Result<()> {
     let out = serde_json::json!({
         "framework": format!("bridge (burn {backend}, KV cache)"),
         "threads": std::env::var("RAYON_NUM_THREADS").ok(),
+        "engine": a.engine.to_string(),
         "model": model_name, "dtype": a.placement.dtype.to_string(), "device": a.placement.device.to_string(),
         "prompt_len": prompt_len, "new_tokens": new_tokens, "repeats": repeats,
         "results": results,

@@ -32,6 +32,7 @@ use bridge::bench::{
     train_step_throughput,
 };
 use bridge_core::{BridgeError, BridgeRng, DeviceChoice, IdsOnlyCodec, Result, TokenSelection};
+use bridge_models::generate::DecodeEngine;
 use bridge_models::{Decoder, WeightDType};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,6 +93,7 @@ fn bench_args(args: &[String]) -> Result<BenchArgs> {
             modes: vec![("greedy".into(), 0.0), ("sample".into(), 1.0)],
             repeats: 2,
             selection: TokenSelection::Auto,
+            engine: DecodeEngine::Auto,
         },
     };
     for (flag, value) in flags(args)? {

@@ -8,6 +8,7 @@
 
 use bridge_core::policy::{CausalLm, SamplingParams, SequenceBatch, TokenSelection, TokenSequence};
 use bridge_core::{AdamWSettings, BridgeError, BridgeRng, FlatGradients, GroupOptimizer, Result};
+use bridge_models::generate::{DecodeEngine, Generator};
 use bridge_models::{Decoder, DecoderConfig, DecoderWeights};
 use serde::Serialize;
 use std::time::Instant;
@@ -167,6 +168,8 @@ pub struct GenerationBenchConfig {
     pub repeats: usize,
     /// Where tokens are chosen (host or device; `auto` picks by backend).
     pub selection: TokenSelection,
+    /// Which forward pass decodes (`auto`: the host engine for f32 weights on a CPU).
+    pub engine: DecodeEngine,
 }
 
 /// One generation measurement.
@@ -213,7 +216,11 @@ pub fn generation_throughput(
             let mut times = Vec::with_capacity(cfg.repeats);
             for i in 0..=cfg.repeats.max(1) {
                 let t0 = Instant::now();
-                let completions = lm.sample(weights, None, &prompts, &params, &mut BridgeRng::seed_from_u64(1))?;
+                let completions = Generator::new(lm, weights, None)?.with_engine(cfg.engine).generate(
+                    &prompts,
+                    &params,
+                    &mut BridgeRng::seed_from_u64(1),
+                )?;
                 let dt = t0.elapsed().as_secs_f64();
                 if completions.iter().any(|c| c.tokens.len() != cfg.new_tokens) {
                     return Err(BridgeError::Model("a completion stopped early (is EOS disabled?)".into()));
@@ -284,6 +291,7 @@ mod tests {
             modes: vec![("greedy".into(), 0.0), ("sample".into(), 1.0)],
             repeats: 1,
             selection: TokenSelection::Auto,
+            engine: DecodeEngine::Auto,
         };
         let r = generation_throughput(&lm, &w, &cfg, &mut rng).unwrap();
         assert_eq!(r.len(), 4);

@@ -44,6 +44,17 @@
 //! the host from the one `[B, V]` logits transfer per step (rows in parallel for large steps). Sampling
 //! itself is restricted to the codec's vocabulary (rows beyond it are embedding padding).
 //!
+//! # Two engines
+//! [`DecodeEngine::Tensor`] is what the sections above describe: burn tensor operations through
+//! [`Decoder`]'s own layer function, on any backend. [`DecodeEngine::Host`] ([`host`]) runs the
+//! same arithmetic over host `f32` buffers with fused per-row kernels and the adapter merged
+//! into the weights: several times faster on a CPU, where burn-flex pays a pass over memory and
+//! an allocation per tensor operation. Both share this module's loop, padding scheme, seeding,
+//! stopping and compaction, so they produce the same tokens (up to `f32` rounding order in the
+//! log-probabilities; `tests/generate.rs` checks both against the training forward).
+//! [`DecodeEngine::Auto`], the default, picks the host engine for `f32` weights on a CPU backend
+//! unless device selection is asked for.
+//!
 //! # Host or device selection
 //! All of the above describes host selection ([`TokenSelection::Host`]), the default on the CPU
 //! backend. On a GPU that path adds a `[B, V]` device-to-host copy (39 MB at batch 64 for a
@@ -64,6 +75,44 @@ use bridge_core::{BridgeError, BridgeRng, Result};
 use burn::module::Module;
 use burn::tensor::{DType, Device, Distribution, Int, Tensor, TensorCreationOptions, TensorData};
 use rayon::prelude::*;
+
+mod host;
+mod matmul;
+
+/// Which forward pass decodes (see the [module docs](self#two-engines)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecodeEngine {
+    /// [`DecodeEngine::Host`] for `f32` weights on a CPU backend (unless
+    /// [`TokenSelection::Device`] is asked for), [`DecodeEngine::Tensor`] otherwise.
+    #[default]
+    Auto,
+    /// burn tensor operations through [`Decoder`]'s layer function: any backend and dtype.
+    Tensor,
+    /// Fused host kernels over `f32` copies of the weights, adapter merged: CPU, `f32` only.
+    Host,
+}
+
+impl std::str::FromStr for DecodeEngine {
+    type Err = BridgeError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "tensor" => Ok(Self::Tensor),
+            "host" => Ok(Self::Host),
+            other => Err(BridgeError::InvalidInput(format!("unknown decode engine `{other}` (auto, tensor or host)"))),
+        }
+    }
+}
+
+impl std::fmt::Display for DecodeEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Tensor => "tensor",
+            Self::Host => "host",
+        })
+    }
+}
 
 /// Counters of the work a [`Generator`] did (a test hook: the prefill must run once per prompt).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -165,6 +214,9 @@ pub struct Generator<'a> {
     /// The weights' dtype: that of the rotary tables and the KV cache (the mask stays f32).
     dtype: DType,
     stats: GenerationStats,
+    engine: DecodeEngine,
+    /// The host engine's weights, built on first use.
+    host: Option<host::HostModel>,
 }
 
 fn host_vec(t: Tensor<2>) -> Result<Vec<f32>> {
@@ -221,6 +273,29 @@ fn log_prob(logits: &[f32], index: usize) -> f32 {
     (f64::from(logits[index]) - log_z) as f32
 }
 
+/// The cache of a generation in progress, in the engine that runs it (one per `generate` call).
+#[allow(clippy::large_enum_variant)]
+enum Session {
+    Tensor(KvCache),
+    Host(host::HostCache),
+}
+
+impl Session {
+    fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
+        match self {
+            Session::Tensor(cache) => cache.select_rows(rows),
+            Session::Host(cache) => cache.select_rows(rows),
+        }
+    }
+}
+
+/// Next-token logits `[rows, vocab]` of one step, where the engine left them.
+#[allow(clippy::large_enum_variant)]
+enum StepLogits {
+    Tensor(Tensor<2>),
+    Host(Vec<f32>),
+}
+
 /// A completion being generated.
 struct Row {
     prompt_index: usize,
@@ -242,7 +317,43 @@ impl<'a> Generator<'a> {
         let d = lm.config().head_dim;
         let dtype = base.dtype();
         let rot = to_dtype(Tensor::from_data(TensorData::new(rotate_half_matrix(d), [1, 1, d, d]), &device), dtype);
-        Ok(Self { lm, base, adapter, rot, device, dtype, stats: GenerationStats::default() })
+        Ok(Self {
+            lm,
+            base,
+            adapter,
+            rot,
+            device,
+            dtype,
+            stats: GenerationStats::default(),
+            engine: DecodeEngine::Auto,
+            host: None,
+        })
+    }
+
+    /// This engine decoding with `engine` ([`DecodeEngine::Auto`] by default).
+    pub fn with_engine(mut self, engine: DecodeEngine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// Whether [`Generator::generate`] runs the host engine for `params`. Fails when
+    /// [`DecodeEngine::Host`] is asked for with weights that are not `f32`, or together with
+    /// [`TokenSelection::Device`].
+    pub fn uses_host_engine(&self, params: &SamplingParams) -> Result<bool> {
+        match self.engine {
+            DecodeEngine::Tensor => Ok(false),
+            DecodeEngine::Auto => Ok(self.dtype == DType::F32
+                && is_cpu_backend(&self.device)
+                && params.selection != TokenSelection::Device),
+            DecodeEngine::Host if self.dtype != DType::F32 => Err(BridgeError::InvalidInput(format!(
+                "the host decoding engine runs f32 weights, these are {:?}",
+                self.dtype
+            ))),
+            DecodeEngine::Host if params.selection == TokenSelection::Device => Err(BridgeError::InvalidInput(
+                "the host decoding engine selects tokens on the host: use `selection = \"host\"` or \"auto\"".into(),
+            )),
+            DecodeEngine::Host => Ok(true),
+        }
     }
 
     /// What the engine has done so far.
@@ -250,7 +361,7 @@ impl<'a> Generator<'a> {
         self.stats
     }
 
-    /// Whether `params` choose tokens on the device ([`TokenSelection`]).
+    /// Whether `params` choose tokens on the device ([`TokenSelection`]) with the tensor engine.
     pub fn selects_on_device(&self, params: &SamplingParams) -> bool {
         match params.selection {
             TokenSelection::Host => false,
@@ -455,55 +566,73 @@ impl<'a> Generator<'a> {
         }
         if params.max_new_tokens > 0 {
             let p = prompts.iter().map(Vec::len).max().unwrap_or(1);
-            let on_device = self.selects_on_device(params);
+            let use_host = self.uses_host_engine(params)?;
+            let on_device = !use_host && self.selects_on_device(params);
             if on_device && params.temperature > 0.0 {
                 // One seed per call for the device's generator, from the first completion's seed
                 // (the caller's `rng` still advances by exactly `prompts × n` draws).
                 self.device.seed(rows[0].rng.clone().next_u64());
             }
-            let (mut cache, mut logits) = self.prefill(prompts, p + params.max_new_tokens)?;
+            let capacity = p + params.max_new_tokens;
+            let (mut session, mut logits) = if use_host {
+                if self.host.is_none() {
+                    self.host = Some(host::HostModel::new(lm, &self.base, self.adapter.as_ref())?);
+                }
+                let model = self.host.as_ref().ok_or_else(|| BridgeError::Model("no host engine".into()))?;
+                let (cache, logits) = model.prefill(lm, prompts, capacity)?;
+                self.stats.prefill_calls += 1;
+                self.stats.prefill_rows += prompts.len();
+                (Session::Host(cache), StepLogits::Host(logits))
+            } else {
+                let (cache, logits) = self.prefill(prompts, capacity)?;
+                (Session::Tensor(cache), StepLogits::Tensor(logits))
+            };
             // `active[c]`: the completion in cache row `c`; `logit_row[c]`: its row of `logits`.
             let mut active: Vec<usize> = (0..rows.len()).collect();
             let mut logit_row: Vec<usize> = active.iter().map(|&k| k / n).collect();
             if n > 1 {
-                cache.select_rows(&logit_row)?;
-                if on_device {
+                session.select_rows(&logit_row)?;
+                if let (true, StepLogits::Tensor(t)) = (on_device, &logits) {
                     // the device path reads logits row by row: repeat each prompt's row n times
                     let rows_t = Tensor::<1, Int>::from_data(
                         TensorData::new(logit_row.iter().map(|&r| r as i64).collect::<Vec<_>>(), [logit_row.len()]),
                         &self.device,
                     );
-                    logits = logits.select(0, rows_t);
+                    logits = StepLogits::Tensor(t.clone().select(0, rows_t));
                 }
             }
             loop {
-                let picks: Vec<(usize, f32, Option<BridgeRng>)> = if on_device {
-                    let picked = select_on_device(logits, params.temperature, sample_vocab)?;
-                    picked.into_iter().map(|(tok, lp)| (tok, lp, None)).collect()
-                } else {
-                    let host = host_vec(logits)?;
-                    let pick = |(c, &k): (usize, &usize)| {
-                        let row_logits = &host[logit_row[c] * vocab..(logit_row[c] + 1) * vocab];
-                        let mut row_rng = rows[k].rng.clone();
-                        let tok = sample_token(
-                            &row_logits[..sample_vocab],
-                            params.temperature,
-                            params.top_k,
-                            params.top_p,
-                            &mut row_rng,
-                        );
-                        (tok, log_prob(row_logits, tok), Some(row_rng))
-                    };
-                    // Large steps sample their rows in parallel (each row has its own generator,
-                    // so the result does not depend on the thread count); below 2^16 logits the
-                    // thread hand-off costs more than it saves (measured on the tiny benchmark
-                    // model: 3-8 % slower).
-                    if active.len() * vocab >= 1 << 16 {
-                        active.par_iter().enumerate().map(pick).collect()
+                let picks: Vec<(usize, f32, Option<BridgeRng>)> =
+                    if let (true, StepLogits::Tensor(t)) = (on_device, &logits) {
+                        let picked = select_on_device(t.clone(), params.temperature, sample_vocab)?;
+                        picked.into_iter().map(|(tok, lp)| (tok, lp, None)).collect()
                     } else {
-                        active.iter().enumerate().map(pick).collect()
-                    }
-                };
+                        let host = match logits {
+                            StepLogits::Tensor(t) => host_vec(t)?,
+                            StepLogits::Host(v) => v,
+                        };
+                        let pick = |(c, &k): (usize, &usize)| {
+                            let row_logits = &host[logit_row[c] * vocab..(logit_row[c] + 1) * vocab];
+                            let mut row_rng = rows[k].rng.clone();
+                            let tok = sample_token(
+                                &row_logits[..sample_vocab],
+                                params.temperature,
+                                params.top_k,
+                                params.top_p,
+                                &mut row_rng,
+                            );
+                            (tok, log_prob(row_logits, tok), Some(row_rng))
+                        };
+                        // Large steps sample their rows in parallel (each row has its own generator,
+                        // so the result does not depend on the thread count); below 2^16 logits the
+                        // thread hand-off costs more than it saves (measured on the tiny benchmark
+                        // model: 3-8 % slower).
+                        if active.len() * vocab >= 1 << 16 {
+                            active.par_iter().enumerate().map(pick).collect()
+                        } else {
+                            active.iter().enumerate().map(pick).collect()
+                        }
+                    };
                 let mut next = Vec::with_capacity(active.len());
                 for (&k, (tok, logprob, row_rng)) in active.iter().zip(picks) {
                     let row = &mut rows[k];
@@ -525,12 +654,21 @@ impl<'a> Generator<'a> {
                     break;
                 }
                 if keep.len() < active.len() {
-                    cache.select_rows(&keep)?;
+                    session.select_rows(&keep)?;
                     active = keep.iter().map(|&c| active[c]).collect();
                     next = keep.iter().map(|&c| next[c]).collect();
                     self.stats.compactions += 1;
                 }
-                logits = self.decode(&mut cache, &next)?;
+                logits = match &mut session {
+                    Session::Tensor(cache) => StepLogits::Tensor(self.decode(cache, &next)?),
+                    Session::Host(cache) => {
+                        let model = self.host.as_ref().ok_or_else(|| BridgeError::Model("no host engine".into()))?;
+                        let logits = model.decode(lm, cache, &next)?;
+                        self.stats.decode_steps += 1;
+                        self.stats.decode_rows += next.len();
+                        StepLogits::Host(logits)
+                    }
+                };
                 logit_row = (0..active.len()).collect();
             }
         }

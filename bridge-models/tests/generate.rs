@@ -352,7 +352,86 @@ fn parallel_host_sampling_gives_each_completion_its_own_draws() {
         let alone = lm.sample(&w, None, std::slice::from_ref(prompt), &alone_params, &mut rng).unwrap();
         worst = worst.max(assert_same(&batch[k], &alone[0], &format!("completion {k}")));
     }
-    assert!(worst <= 1e-5, "{worst}");
+    // Not bit-identical: the host engine multiplies a 450-row batch and a single row with
+    // different gemm kernels (summation order), and this fixture's logits are large; 1e-4 is
+    // the log-probability tolerance of the other exactness tests.
+    assert!(worst <= 1e-4, "{worst}");
     let distinct: std::collections::HashSet<_> = batch.iter().map(|c| c.tokens.clone()).collect();
     assert!(distinct.len() > 100, "150 samples per prompt differ: {} distinct", distinct.len());
+}
+
+/// The fused host engine (`DecodeEngine::Host`, the default for f32 weights on the CPU) and the
+/// burn tensor engine emit the same completions for the same seeds: every fixture family, with
+/// and without an adapter, greedy and sampled (top-k/top-p, `n` samples, rows stopping early so
+/// the batch is compacted).
+#[test]
+fn host_and_tensor_engines_give_the_same_completions() {
+    use bridge_models::generate::DecodeEngine;
+    let device = Device::flex();
+    let ps = prompts();
+    let sampled = SamplingParams {
+        max_new_tokens: 9,
+        n: 3,
+        temperature: 4.0, // the fixtures are sharply peaked
+        top_k: Some(40),
+        top_p: Some(0.9),
+        ..Default::default()
+    };
+    for name in FIXTURES {
+        let (lm, w) = setup_open(name, &device);
+        let stops = (0..lm.config().vocab_size as u32).step_by(5).collect::<Vec<_>>();
+        let sampled = SamplingParams { stop_token_ids: stops, ..sampled.clone() };
+        let a = adapter(&lm, &device);
+        for lora in [None, Some(&a)] {
+            let mut worst = 0.0f32;
+            for params in [SamplingParams::greedy(10), sampled.clone()] {
+                let run = |engine| {
+                    let mut g = Generator::new(&lm, &w, lora).unwrap().with_engine(engine);
+                    let out = g.generate(&ps, &params, &mut BridgeRng::seed_from_u64(21)).unwrap();
+                    (out, g.stats())
+                };
+                let (host, host_stats) = run(DecodeEngine::Host);
+                let (tensor, tensor_stats) = run(DecodeEngine::Tensor);
+                assert_eq!(host_stats, tensor_stats, "{name}: the same work");
+                for (h, t) in host.iter().zip(&tensor) {
+                    worst = worst.max(assert_same(h, t, &format!("{name} prompt {}", h.prompt_index)));
+                }
+                if params.n > 1 {
+                    assert!(
+                        host.iter().any(|c| c.finish == FinishReason::Stop),
+                        "{name}: rows stop early: {:?}",
+                        host.iter().map(|c| &c.tokens).collect::<Vec<_>>()
+                    );
+                }
+            }
+            println!("{name} (adapter: {}): max |Δlogprob| host vs tensor engine = {worst:.3e}", lora.is_some());
+            // f32 rounding order only (fused and merged weights): within the 1e-4 of the
+            // exactness tests above, with identical tokens.
+            assert!(worst <= 1e-4, "{name}: {worst}");
+        }
+    }
+}
+
+#[test]
+fn the_engine_choice_is_checked() {
+    use bridge_core::policy::TokenSelection;
+    use bridge_models::generate::DecodeEngine;
+    let device = Device::flex();
+    let (lm, w) = setup("qwen2_tied", &device);
+    let params = SamplingParams::greedy(3);
+    assert!(Generator::new(&lm, &w, None).unwrap().uses_host_engine(&params).unwrap(), "f32 on the CPU: host");
+    let device_selection = SamplingParams { selection: TokenSelection::Device, ..params.clone() };
+    assert!(!Generator::new(&lm, &w, None).unwrap().uses_host_engine(&device_selection).unwrap());
+    let host = Generator::new(&lm, &w, None).unwrap().with_engine(DecodeEngine::Host);
+    assert!(matches!(host.uses_host_engine(&device_selection), Err(BridgeError::InvalidInput(_))));
+    let half = w.clone().cast(burn::tensor::FloatDType::BF16);
+    let auto_half = Generator::new(&lm, &half, None).unwrap();
+    assert!(!auto_half.uses_host_engine(&params).unwrap(), "bf16 decodes with the tensor engine");
+    let mut host_half = Generator::new(&lm, &half, None).unwrap().with_engine(DecodeEngine::Host);
+    assert!(matches!(
+        host_half.generate(&[vec![1, 2]], &params, &mut BridgeRng::seed_from_u64(0)),
+        Err(BridgeError::InvalidInput(_))
+    ));
+    assert_eq!("host".parse::<DecodeEngine>().unwrap(), DecodeEngine::Host);
+    assert!("fast".parse::<DecodeEngine>().is_err());
 }

@@ -1,0 +1,226 @@
+//! A safe, bounds-checked `f32` matrix product over host slices for the CPU generation engine
+//! ([`super::host`]), on the `gemm` crate's kernels (the ones burn-flex multiplies with).
+//!
+//! This is the workspace's one module with `unsafe`, for two things:
+//! - `gemm::gemm` takes raw pointers and strides. [`matmul`] checks, before the call, that
+//!   every element the product reads or writes lies in its slice; the destination is a `&mut`
+//!   borrow, so it aliases no input.
+//! - [`run_vectorised`] calls a kernel through a `#[target_feature]` function (AVX-512 or
+//!   AVX2+FMA) after checking at run time that the CPU has those features, so that the loops
+//!   the kernel inlines are compiled for them (the crate is built for baseline x86-64, SSE2).
+//!   Rust never contracts `a·b + c` into an FMA on its own, so the results are the same bits
+//!   on every path.
+#![allow(unsafe_code)]
+
+/// The right-hand operand `[k, n]` of [`matmul`], stored row-major either as it is or as the
+/// transpose of a row-major `[n, k]` matrix (a tied LM head reads the `[vocab, hidden]`
+/// embedding this way, without a copy).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Rhs<'a> {
+    /// Row-major `[k, n]`.
+    KN(&'a [f32]),
+    /// Row-major `[n, k]`, used as its transpose.
+    NK(&'a [f32]),
+}
+
+/// Products of at least this many multiply-adds (`m·n·k`) run on rayon's threads; below it, the
+/// hand-off costs more than it saves (measured on the tiny benchmark model, 2 threads).
+const PARALLEL_MIN_WORK: usize = 1 << 20;
+
+/// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, all row-major; `accumulate` adds to `dst` instead of
+/// overwriting it; `parallel` lets a large product use rayon's threads (callers that already
+/// run on several threads pass `false`).
+///
+/// Each output element is one `k`-long dot product in a fixed order whatever the thread count
+/// (gemm splits the output into blocks, never the `k` sum), so results do not depend on rayon's
+/// pool size.
+///
+/// # Panics
+/// When a slice is shorter than its shape (a bug in the engine, which sizes its own buffers).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    dst: &mut [f32],
+    lhs: &[f32],
+    rhs: Rhs<'_>,
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let rhs_len = match rhs {
+        Rhs::KN(r) | Rhs::NK(r) => r.len(),
+    };
+    assert!(
+        dst.len() >= m * n && lhs.len() >= m * k && rhs_len >= k * n,
+        "matmul operands too short: dst {} < {m}×{n}, lhs {} < {m}×{k} or rhs {rhs_len} < {k}×{n}",
+        dst.len(),
+        lhs.len()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // (row stride, column stride) of the k×n right operand
+    let (rhs_ptr, rhs_rs, rhs_cs) = match rhs {
+        Rhs::KN(r) => (r.as_ptr(), n as isize, 1isize),
+        Rhs::NK(r) => (r.as_ptr(), 1isize, k as isize),
+    };
+    let parallelism = if parallel && m * n * k >= PARALLEL_MIN_WORK && rayon::current_num_threads() > 1 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the largest offsets touched are (m−1)·n + (n−1) < m·n in `dst`, (m−1)·k + (k−1)
+    // < m·k in `lhs`, and (k−1)·n + (n−1) < k·n (or (n−1)·k + (k−1) < n·k) in `rhs`; the
+    // assertion above bounds each by its slice's length. `dst` is a unique borrow, so it
+    // aliases neither input; the inputs are only read.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs_ptr,
+            rhs_cs,
+            rhs_rs,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// A computation to compile for the best vector extension the CPU has ([`run_vectorised`]).
+/// Implementations mark `run` and everything hot it calls `#[inline(always)]`: only code inlined
+/// into the `#[target_feature]` function is compiled for its features.
+pub(crate) trait VectorKernel {
+    /// What the kernel returns.
+    type Output;
+    /// The computation.
+    fn run(self) -> Self::Output;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi1,bmi2,lzcnt,popcnt,f16c")]
+fn run_x86_v4<K: VectorKernel>(kernel: K) -> K::Output {
+    kernel.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,popcnt,f16c")]
+fn run_x86_v3<K: VectorKernel>(kernel: K) -> K::Output {
+    kernel.run()
+}
+
+/// Runs `kernel` compiled for AVX-512 when the CPU has it, else for AVX2+FMA when it has those,
+/// else for the build's baseline.
+pub(crate) fn run_vectorised<K: VectorKernel>(kernel: K) -> K::Output {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f")
+            && has!("avx512vl")
+            && has!("avx512bw")
+            && has!("avx512dq")
+            && has!("avx2")
+            && has!("fma")
+            && has!("bmi1")
+            && has!("bmi2")
+            && has!("lzcnt")
+            && has!("popcnt")
+            && has!("f16c")
+        {
+            // SAFETY: every feature `run_x86_v4` is compiled for was detected on this CPU.
+            return unsafe { run_x86_v4(kernel) };
+        }
+        if has!("avx2")
+            && has!("fma")
+            && has!("bmi1")
+            && has!("bmi2")
+            && has!("lzcnt")
+            && has!("popcnt")
+            && has!("f16c")
+        {
+            // SAFETY: every feature `run_x86_v3` is compiled for was detected on this CPU.
+            return unsafe { run_x86_v3(kernel) };
+        }
+    }
+    kernel.run()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, transposed: bool) -> Vec<f32> {
+        let mut out = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] =
+                    (0..k).map(|p| lhs[i * k + p] * if transposed { rhs[j * k + p] } else { rhs[p * n + j] }).sum();
+            }
+        }
+        out
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn matches_the_naive_product_in_both_layouts_and_accumulates() {
+        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (64, 128, 384), (17, 33, 9), (128, 128, 1024)] {
+            let (a, b) = (values(m * k, 1), values(k * n, 2));
+            for transposed in [false, true] {
+                let want = naive(&a, &b, m, k, n, transposed);
+                let rhs = if transposed { Rhs::NK(&b) } else { Rhs::KN(&b) };
+                let mut got = vec![f32::NAN; m * n];
+                matmul(&mut got, &a, rhs, m, k, n, false, true);
+                let err = got.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                assert!(err <= 1e-4 * k as f32, "{m}×{k}×{n} transposed={transposed}: {err}");
+                // accumulate: dst + product
+                let mut acc = vec![1.5f32; m * n];
+                matmul(&mut acc, &a, rhs, m, k, n, true, true);
+                let err = acc.iter().zip(&want).map(|(x, y)| (x - 1.5 - y).abs()).fold(0.0f32, f32::max);
+                assert!(err <= 1e-4 * k as f32, "accumulate {m}×{k}×{n}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let (m, k, n) = (128, 128, 1024); // above the parallel threshold
+        let (a, b) = (values(m * k, 3), values(k * n, 4));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut out = vec![0.0f32; m * n];
+                matmul(&mut out, &a, Rhs::KN(&b), m, k, n, false, true);
+                out
+            })
+        };
+        assert_eq!(run(1), run(3));
+    }
+
+    #[test]
+    #[should_panic(expected = "too short")]
+    fn short_operands_are_refused_before_the_kernel_runs() {
+        let mut dst = vec![0.0f32; 4];
+        matmul(&mut dst, &[1.0; 6], Rhs::KN(&[1.0; 5]), 2, 3, 2, false, false);
+    }
+}
