@@ -41,12 +41,14 @@
 //! # Log-probabilities
 //! The recorded log-probability of a token is `log_softmax(logits)` over the full vocabulary at
 //! temperature 1, before top-k/top-p truncation (the quantity GRPO's ratio needs), computed on
-//! the host from the one `[B, V]` logits transfer per step (rows in parallel for large steps). Sampling
-//! itself is restricted to the codec's vocabulary (rows beyond it are embedding padding).
+//! the host from the one `[B, V]` logits transfer per step as `logit − log Z`, with every row's
+//! `log Z` from one vectorised pass (`f32` exponentials, `f64` sums); rows are sampled in
+//! parallel for large steps. Sampling itself is restricted to the codec's vocabulary (rows
+//! beyond it are embedding padding).
 //!
 //! # Two engines
 //! [`DecodeEngine::Tensor`] is what the sections above describe: burn tensor operations through
-//! [`Decoder`]'s own layer function, on any backend. [`DecodeEngine::Host`] ([`host`]) runs the
+//! [`Decoder`]'s own layer function, on any backend. [`DecodeEngine::Host`] (`generate/host.rs`) runs the
 //! same arithmetic over host `f32` buffers with fused per-row kernels and the adapter merged
 //! into the weights: several times faster on a CPU, where burn-flex pays a pass over memory and
 //! an allocation per tensor operation. Both share this module's loop, padding scheme, seeding,
@@ -259,18 +261,6 @@ fn select_on_device(logits: Tensor<2>, temperature: f64, sample_vocab: usize) ->
         return Err(BridgeError::Model(format!("device selection returned {} values for {r} rows", values.len())));
     }
     Ok(values.chunks(2).map(|p| (p[0] as usize, p[1])).collect())
-}
-
-/// `log_softmax(logits)[index]`, computed exactly as [`bridge_core::sampling::log_softmax`]
-/// (f64 accumulation) without allocating the whole vector.
-fn log_prob(logits: &[f32], index: usize) -> f32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if !max.is_finite() {
-        return f32::NAN;
-    }
-    let sum: f64 = logits.iter().map(|&x| f64::from(x - max).exp()).sum();
-    let log_z = f64::from(max) + sum.ln();
-    (f64::from(logits[index]) - log_z) as f32
 }
 
 /// The cache of a generation in progress, in the engine that runs it (one per `generate` call).
@@ -611,6 +601,8 @@ impl<'a> Generator<'a> {
                             StepLogits::Tensor(t) => host_vec(t)?,
                             StepLogits::Host(v) => v,
                         };
+                        // log Z of every row of the step, once (vectorised)
+                        let log_z = host::log_partitions(&host, vocab);
                         let pick = |(c, &k): (usize, &usize)| {
                             let row_logits = &host[logit_row[c] * vocab..(logit_row[c] + 1) * vocab];
                             let mut row_rng = rows[k].rng.clone();
@@ -621,13 +613,15 @@ impl<'a> Generator<'a> {
                                 params.top_p,
                                 &mut row_rng,
                             );
-                            (tok, log_prob(row_logits, tok), Some(row_rng))
+                            let logprob = (f64::from(row_logits[tok]) - log_z[logit_row[c]]) as f32;
+                            (tok, logprob, Some(row_rng))
                         };
                         // Large steps sample their rows in parallel (each row has its own generator,
-                        // so the result does not depend on the thread count); below 2^16 logits the
-                        // thread hand-off costs more than it saves (measured on the tiny benchmark
-                        // model: 3-8 % slower).
-                        if active.len() * vocab >= 1 << 16 {
+                        // so the result does not depend on the thread count). Below 2^14 logits
+                        // (2^16 for greedy, a mere argmax per row) the thread hand-off costs more
+                        // than it saves (measured on the tiny benchmark model).
+                        let parallel_from = if params.temperature > 0.0 { 1 << 14 } else { 1 << 16 };
+                        if active.len() * vocab >= parallel_from {
                             active.par_iter().enumerate().map(pick).collect()
                         } else {
                             active.iter().enumerate().map(pick).collect()

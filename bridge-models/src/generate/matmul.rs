@@ -12,17 +12,6 @@
 //!   on every path.
 #![allow(unsafe_code)]
 
-/// The right-hand operand `[k, n]` of [`matmul`], stored row-major either as it is or as the
-/// transpose of a row-major `[n, k]` matrix (a tied LM head reads the `[vocab, hidden]`
-/// embedding this way, without a copy).
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Rhs<'a> {
-    /// Row-major `[k, n]`.
-    KN(&'a [f32]),
-    /// Row-major `[n, k]`, used as its transpose.
-    NK(&'a [f32]),
-}
-
 /// Products of at least this many multiply-adds (`m·n·k`) run on rayon's threads; below it, the
 /// hand-off costs more than it saves (measured on the tiny benchmark model, 2 threads).
 const PARALLEL_MIN_WORK: usize = 1 << 20;
@@ -41,21 +30,19 @@ const PARALLEL_MIN_WORK: usize = 1 << 20;
 pub(crate) fn matmul(
     dst: &mut [f32],
     lhs: &[f32],
-    rhs: Rhs<'_>,
+    rhs: &[f32],
     m: usize,
     k: usize,
     n: usize,
     accumulate: bool,
     parallel: bool,
 ) {
-    let rhs_len = match rhs {
-        Rhs::KN(r) | Rhs::NK(r) => r.len(),
-    };
     assert!(
-        dst.len() >= m * n && lhs.len() >= m * k && rhs_len >= k * n,
-        "matmul operands too short: dst {} < {m}×{n}, lhs {} < {m}×{k} or rhs {rhs_len} < {k}×{n}",
+        dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n,
+        "matmul operands too short: dst {} < {m}×{n}, lhs {} < {m}×{k} or rhs {} < {k}×{n}",
         dst.len(),
-        lhs.len()
+        lhs.len(),
+        rhs.len()
     );
     if m == 0 || n == 0 {
         return;
@@ -66,18 +53,13 @@ pub(crate) fn matmul(
         }
         return;
     }
-    // (row stride, column stride) of the k×n right operand
-    let (rhs_ptr, rhs_rs, rhs_cs) = match rhs {
-        Rhs::KN(r) => (r.as_ptr(), n as isize, 1isize),
-        Rhs::NK(r) => (r.as_ptr(), 1isize, k as isize),
-    };
     let parallelism = if parallel && m * n * k >= PARALLEL_MIN_WORK && rayon::current_num_threads() > 1 {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     };
     // SAFETY: the largest offsets touched are (m−1)·n + (n−1) < m·n in `dst`, (m−1)·k + (k−1)
-    // < m·k in `lhs`, and (k−1)·n + (n−1) < k·n (or (n−1)·k + (k−1) < n·k) in `rhs`; the
+    // < m·k in `lhs`, and (k−1)·n + (n−1) < k·n in `rhs` (all row-major: column stride 1); the
     // assertion above bounds each by its slice's length. `dst` is a unique borrow, so it
     // aliases neither input; the inputs are only read.
     unsafe {
@@ -92,9 +74,9 @@ pub(crate) fn matmul(
             lhs.as_ptr(),
             1,
             k as isize,
-            rhs_ptr,
-            rhs_cs,
-            rhs_rs,
+            rhs.as_ptr(),
+            1,
+            n as isize,
             1.0f32,
             1.0f32,
             false,
@@ -167,12 +149,11 @@ pub(crate) fn run_vectorised<K: VectorKernel>(kernel: K) -> K::Output {
 mod tests {
     use super::*;
 
-    fn naive(lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, transposed: bool) -> Vec<f32> {
+    fn naive(lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
         let mut out = vec![0.0f32; m * n];
         for i in 0..m {
             for j in 0..n {
-                out[i * n + j] =
-                    (0..k).map(|p| lhs[i * k + p] * if transposed { rhs[j * k + p] } else { rhs[p * n + j] }).sum();
+                out[i * n + j] = (0..k).map(|p| lhs[i * k + p] * rhs[p * n + j]).sum();
             }
         }
         out
@@ -183,19 +164,18 @@ mod tests {
     }
 
     #[test]
-    fn matches_the_naive_product_in_both_layouts_and_accumulates() {
+    fn matches_the_naive_product_and_accumulates() {
         for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (64, 128, 384), (17, 33, 9), (128, 128, 1024)] {
             let (a, b) = (values(m * k, 1), values(k * n, 2));
-            for transposed in [false, true] {
-                let want = naive(&a, &b, m, k, n, transposed);
-                let rhs = if transposed { Rhs::NK(&b) } else { Rhs::KN(&b) };
+            let want = naive(&a, &b, m, k, n);
+            for parallel in [false, true] {
                 let mut got = vec![f32::NAN; m * n];
-                matmul(&mut got, &a, rhs, m, k, n, false, true);
+                matmul(&mut got, &a, &b, m, k, n, false, parallel);
                 let err = got.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-                assert!(err <= 1e-4 * k as f32, "{m}×{k}×{n} transposed={transposed}: {err}");
+                assert!(err <= 1e-4 * k as f32, "{m}×{k}×{n}: {err}");
                 // accumulate: dst + product
                 let mut acc = vec![1.5f32; m * n];
-                matmul(&mut acc, &a, rhs, m, k, n, true, true);
+                matmul(&mut acc, &a, &b, m, k, n, true, parallel);
                 let err = acc.iter().zip(&want).map(|(x, y)| (x - 1.5 - y).abs()).fold(0.0f32, f32::max);
                 assert!(err <= 1e-4 * k as f32, "accumulate {m}×{k}×{n}: {err}");
             }
@@ -210,7 +190,7 @@ mod tests {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
                 let mut out = vec![0.0f32; m * n];
-                matmul(&mut out, &a, Rhs::KN(&b), m, k, n, false, true);
+                matmul(&mut out, &a, &b, m, k, n, false, true);
                 out
             })
         };
@@ -221,6 +201,6 @@ mod tests {
     #[should_panic(expected = "too short")]
     fn short_operands_are_refused_before_the_kernel_runs() {
         let mut dst = vec![0.0f32; 4];
-        matmul(&mut dst, &[1.0; 6], Rhs::KN(&[1.0; 5]), 2, 3, 2, false, false);
+        matmul(&mut dst, &[1.0; 6], &[1.0; 5], 2, 3, 2, false, false);
     }
 }
