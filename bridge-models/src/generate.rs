@@ -408,6 +408,8 @@ impl<'a> Generator<'a> {
 
     /// Prefills `prompts` (left-padded, see the [module docs](self)) into a fresh cache of
     /// `capacity` slots per row, and returns it with the logits of each prompt's last token.
+    /// This and [`Generator::decode`] are the tensor engine's steps, whatever
+    /// [`Generator::with_engine`] chose for [`Generator::generate`].
     ///
     /// # Shapes
     /// Returns logits `[prompts, vocab]`.

@@ -115,29 +115,18 @@ pub(crate) fn run_vectorised<K: VectorKernel>(kernel: K) -> K::Output {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
-        if has!("avx512f")
-            && has!("avx512vl")
-            && has!("avx512bw")
-            && has!("avx512dq")
-            && has!("avx2")
+        let v3 = has!("avx2")
             && has!("fma")
             && has!("bmi1")
             && has!("bmi2")
             && has!("lzcnt")
             && has!("popcnt")
-            && has!("f16c")
-        {
+            && has!("f16c");
+        if v3 && has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512dq") {
             // SAFETY: every feature `run_x86_v4` is compiled for was detected on this CPU.
             return unsafe { run_x86_v4(kernel) };
         }
-        if has!("avx2")
-            && has!("fma")
-            && has!("bmi1")
-            && has!("bmi2")
-            && has!("lzcnt")
-            && has!("popcnt")
-            && has!("f16c")
-        {
+        if v3 {
             // SAFETY: every feature `run_x86_v3` is compiled for was detected on this CPU.
             return unsafe { run_x86_v3(kernel) };
         }
