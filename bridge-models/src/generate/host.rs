@@ -75,6 +75,12 @@ impl Linear {
     /// The projections `parts` (all `[in, ·]`) side by side: one `[in, Σ out]` weight.
     fn fused(parts: &[&Proj], what: &str) -> Result<Self> {
         let inp = parts[0].weight.dims()[0];
+        if let [p] = parts {
+            // one projection: its values as they are (no second copy)
+            let out = p.weight.dims()[1];
+            let bias = p.bias.as_ref().map(|b| host_values(b, what)).transpose()?;
+            return Ok(Self { weight: host_values(&p.weight, what)?, bias, inp, out });
+        }
         let outs: Vec<usize> = parts.iter().map(|p| p.weight.dims()[1]).collect();
         let out: usize = outs.iter().sum();
         let mut weight = vec![0.0f32; inp * out];
@@ -603,12 +609,18 @@ impl HostCache {
     }
 }
 
-/// `[rows, cols]` row-major → its transpose `[cols, rows]`.
+/// `[rows, cols]` row-major → its transpose `[cols, rows]`, in 32 × 32 tiles (a naive loop
+/// misses the cache on every write for an embedding-sized matrix).
 fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 32;
     let mut out = vec![0.0f32; x.len()];
-    for (r, row) in x.chunks_exact(cols).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            out[c * rows + r] = v;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = x[r * cols + c];
+                }
+            }
         }
     }
     out
@@ -739,6 +751,19 @@ mod tests {
     use crate::hf::load_hf_dir;
     use bridge_core::BridgeRng;
     use burn::tensor::{Device, Int, TensorData};
+
+    #[test]
+    fn tiled_transpose_is_the_transpose() {
+        for (rows, cols) in [(1, 1), (3, 70), (65, 33), (100, 7)] {
+            let x: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let t = transpose(&x, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(t[c * rows + r], x[r * cols + c]);
+                }
+            }
+        }
+    }
 
     #[test]
     fn log_partitions_match_an_f64_log_sum_exp() {
