@@ -260,7 +260,7 @@ impl QuickstartConfig {
                 group_size: 4,
                 max_new_tokens: 48,
                 temperature: 1.0,
-                lr: 3e-4,
+                lr: 6e-4,
                 lambda: 0.5,
                 lora: LoraConfig { rank: 8, alpha: 16.0, ..LoraConfig::default() },
                 kl_coef: 0.0,
