@@ -623,11 +623,15 @@ impl<'a> Generator<'a> {
                         // (2^16 for greedy, a mere argmax per row) the thread hand-off costs more
                         // than it saves (measured on the tiny benchmark model).
                         let parallel_from = if params.temperature > 0.0 { 1 << 14 } else { 1 << 16 };
-                        if active.len() * vocab >= parallel_from {
+                        let picks = if active.len() * vocab >= parallel_from {
                             active.par_iter().enumerate().map(pick).collect()
                         } else {
                             active.iter().enumerate().map(pick).collect()
+                        };
+                        if let Session::Host(cache) = &mut session {
+                            cache.recycle(host);
                         }
+                        picks
                     };
                 let mut next = Vec::with_capacity(active.len());
                 for (&k, (tok, logprob, row_rng)) in active.iter().zip(picks) {
