@@ -79,6 +79,11 @@ impl SequenceBatch {
         Ok(Self { rows, pad_id, seq_len })
     }
 
+    /// The id that pads rows shorter than [`SequenceBatch::seq_len`].
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
     /// Number of sequences `B`.
     pub fn batch_size(&self) -> usize {
         self.rows.len()

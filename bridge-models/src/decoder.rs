@@ -641,11 +641,73 @@ struct RopeTables {
     sin: Vec<f32>,
 }
 
+/// Which implementation computes [`token_scores`](bridge_core::policy::CausalLm::token_scores)
+/// and its gradient.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ScoringEngine {
+    /// [`ScoringEngine::Fused`] for `f32` weights on the `flex` CPU backend,
+    /// [`ScoringEngine::Tensor`] otherwise.
+    #[default]
+    Auto,
+    /// burn tensor operations: any backend and dtype; every output differentiable.
+    Tensor,
+    /// One fused operation over host `f32` buffers (see [`crate::fused`]).
+    Fused,
+}
+
+impl std::str::FromStr for ScoringEngine {
+    type Err = BridgeError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "tensor" => Ok(Self::Tensor),
+            "fused" => Ok(Self::Fused),
+            other => {
+                Err(BridgeError::InvalidInput(format!("unknown scoring engine `{other}` (auto, tensor or fused)")))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ScoringEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Tensor => "tensor",
+            Self::Fused => "fused",
+        })
+    }
+}
+
+/// Whether `device` is burn's `flex` CPU backend (with or without autodiff).
+pub(crate) fn is_flex(device: &Device) -> bool {
+    cfg!(feature = "flex") && format!("{device:?}").contains("Flex(")
+}
+
+impl ScoringEngine {
+    /// Whether the fused engine scores weights of `dtype` on `device`; fails when
+    /// [`ScoringEngine::Fused`] is asked for where it cannot run.
+    pub(crate) fn uses_fused(self, dtype: DType, device: &Device) -> Result<bool> {
+        match self {
+            Self::Tensor => Ok(false),
+            Self::Auto => Ok(dtype == DType::F32 && is_flex(device)),
+            Self::Fused if dtype != DType::F32 => Err(BridgeError::InvalidInput(format!(
+                "the fused scoring engine runs f32 weights, these are {dtype:?}"
+            ))),
+            Self::Fused if !is_flex(device) => Err(BridgeError::InvalidInput(format!(
+                "the fused scoring engine runs on the flex CPU backend, not on {device:?}"
+            ))),
+            Self::Fused => Ok(true),
+        }
+    }
+}
+
 /// The architecture of a decoder: config, rotary tables and codec. The weights are passed to
 /// every call (see [`CausalLm`]).
 pub struct Decoder {
     config: DecoderConfig,
     codec: Box<dyn TextCodec>,
+    scoring: ScoringEngine,
     inv_freq: Vec<f32>,
     rope: RwLock<RopeTables>,
 }
@@ -715,12 +777,23 @@ impl Decoder {
             )));
         }
         let inv_freq = config.rope_inv_freq().into_iter().map(|f| f as f32).collect();
-        Ok(Self { config, codec, inv_freq, rope: RwLock::new(RopeTables::default()) })
+        Ok(Self { config, codec, scoring: ScoringEngine::Auto, inv_freq, rope: RwLock::new(RopeTables::default()) })
     }
 
     /// The architecture.
     pub fn config(&self) -> &DecoderConfig {
         &self.config
+    }
+
+    /// This decoder scoring with `engine` ([`ScoringEngine::Auto`] by default).
+    pub fn with_scoring_engine(mut self, engine: ScoringEngine) -> Self {
+        self.scoring = engine;
+        self
+    }
+
+    /// The engine [`CausalLm::token_scores`] runs on (see [`ScoringEngine`]).
+    pub fn scoring_engine(&self) -> ScoringEngine {
+        self.scoring
     }
 
     /// A random base θ (see [`DecoderWeights::init`]).
@@ -1039,6 +1112,10 @@ impl CausalLm for Decoder {
         self.check_weights(base, adapter)?;
         self.check_ids(batch.rows().iter().flat_map(|r| r.tokens.iter().copied()))?;
         let device = base.embed_tokens.weight.device();
+        #[cfg(feature = "flex")]
+        if self.scoring.uses_fused(base.dtype(), &device)? {
+            return crate::fused::token_scores(self, base, adapter, batch, with_entropy);
+        }
         let (b, t) = (batch.batch_size(), batch.seq_len());
         let valid: Vec<Vec<bool>> = batch.rows().iter().map(|r| (0..t).map(|j| j < r.tokens.len()).collect()).collect();
         let all_full = valid.iter().all(|r| r.iter().all(|&x| x));

@@ -78,8 +78,8 @@ use burn::module::Module;
 use burn::tensor::{DType, Device, Distribution, Int, Tensor, TensorCreationOptions, TensorData};
 use rayon::prelude::*;
 
-mod host;
-mod matmul;
+pub(crate) mod host;
+pub(crate) mod matmul;
 
 /// Which forward pass decodes (see the [module docs](self#two-engines)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

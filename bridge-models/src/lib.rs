@@ -6,6 +6,8 @@
 
 pub mod config;
 pub mod decoder;
+#[cfg(feature = "flex")]
+pub mod fused;
 pub mod generate;
 pub mod gguf;
 pub mod hf;
@@ -15,7 +17,7 @@ pub mod tensors;
 pub mod tokenizer;
 
 pub use config::{Architecture, DecoderConfig, RopeScaling};
-pub use decoder::{Decoder, DecoderWeights};
+pub use decoder::{Decoder, DecoderWeights, ScoringEngine};
 pub use hf::{load_hf_dir, open_model, save_hf_dir};
 pub use lora::{LoraAdapter, LoraConfig, LoraTarget, merge};
 pub use precision::WeightDType;

@@ -87,6 +87,112 @@ pub(crate) fn matmul(
     }
 }
 
+/// A read-only strided matrix operand: element `(i, j)` is `data[i·rs + j·cs]`, so that a
+/// row-major block of a wider buffer (`rs` = the buffer's width) and a transposed matrix
+/// (`rs = 1`, `cs` = its width) go to the kernel without a copy.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct View<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
+}
+
+impl<'a> View<'a> {
+    /// The row-major matrix `data` with `cols` columns (rows `cols` apart).
+    pub(crate) fn rows(data: &'a [f32], cols: usize) -> Self {
+        Self { data, rs: cols, cs: 1 }
+    }
+
+    /// The row-major block that starts at `data[0]` with rows `stride` apart.
+    pub(crate) fn strided(data: &'a [f32], stride: usize) -> Self {
+        Self { data, rs: stride, cs: 1 }
+    }
+
+    /// The transpose of this view (no copy).
+    pub(crate) fn t(self) -> Self {
+        Self { data: self.data, rs: self.cs, cs: self.rs }
+    }
+
+    /// Whether a `rows × cols` matrix read through this view stays inside `data`.
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst[m, n] (+)= beta · lhs[m, k] · rhs[k, n]` for strided operands ([`View`]); `dst` is
+/// row-major with rows `dst_rs ≥ n` apart (a block of a wider buffer). Same ordering guarantees
+/// as [`matmul`].
+///
+/// # Panics
+/// When an operand does not fit its slice, or `dst_rs < n` (rows that would overlap).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_view(
+    dst: &mut [f32],
+    dst_rs: usize,
+    lhs: View<'_>,
+    rhs: View<'_>,
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+    beta: f32,
+    parallel: bool,
+) {
+    let dst_fits = m == 0 || n == 0 || (dst_rs >= n && (m - 1) * dst_rs + n <= dst.len());
+    assert!(
+        dst_fits && lhs.fits(m, k) && rhs.fits(k, n),
+        "matmul_view operands too short: dst {} ({m}×{n}, rows {dst_rs} apart), lhs {} ({m}×{k}, {}/{}), rhs {} ({k}×{n}, {}/{})",
+        dst.len(),
+        lhs.data.len(),
+        lhs.rs,
+        lhs.cs,
+        rhs.data.len(),
+        rhs.rs,
+        rhs.cs
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.chunks_mut(dst_rs.max(1)).take(m).for_each(|row| row[..n].fill(0.0));
+        }
+        return;
+    }
+    let parallelism = if parallel && m * n * k >= PARALLEL_MIN_WORK && rayon::current_num_threads() > 1 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the largest offsets touched are (m−1)·dst_rs + (n−1) < dst.len() in `dst`, and
+    // (m−1)·rs + (k−1)·cs, (k−1)·rs + (n−1)·cs in `lhs`, `rhs`; the assertion bounds each by its
+    // slice's length. Distinct (i, j) of `dst` are distinct elements because `dst_rs ≥ n`, and
+    // `dst` is a unique borrow, so it aliases neither input; the inputs are only read.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0f32,
+            beta,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
 /// A computation to compile for the best vector extension the CPU has ([`run_vectorised`]).
 /// Implementations mark `run` and everything hot it calls `#[inline(always)]`: only code inlined
 /// into the `#[target_feature]` function is compiled for its features.
@@ -95,6 +201,24 @@ pub(crate) trait VectorKernel {
     type Output;
     /// The computation.
     fn run(self) -> Self::Output;
+}
+
+/// A closure as a [`VectorKernel`]: its body is inlined into the `#[target_feature]` function
+/// (it is called exactly once there), so its loops are compiled for the detected features.
+struct Closure<F>(F);
+
+impl<R, F: FnOnce() -> R> VectorKernel for Closure<F> {
+    type Output = R;
+    #[inline(always)]
+    fn run(self) -> R {
+        (self.0)()
+    }
+}
+
+/// Runs `f` compiled for the best vector extension the CPU has (see [`run_vectorised`]); mark
+/// the helpers its loops call `#[inline(always)]`.
+pub(crate) fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    run_vectorised(Closure(f))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -169,6 +293,54 @@ mod tests {
                 assert!(err <= 1e-4 * k as f32, "accumulate {m}×{k}×{n}: {err}");
             }
         }
+    }
+
+    #[test]
+    fn strided_views_match_the_naive_product() {
+        // lhs: the transpose of a [k, m] matrix; rhs: a [k, n] block of a [k, n + 3] buffer;
+        // dst: an [m, n] block of an [m, n + 5] buffer, whose other columns must stay untouched.
+        for &(m, k, n) in &[(1, 1, 1), (5, 3, 4), (64, 32, 64), (33, 128, 17)] {
+            let a_t = values(k * m, 5); // [k, m]
+            let a: Vec<f32> = (0..m * k).map(|i| a_t[(i % k) * m + i / k]).collect(); // [m, k]
+            let wide = n + 3;
+            let b_wide = values(k * wide, 6);
+            let b: Vec<f32> = (0..k * n).map(|i| b_wide[(i / n) * wide + i % n]).collect();
+            let want = naive(&a, &b, m, k, n);
+            let dst_rs = n + 5;
+            for (accumulate, beta) in [(false, 1.0f32), (true, 0.5)] {
+                let mut dst = vec![2.0f32; m * dst_rs];
+                matmul_view(
+                    &mut dst,
+                    dst_rs,
+                    View::rows(&a_t, m).t(),
+                    View::strided(&b_wide, wide),
+                    m,
+                    k,
+                    n,
+                    accumulate,
+                    beta,
+                    true,
+                );
+                for i in 0..m {
+                    for j in 0..dst_rs {
+                        let got = dst[i * dst_rs + j];
+                        let expect = if j < n {
+                            if accumulate { 2.0 + beta * want[i * n + j] } else { want[i * n + j] }
+                        } else {
+                            2.0
+                        };
+                        assert!((got - expect).abs() <= 1e-4 * k as f32, "{m}×{k}×{n} ({i},{j}): {got} vs {expect}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "too short")]
+    fn overlapping_destination_rows_are_refused() {
+        let mut dst = vec![0.0f32; 8];
+        matmul_view(&mut dst, 1, View::rows(&[1.0; 4], 2), View::rows(&[1.0; 4], 2), 2, 2, 2, false, 1.0, false);
     }
 
     #[test]
