@@ -211,12 +211,15 @@ fn rms_norm_forward(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) -> Vec<f32>
     let chunk = rows_per_task(h);
     out.par_chunks_mut(chunk * h).zip(x.par_chunks(chunk * h)).zip(inv.par_chunks_mut(chunk)).for_each(
         |((o, x), inv)| {
-            vectorised(|| {
-                for ((or, xr), inv) in o.chunks_exact_mut(h).zip(x.chunks_exact(h)).zip(inv.iter_mut()) {
-                    *inv = 1.0 / (dot(xr, xr) / h as f32 + eps).sqrt();
-                    or.iter_mut().zip(xr).zip(w).for_each(|((o, &x), &w)| *o = x * *inv * w);
-                }
-            })
+            vectorised(
+                #[inline(always)]
+                || {
+                    for ((or, xr), inv) in o.chunks_exact_mut(h).zip(x.chunks_exact(h)).zip(inv.iter_mut()) {
+                        *inv = 1.0 / (dot(xr, xr) / h as f32 + eps).sqrt();
+                        or.iter_mut().zip(xr).zip(w).for_each(|((o, &x), &w)| *o = x * *inv * w);
+                    }
+                },
+            )
         },
     );
     inv
@@ -226,41 +229,50 @@ fn rms_norm_forward(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) -> Vec<f32>
 fn rms_norm_backward(x: &[f32], inv: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32], accumulate: bool, dw: &mut [f32]) {
     let h = w.len();
     // dw: serial over rows (a fixed order).
-    vectorised(|| {
-        for ((xr, dyr), &inv) in x.chunks_exact(h).zip(dy.chunks_exact(h)).zip(inv) {
-            dw.iter_mut().zip(xr).zip(dyr).for_each(|((g, &x), &dy)| *g += dy * x * inv);
-        }
-    });
+    vectorised(
+        #[inline(always)]
+        || {
+            for ((xr, dyr), &inv) in x.chunks_exact(h).zip(dy.chunks_exact(h)).zip(inv) {
+                dw.iter_mut().zip(xr).zip(dyr).for_each(|((g, &x), &dy)| *g += dy * x * inv);
+            }
+        },
+    );
     let chunk = rows_per_task(h);
     dx.par_chunks_mut(chunk * h)
         .zip(x.par_chunks(chunk * h))
         .zip(dy.par_chunks(chunk * h))
         .zip(inv.par_chunks(chunk))
         .for_each(|(((dx, x), dy), inv)| {
-            vectorised(|| {
-                let mut gw = vec![0.0f32; h];
-                for (((dxr, xr), dyr), &inv) in
-                    dx.chunks_exact_mut(h).zip(x.chunks_exact(h)).zip(dy.chunks_exact(h)).zip(inv)
-                {
-                    gw.iter_mut().zip(dyr).zip(w).for_each(|((g, &dy), &w)| *g = dy * w);
-                    let c = inv * inv * inv * dot(xr, &gw) / h as f32;
-                    if accumulate {
-                        dxr.iter_mut().zip(xr).zip(&gw).for_each(|((d, &x), &g)| *d += inv * g - c * x);
-                    } else {
-                        dxr.iter_mut().zip(xr).zip(&gw).for_each(|((d, &x), &g)| *d = inv * g - c * x);
+            vectorised(
+                #[inline(always)]
+                || {
+                    let mut gw = vec![0.0f32; h];
+                    for (((dxr, xr), dyr), &inv) in
+                        dx.chunks_exact_mut(h).zip(x.chunks_exact(h)).zip(dy.chunks_exact(h)).zip(inv)
+                    {
+                        gw.iter_mut().zip(dyr).zip(w).for_each(|((g, &dy), &w)| *g = dy * w);
+                        let c = inv * inv * inv * dot(xr, &gw) / h as f32;
+                        if accumulate {
+                            dxr.iter_mut().zip(xr).zip(&gw).for_each(|((d, &x), &g)| *d += inv * g - c * x);
+                        } else {
+                            dxr.iter_mut().zip(xr).zip(&gw).for_each(|((d, &x), &g)| *d = inv * g - c * x);
+                        }
                     }
-                }
-            })
+                },
+            )
         });
 }
 
 /// Adds the column sums of `dy [N, out]` to `db`.
 fn add_column_sums(dy: &[f32], db: &mut [f32]) {
-    vectorised(|| {
-        for row in dy.chunks_exact(db.len()) {
-            db.iter_mut().zip(row).for_each(|(b, &g)| *b += g);
-        }
-    })
+    vectorised(
+        #[inline(always)]
+        || {
+            for row in dy.chunks_exact(db.len()) {
+                db.iter_mut().zip(row).for_each(|(b, &g)| *b += g);
+            }
+        },
+    )
 }
 
 /// A dot product in sixteen interleaved partial sums (a fixed order the compiler vectorises).
@@ -325,7 +337,10 @@ fn proj_forward(
     if let Some(b) = slots.bias {
         let b = b.of(p);
         y.par_chunks_mut(out * rows_per_task(out)).for_each(|c| {
-            vectorised(|| c.chunks_exact_mut(out).for_each(|row| row.iter_mut().zip(b).for_each(|(y, &b)| *y += b)))
+            vectorised(
+                #[inline(always)]
+                || c.chunks_exact_mut(out).for_each(|row| row.iter_mut().zip(b).for_each(|(y, &b)| *y += b)),
+            )
         });
     }
     slots.lora.map(|(a, bm)| {
@@ -445,11 +460,14 @@ fn rope_backward(dx: &mut [f32], heads: usize, d: usize, seq: usize, cos: &[f32]
 /// `silu(g)·u` elementwise.
 fn swiglu_forward(gate: &[f32], up: &[f32], act: &mut [f32]) {
     act.par_chunks_mut(16_384).zip(gate.par_chunks(16_384)).zip(up.par_chunks(16_384)).for_each(|((a, g), u)| {
-        vectorised(|| {
-            for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
-                *a = g / (1.0 + exp_f32(-g)) * u;
-            }
-        })
+        vectorised(
+            #[inline(always)]
+            || {
+                for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
+                    *a = g / (1.0 + exp_f32(-g)) * u;
+                }
+            },
+        )
     });
 }
 
@@ -462,14 +480,17 @@ fn swiglu_backward(gate: &[f32], up: &[f32], dact: &[f32], dgate: &mut [f32], du
         .zip(up.par_chunks(16_384))
         .zip(dact.par_chunks(16_384))
         .for_each(|((((dg, du), g), u), da)| {
-            vectorised(|| {
-                for ((((dg, du), &g), &u), &da) in dg.iter_mut().zip(du.iter_mut()).zip(g).zip(u).zip(da) {
-                    let sig = 1.0 / (1.0 + exp_f32(-g));
-                    let silu = g * sig;
-                    *du = da * silu;
-                    *dg = da * u * sig * (1.0 + g * (1.0 - sig));
-                }
-            })
+            vectorised(
+                #[inline(always)]
+                || {
+                    for ((((dg, du), &g), &u), &da) in dg.iter_mut().zip(du.iter_mut()).zip(g).zip(u).zip(da) {
+                        let sig = 1.0 / (1.0 + exp_f32(-g));
+                        let silu = g * sig;
+                        *du = da * silu;
+                        *dg = da * u * sig * (1.0 + g * (1.0 - sig));
+                    }
+                },
+            )
         });
 }
 
@@ -527,11 +548,14 @@ fn attention_forward(
             let kh = View::strided(&k[rows * kw + g * d..], kw);
             let vh = View::strided(&v[rows * kw + g * d..], kw);
             matmul_view(p, t, qh, kh.t(), t, d, t, false, scale, false);
-            vectorised(|| {
-                for (i, row) in p.chunks_exact_mut(t).enumerate() {
-                    softmax_prefix(row, (i + 1).min(len));
-                }
-            });
+            vectorised(
+                #[inline(always)]
+                || {
+                    for (i, row) in p.chunks_exact_mut(t).enumerate() {
+                        softmax_prefix(row, (i + 1).min(len));
+                    }
+                },
+            );
             matmul_view(&mut out[h * d..], qw, View::rows(p, t), vh, t, t, d, false, 1.0, false);
         }
     });
@@ -571,12 +595,15 @@ fn attention_backward(
                 matmul_view(&mut dvb[g * d..], kw, View::rows(p, t).t(), doh, t, t, d, true, 1.0, false);
                 // dP = dO·vᵀ, then dS = P∘(dP − Σⱼ P∘dP)
                 matmul_view(&mut ds, t, doh, vh.t(), t, d, t, false, 1.0, false);
-                vectorised(|| {
-                    for (dsr, pr) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
-                        let dot = dot(dsr, pr);
-                        dsr.iter_mut().zip(pr).for_each(|(x, &y)| *x = y * (*x - dot));
-                    }
-                });
+                vectorised(
+                    #[inline(always)]
+                    || {
+                        for (dsr, pr) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
+                            let dot = dot(dsr, pr);
+                            dsr.iter_mut().zip(pr).for_each(|(x, &y)| *x = y * (*x - dot));
+                        }
+                    },
+                );
                 // dq = s·dS·k ; dk += s·dSᵀ·q
                 matmul_view(&mut dqb[h * d..], qw, View::rows(&ds, t), kh, t, t, d, false, scale, false);
                 matmul_view(&mut dkb[g * d..], kw, View::rows(&ds, t).t(), qh, t, t, d, true, scale, false);
@@ -705,7 +732,10 @@ pub(crate) fn forward(p: &[f32], lay: &ParamLayout, plan: &BatchPlan, with_entro
         let lse_b = &mut lse[start..start + rows];
         lse_b.par_chunks_mut(rows_per_task(vocab)).zip(block.par_chunks(vocab * rows_per_task(vocab))).for_each(
             |(z, rows)| {
-                vectorised(|| z.iter_mut().zip(rows.chunks_exact(vocab)).for_each(|(z, row)| *z = log_sum_exp(row)))
+                vectorised(
+                    #[inline(always)]
+                    || z.iter_mut().zip(rows.chunks_exact(vocab)).for_each(|(z, row)| *z = log_sum_exp(row)),
+                )
             },
         );
         for (i, row) in block.chunks_exact(vocab).enumerate() {
@@ -826,17 +856,20 @@ pub(crate) fn backward(
         block.par_chunks_mut(vocab).enumerate().for_each(|(i, row)| {
             let (w, we, h) = weight(i);
             let z = lse[i];
-            vectorised(|| {
-                if we == 0.0 {
-                    row.iter_mut().for_each(|l| *l = -w * exp_f32(*l - z));
-                } else {
-                    row.iter_mut().for_each(|l| {
-                        let logp = *l - z;
-                        let prob = exp_f32(logp);
-                        *l = -w * prob - we * prob * (logp + h);
-                    });
-                }
-            });
+            vectorised(
+                #[inline(always)]
+                || {
+                    if we == 0.0 {
+                        row.iter_mut().for_each(|l| *l = -w * exp_f32(*l - z));
+                    } else {
+                        row.iter_mut().for_each(|l| {
+                            let logp = *l - z;
+                            let prob = exp_f32(logp);
+                            *l = -w * prob - we * prob * (logp + h);
+                        });
+                    }
+                },
+            );
             let idx = start + i;
             if (idx % t) + 1 < t {
                 row[plan.ids[idx + 1] as usize] += w;
