@@ -21,7 +21,7 @@ fn decoders(name: &str, device: &Device) -> (Decoder, Decoder, DecoderWeights) {
 }
 
 /// Three right-padded rows of different lengths, prompt and completion parts.
-fn batch() -> SequenceBatch {
+fn small_batch() -> SequenceBatch {
     SequenceBatch::new(
         vec![
             TokenSequence::prompt_completion(&[1, 2, 3], &[4, 5, 6, 7, 8, 2, 3]),
@@ -31,6 +31,27 @@ fn batch() -> SequenceBatch {
         0,
     )
     .unwrap()
+}
+
+/// Forty rows of lengths 2 to 12: several groups of sequences (the engine groups about 256
+/// rows), the last one shorter.
+fn large_batch() -> SequenceBatch {
+    let rows = (0..40u32)
+        .map(|i| {
+            let len = 2 + (i * 7 % 11) as usize;
+            let tokens: Vec<u32> = (0..len as u32).map(|j| 1 + (i * 3 + j * 5) % 9).collect();
+            if i % 3 == 0 {
+                TokenSequence::all_scored(tokens)
+            } else {
+                TokenSequence::prompt_completion(&tokens[..1], &tokens[1..])
+            }
+        })
+        .collect();
+    SequenceBatch::new(rows, 0).unwrap()
+}
+
+fn batches() -> [SequenceBatch; 2] {
+    [small_batch(), large_batch()]
 }
 
 fn adapter(lm: &Decoder, device: &Device) -> LoraAdapter {
@@ -63,9 +84,9 @@ fn log_probs_and_entropies_match_the_tensor_engine() {
     for name in FIXTURES {
         let (fused, tensor, w) = decoders(name, &device);
         let a = adapter(&fused, &device);
-        for adapter in [None, Some(&a)] {
-            let f = fused.token_scores(&w, adapter, &batch(), true).unwrap();
-            let t = tensor.token_scores(&w, adapter, &batch(), true).unwrap();
+        for (adapter, batch) in [None, Some(&a)].into_iter().flat_map(|a| batches().map(|b| (a, b))) {
+            let f = fused.token_scores(&w, adapter, &batch, true).unwrap();
+            let t = tensor.token_scores(&w, adapter, &batch, true).unwrap();
             // every position, padding included (both engines attend the same keys there)
             let d_lp = max_abs_diff(&host(f.logprobs.clone()), &host(t.logprobs.clone()));
             let d_h = max_abs_diff(&host(f.entropy.unwrap()), &host(t.entropy.unwrap()));
@@ -74,7 +95,7 @@ fn log_probs_and_entropies_match_the_tensor_engine() {
             assert!(d_h <= 1e-4, "{name} (adapter: {}): entropies differ by {d_h}", adapter.is_some());
             assert_eq!(host(f.mask), host(t.mask));
             // without the entropy: the same log-probs
-            let g = fused.token_scores(&w, adapter, &batch(), false).unwrap();
+            let g = fused.token_scores(&w, adapter, &batch, false).unwrap();
             assert!(g.entropy.is_none());
             assert_eq!(host(g.logprobs), host(f.logprobs));
         }
@@ -86,10 +107,11 @@ fn gradients(
     lm: &Decoder,
     base: &DecoderWeights,
     adapter: Option<&LoraAdapter>,
+    batch: &SequenceBatch,
     entropy: bool,
 ) -> Vec<(String, Vec<f32>)> {
     let device = base.device();
-    let s = lm.token_scores(base, adapter, &batch(), entropy).unwrap();
+    let s = lm.token_scores(base, adapter, batch, entropy).unwrap();
     let mut grads = loss(s, &device).backward();
     let mut out = Vec::new();
     let gb = FlatGradients::from_backward(&mut grads, base);
@@ -111,9 +133,10 @@ fn every_gradient_matches_the_tensor_engine() {
     for name in FIXTURES {
         let (fused, tensor, w) = decoders(name, &device);
         let a = adapter(&fused, &device);
-        for (adapter, entropy) in [(None, false), (Some(&a), false), (Some(&a), true)] {
-            let f = gradients(&fused, &w, adapter, entropy);
-            let t = gradients(&tensor, &w, adapter, entropy);
+        let cases = [(None, false, small_batch()), (Some(&a), false, small_batch()), (Some(&a), true, large_batch())];
+        for (adapter, entropy, batch) in cases {
+            let f = gradients(&fused, &w, adapter, &batch, entropy);
+            let t = gradients(&tensor, &w, adapter, &batch, entropy);
             // base: embedding, every norm and projection (and bias, q/k norm, head); adapter:
             // every A and B
             let groups = fused.param_groups(&w, adapter);
@@ -142,7 +165,7 @@ fn gradients_do_not_depend_on_the_thread_count() {
     let a = adapter(&fused, &device);
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        pool.install(|| gradients(&fused, &w, Some(&a), true))
+        pool.install(|| gradients(&fused, &w, Some(&a), &large_batch(), true))
     };
     assert_eq!(run(1), run(3));
 }
@@ -153,13 +176,13 @@ fn the_engine_choice_is_checked() {
     let (fused, _, w) = decoders("qwen2_tied", &device);
     assert_eq!(fused.scoring_engine(), ScoringEngine::Fused);
     let half = w.cast(FloatDType::BF16);
-    let err = fused.token_scores(&half, None, &batch(), false).unwrap_err().to_string();
+    let err = fused.token_scores(&half, None, &small_batch(), false).unwrap_err().to_string();
     assert!(err.contains("f32"), "{err}");
     // Auto falls back to the tensor engine for bf16 weights.
     let (cfg, _) = load_hf_dir(fixture("qwen2_tied"), &device).unwrap();
     let auto = Decoder::new(cfg, codec()).unwrap();
     assert_eq!(auto.scoring_engine(), ScoringEngine::Auto);
-    assert!(auto.token_scores(&half, None, &batch(), false).is_ok());
+    assert!(auto.token_scores(&half, None, &small_batch(), false).is_ok());
     for e in [ScoringEngine::Auto, ScoringEngine::Tensor, ScoringEngine::Fused] {
         assert_eq!(e.to_string().parse::<ScoringEngine>().unwrap(), e);
     }
