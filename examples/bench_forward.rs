@@ -2,47 +2,75 @@
 //!
 //! ```text
 //! RAYON_NUM_THREADS=2 cargo run --release --example bench_forward [-- --steps 20 --warmup 3]
+//! cargo run --release --example bench_forward -- [--model DIR|FILE.gguf] [--batch 16] [--seq-len 64] \
+//!     [--engine auto|tensor|fused] [--steps N] [--warmup N] [--backward-steps N]
 //! ```
 //!
-//! Model: Qwen2 layout, vocab 512, hidden 128, intermediate 512, 4 layers, 4 heads, 2 KV heads,
-//! tied embeddings; batch 16 × 64 tokens, every target scored. A step is `token_scores` on an
-//! autodiff device, the summed log-likelihood, and its backward pass. The PyTorch equivalent is
-//! `bridge-models/scripts/make_fixtures.py --bench`.
+//! Default model: Qwen2 layout, vocab 512, hidden 128, intermediate 512, 4 layers, 4 heads, 2 KV
+//! heads, tied embeddings, random init; batch 16 × 64 random tokens, every target scored. A step
+//! is `token_scores` on an autodiff device, the summed log-likelihood, and its backward pass.
+//! `--engine` picks the scoring engine (`auto`: the fused CPU engine for f32 weights on flex;
+//! `tensor`: burn tensor operations, for comparison). `--model` benchmarks a real model instead
+//! (an HF directory or a `.gguf` file, loaded in f32 with `bridge_models::open_model`).
+//! The PyTorch equivalent is `bridge-models/scripts/make_fixtures.py --bench` (same `--model`,
+//! `--batch`, `--seq-len`).
 
 use bridge_core::policy::{CausalLm, SequenceBatch, TokenSequence};
-use bridge_core::testing::CharCodec;
-use bridge_core::{BridgeError, BridgeRng, Result};
-use bridge_models::{Decoder, DecoderConfig};
+use bridge_core::{BridgeError, BridgeRng, IdsOnlyCodec, Result};
+use bridge_models::{Decoder, DecoderConfig, ScoringEngine, open_model};
 use burn::module::Module;
 use std::time::Instant;
 
-fn arg(name: &str, default: usize) -> Result<usize> {
-    let args: Vec<String> = std::env::args().collect();
+/// mimalloc keeps freed memory for reuse; see `docs/architecture.md` (CPU speed).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn value<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
+}
+
+fn arg(args: &[String], name: &str, default: usize) -> Result<usize> {
     match args.iter().position(|a| a == name) {
         None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
+        Some(_) => value(args, name)
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| BridgeError::InvalidInput(format!("{name} needs a number"))),
     }
 }
 
 fn run() -> Result<()> {
-    let (steps, warmup) = (arg("--steps", 20)?, arg("--warmup", 3)?);
+    let args: Vec<String> = std::env::args().collect();
+    let (steps, warmup) = (arg(&args, "--steps", 20)?, arg(&args, "--warmup", 3)?);
     // `--backward-steps 0` times the forward pass alone (e.g. to profile it).
-    let backward_steps = arg("--backward-steps", steps)?;
-    let (batch, seq) = (16usize, 64usize);
-    let config = DecoderConfig::from_hf_json(&serde_json::json!({
-        "model_type": "qwen2", "vocab_size": 512, "hidden_size": 128, "intermediate_size": 512,
-        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "tie_word_embeddings": true, "rope_theta": 10000.0
-    }))?;
-    let lm = Decoder::new(config, Box::new(CharCodec::new("abc")))?;
+    let backward_steps = arg(&args, "--backward-steps", steps)?;
+    let (batch, seq) = (arg(&args, "--batch", 16)?, arg(&args, "--seq-len", 64)?);
+    if batch == 0 || seq < 2 {
+        return Err(BridgeError::InvalidInput("--batch must be at least 1 and --seq-len at least 2".into()));
+    }
+    let engine: ScoringEngine = value(&args, "--engine").unwrap_or("auto").parse()?;
     let device = burn::tensor::Device::flex().autodiff();
     let mut rng = BridgeRng::seed_from_u64(0);
-    let weights = lm.init_weights(&device, &mut rng)?;
-    let rows =
-        (0..batch).map(|_| TokenSequence::all_scored((0..seq).map(|_| rng.below(512) as u32).collect())).collect();
+    let (config, weights, model_name) = match value(&args, "--model") {
+        None => {
+            let config = DecoderConfig::from_hf_json(&serde_json::json!({
+                "model_type": "qwen2", "vocab_size": 512, "hidden_size": 128, "intermediate_size": 512,
+                "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "tie_word_embeddings": true, "rope_theta": 10000.0
+            }))?;
+            let weights = Decoder::new(config.clone(), Box::new(IdsOnlyCodec { vocab_size: 512 }))?
+                .init_weights(&device, &mut rng)?;
+            (config, weights, "tiny random Qwen2 (vocab 512, hidden 128, 4 layers)".to_owned())
+        }
+        Some(path) => {
+            let (config, weights) = open_model(path, &device)?;
+            (config, weights, path.to_owned())
+        }
+    };
+    let vocab = config.vocab_size;
+    let lm = Decoder::new(config, Box::new(IdsOnlyCodec { vocab_size: vocab }))?.with_scoring_engine(engine);
+    let rows = (0..batch)
+        .map(|_| TokenSequence::all_scored((0..seq).map(|_| rng.below(vocab as u64) as u32).collect()))
+        .collect();
     let batch_data = SequenceBatch::new(rows, 0)?;
 
     let step = || -> Result<f64> {
@@ -76,6 +104,8 @@ fn run() -> Result<()> {
     let tokens = (batch * seq * steps) as f64;
     let out = serde_json::json!({
         "framework": "bridge (burn flex)",
+        "engine": engine.to_string(),
+        "model": model_name,
         "threads": std::env::var("RAYON_NUM_THREADS").ok(),
         "batch": batch, "seq_len": seq, "steps": steps,
         "forward_backward": {

@@ -43,6 +43,10 @@ use bridge_models::generate::DecodeEngine;
 use bridge_models::{Decoder, DecoderConfig};
 use std::path::PathBuf;
 
+/// mimalloc keeps freed memory for reuse; see `docs/architecture.md` (CPU speed).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn usage() -> BridgeError {
     BridgeError::InvalidInput(format!(
         "usage: bench_generate [--model DIR|FILE.gguf] {} [--batches 1,16,64] [--prompt-len 16] \

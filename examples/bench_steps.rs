@@ -23,6 +23,10 @@ use bridge::models::{Decoder, DecoderConfig, LoraConfig};
 use bridge::rl::GrpoConfig;
 use bridge::train::AlgorithmSection;
 
+/// mimalloc keeps freed memory for reuse; see `docs/architecture.md` (CPU speed).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())

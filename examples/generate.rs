@@ -27,6 +27,10 @@ use bridge_core::{BridgeError, BridgeRng, IdsOnlyCodec, Result, TextCodec};
 use bridge_models::decoder::Decoder;
 use std::path::PathBuf;
 
+/// mimalloc keeps freed memory for reuse; see `docs/architecture.md` (CPU speed).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 enum Input {
     Ids(Vec<u32>),
     Text(String),

@@ -38,6 +38,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+/// mimalloc keeps freed memory for reuse; see `docs/architecture.md` (CPU speed).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: gpu check [--device cuda] | gpu bench [options, see examples/gpu.rs] | \
                      gpu train --config FILE.toml [--steps N] [--time-limit-s S] [--device D] [--run-dir DIR]";
 

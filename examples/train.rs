@@ -10,6 +10,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc keeps freed memory for reuse; see `docs/architecture.md` (CPU speed).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (mut config, mut resume, mut steps) = (None, None, None);

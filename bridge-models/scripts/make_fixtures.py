@@ -32,7 +32,9 @@ Modes:
                                  --new-tokens 256.
   make_fixtures.py --bench       time forward+backward (and forward only) of the tiny Qwen2
                                  config used by `cargo run --release --example bench_forward`,
-                                 on 2 threads (--threads N), with sdpa and eager attention.
+                                 on 2 threads (--threads N), with sdpa and eager attention;
+                                 --model PATH.gguf --batch B --seq-len T: a real model (f32, sdpa),
+                                 as `bench_forward --model` takes it.
 
 The committed fixtures/roundtrip_qwen2 was made by the Rust test
 `cargo test -p bridge-models --test lora -- --ignored regenerate_roundtrip_fixture`
@@ -208,18 +210,43 @@ def check(path):
         sys.exit(1)
 
 
-def bench(steps, warmup, threads):
+def load_real_model(model_path, torch_dtype, attn):
+    """A .gguf file (dequantised into a dense model in `torch_dtype`, as our loader does: recent
+    transformers would otherwise keep GGUF blocks when the `kernels` package provides a matmul
+    kernel) or an HF model directory."""
+    path = os.path.abspath(os.path.expanduser(model_path))
+    where = {}
+    if os.path.isfile(path):
+        where = dict(gguf_file=os.path.basename(path))
+        if hasattr(transformers, "GgufConfig"):
+            where["quantization_config"] = transformers.GgufConfig(dequantize=True)
+    return AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(path) if where else path, **where, dtype=torch_dtype, attn_implementation=attn)
+
+
+def bench(steps, warmup, threads, model_path=None, batch=16, seq_len=64):
+    """Forward+backward (summed log-likelihood of every target) and forward-only tokens/s: the
+    tiny Qwen2 config (random init; sdpa and eager attention) or, with `model_path`, a real
+    model in f32 (sdpa); random ids."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    cfg = Qwen2Config(
-        vocab_size=512, hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, tie_word_embeddings=True, use_sliding_window=False,
-    )
+    if model_path is None:
+        cfg = Qwen2Config(
+            vocab_size=512, hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, tie_word_embeddings=True, use_sliding_window=False,
+        )
+
+        def load(attn):
+            cfg._attn_implementation = attn
+            return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+
+        models = [("sdpa", lambda: load("sdpa")), ("eager", lambda: load("eager"))]
+    else:
+        models = [("sdpa", lambda: load_real_model(model_path, torch.float32, "sdpa"))]
     results = {}
-    for attn in ["sdpa", "eager"]:
-        cfg._attn_implementation = attn
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).train()
-        ids = torch.randint(0, 512, (16, 64))
+    for attn, load_model in models:
+        model = load_model().train()
+        ids = torch.randint(0, model.config.vocab_size, (batch, seq_len))
         mask = torch.ones_like(ids)
 
         def step():
@@ -243,11 +270,12 @@ def bench(steps, warmup, threads):
                 torch.log_softmax(out.logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None]).sum()
             dt_fwd = time.perf_counter() - t1
         results[attn] = dict(
-            forward_backward=dict(seconds_per_step=dt / steps, tokens_per_second=16 * 64 * steps / dt),
-            forward_only=dict(seconds_per_step=dt_fwd / steps, tokens_per_second=16 * 64 * steps / dt_fwd),
+            forward_backward=dict(seconds_per_step=dt / steps, tokens_per_second=batch * seq_len * steps / dt),
+            forward_only=dict(seconds_per_step=dt_fwd / steps, tokens_per_second=batch * seq_len * steps / dt_fwd),
         )
     print(json.dumps(dict(framework="pytorch", torch=torch.__version__, transformers=transformers.__version__,
-                          threads=threads, batch=16, seq_len=64, steps=steps, results=results)))
+                          model=model_path or "tiny random Qwen2", threads=threads, batch=batch, seq_len=seq_len,
+                          steps=steps, results=results)))
 
 
 GENERATE_PROMPTS = [[1, 17, 159, 42, 99, 7], [1, 5, 64], [3, 120, 8, 77, 15, 31, 9, 140, 66, 12]]
@@ -327,17 +355,7 @@ def bench_generate(threads, repeats, batches=(1, 16, 64), prompt_len=16, new_tok
         models = [("sdpa", lambda: load("sdpa")), ("eager", lambda: load("eager"))]
         model_name = "tiny random Qwen2 (vocab 512, hidden 128, 4 layers)"
     else:
-        path = os.path.abspath(os.path.expanduser(model_path))
-        # A .gguf file, or an HF model directory. The GGUF weights are dequantised into a dense
-        # model in `dtype`, as our loader does: recent transformers would otherwise keep them in
-        # GGUF blocks when the `kernels` package provides a matmul kernel (computing in f32).
-        where = {}
-        if os.path.isfile(path):
-            where = dict(gguf_file=os.path.basename(path))
-            if hasattr(transformers, "GgufConfig"):
-                where["quantization_config"] = transformers.GgufConfig(dequantize=True)
-        models = [("sdpa", lambda: AutoModelForCausalLM.from_pretrained(
-            os.path.dirname(path) if where else path, **where, dtype=torch_dtype, attn_implementation="sdpa"))]
+        models = [("sdpa", lambda: load_real_model(model_path, torch_dtype, "sdpa"))]
         model_name = model_path
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     results = {}
@@ -399,9 +417,12 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", metavar="PATH.gguf",
+                    help="--bench, --bench-generate: a real model (.gguf file or HF directory) instead of the "
+                         "tiny random Qwen2")
+    ap.add_argument("--batch", type=int, default=16, help="--bench: sequences per step")
+    ap.add_argument("--seq-len", type=int, default=64, help="--bench: tokens per sequence")
     bg = ap.add_argument_group("--bench-generate options")
-    bg.add_argument("--model", metavar="PATH.gguf",
-                    help="a real model (.gguf file or HF directory) instead of the tiny random Qwen2")
     bg.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     bg.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     bg.add_argument("--batches", type=int_list, default=[1, 16, 64], help="comma list (default 1,16,64)")
@@ -419,7 +440,7 @@ def main():
         bench_generate(a.threads, a.repeats, batches=a.batches, prompt_len=a.prompt_len, new_tokens=a.new_tokens,
                        modes=a.modes, model_path=a.model, dtype=a.dtype, device=a.device)
     elif a.bench:
-        bench(a.steps, a.warmup, a.threads)
+        bench(a.steps, a.warmup, a.threads, model_path=a.model, batch=a.batch, seq_len=a.seq_len)
     else:
         make(a.out)
 
