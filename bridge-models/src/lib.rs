@@ -2,7 +2,8 @@
 //!
 //! Decoder-only transformers (Llama, Qwen2/2.5, Qwen3) in burn, with a trainable base θ and a
 //! LoRA adapter w kept as separate modules, weights from HF directories and GGUF files, and the
-//! tokenizer with its chat template.
+//! tokenizer with its chat template. On the CPU, `token_scores` (every loss) runs the fused
+//! training engine of [`fused`] and generation the fused decoding engine of [`generate`].
 
 pub mod config;
 pub mod decoder;

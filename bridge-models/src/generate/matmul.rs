@@ -1,5 +1,6 @@
-//! A safe, bounds-checked `f32` matrix product over host slices for the CPU generation engine
-//! ([`super::host`]), on the `gemm` crate's kernels (the ones burn-flex multiplies with).
+//! A safe, bounds-checked `f32` matrix product over host slices for the CPU engines (decoding:
+//! [`super::host`]; training: [`crate::fused`]), on the `gemm` crate's kernels (the ones
+//! burn-flex multiplies with).
 //!
 //! This is the workspace's one module with `unsafe`, for two things:
 //! - `gemm::gemm` takes raw pointers and strides. [`matmul`] checks, before the call, that
