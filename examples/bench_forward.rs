@@ -17,7 +17,7 @@
 
 use bridge_core::policy::{CausalLm, SequenceBatch, TokenSequence};
 use bridge_core::{BridgeError, BridgeRng, IdsOnlyCodec, Result};
-use bridge_models::{Decoder, DecoderConfig, ScoringEngine, open_model};
+use bridge_models::{Decoder, ScoringEngine, open_model};
 use burn::module::Module;
 use std::time::Instant;
 
@@ -52,11 +52,7 @@ fn run() -> Result<()> {
     let mut rng = BridgeRng::seed_from_u64(0);
     let (config, weights, model_name) = match value(&args, "--model") {
         None => {
-            let config = DecoderConfig::from_hf_json(&serde_json::json!({
-                "model_type": "qwen2", "vocab_size": 512, "hidden_size": 128, "intermediate_size": 512,
-                "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
-                "tie_word_embeddings": true, "rope_theta": 10000.0
-            }))?;
+            let config = bridge::bench::shape_config("tiny")?;
             let weights = Decoder::new(config.clone(), Box::new(IdsOnlyCodec { vocab_size: 512 }))?
                 .init_weights(&device, &mut rng)?;
             (config, weights, "tiny random Qwen2 (vocab 512, hidden 128, 4 layers)".to_owned())

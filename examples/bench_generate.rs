@@ -39,8 +39,8 @@ mod args;
 use args::{Placement, list, num};
 use bridge::bench::{GenerationBenchConfig, generation_mode, generation_throughput};
 use bridge_core::{BridgeError, BridgeRng, DeviceChoice, IdsOnlyCodec, Result, TokenSelection};
+use bridge_models::Decoder;
 use bridge_models::generate::DecodeEngine;
-use bridge_models::{Decoder, DecoderConfig};
 use std::path::PathBuf;
 
 /// mimalloc keeps freed memory for reuse; see `docs/architecture.md` (CPU speed).
@@ -112,11 +112,7 @@ fn run() -> Result<()> {
     let mut rng = BridgeRng::seed_from_u64(0);
     let (lm, weights, model_name) = match &a.model {
         None => {
-            let config = DecoderConfig::from_hf_json(&serde_json::json!({
-                "model_type": "qwen2", "vocab_size": 512, "hidden_size": 128, "intermediate_size": 512,
-                "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
-                "tie_word_embeddings": true, "rope_theta": 10000.0
-            }))?;
+            let config = bridge::bench::shape_config("tiny")?;
             let lm = Decoder::new(config, Box::new(IdsOnlyCodec { vocab_size: 512 }))?;
             let weights = a.placement.cast(lm.init_weights(&a.placement.device()?, &mut rng)?);
             (lm, weights, "tiny random Qwen2 (vocab 512, hidden 128, 4 layers)".to_owned())

@@ -19,7 +19,7 @@ use bridge::core::{
     AdamWSettings, BridgeError, BridgeRng, InMemorySource, Metadata, Result, Reward, RlPrompt, SamplingParams,
     TextCodec, TokenSequence,
 };
-use bridge::models::{Decoder, DecoderConfig, LoraConfig};
+use bridge::models::{Decoder, LoraConfig};
 use bridge::rl::GrpoConfig;
 use bridge::train::AlgorithmSection;
 
@@ -66,11 +66,7 @@ fn run() -> Result<serde_json::Value> {
     let algorithm: AlgorithmSection =
         toml::from_str(&format!("name = \"{name}\"")).map_err(|e| BridgeError::config("--algorithm", e.to_string()))?;
     let steps: u64 = arg("--steps").and_then(|s| s.parse().ok()).unwrap_or(5);
-    let config = DecoderConfig::from_hf_json(&serde_json::json!({
-        "model_type": "qwen2", "vocab_size": 512, "hidden_size": 128, "intermediate_size": 512,
-        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "tie_word_embeddings": true, "rope_theta": 10000.0
-    }))?;
+    let config = bridge::bench::shape_config("tiny")?;
     let codec = ByteCodec;
     let lm = Decoder::new(config, Box::new(codec.clone()))?;
     let device = burn::tensor::Device::flex().autodiff();

@@ -210,6 +210,14 @@ def check(path):
         sys.exit(1)
 
 
+def tiny_bench_config():
+    """The CPU benchmarks' tiny Qwen2 (vocab 512, hidden 128, 4 layers, 4 heads, 2 KV heads, tied)."""
+    return Qwen2Config(
+        vocab_size=512, hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=True, use_sliding_window=False,
+    )
+
+
 def load_real_model(model_path, torch_dtype, attn):
     """A .gguf file (dequantised into a dense model in `torch_dtype`, as our loader does: recent
     transformers would otherwise keep GGUF blocks when the `kernels` package provides a matmul
@@ -231,10 +239,7 @@ def bench(steps, warmup, threads, model_path=None, batch=16, seq_len=64):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     if model_path is None:
-        cfg = Qwen2Config(
-            vocab_size=512, hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-            num_key_value_heads=2, tie_word_embeddings=True, use_sliding_window=False,
-        )
+        cfg = tiny_bench_config()
 
         def load(attn):
             cfg._attn_implementation = attn
@@ -343,10 +348,7 @@ def bench_generate(threads, repeats, batches=(1, 16, 64), prompt_len=16, new_tok
     torch.manual_seed(0)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     if model_path is None:
-        cfg = Qwen2Config(
-            vocab_size=512, hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-            num_key_value_heads=2, tie_word_embeddings=True, use_sliding_window=False,
-        )
+        cfg = tiny_bench_config()
 
         def load(attn):
             cfg._attn_implementation = attn

@@ -26,7 +26,7 @@
 //! embedding's scatter) run in a fixed serial order.
 
 use super::pool::{copy_of, give, take, take_zeroed};
-use crate::generate::host::exp_f32;
+use crate::generate::host::{dot, exp_f32, max_of};
 use crate::generate::matmul::{View, matmul_view, vectorised};
 use rayon::prelude::*;
 
@@ -325,34 +325,6 @@ fn add_column_sums(dy: &[f32], db: &mut [f32]) {
             }
         },
     )
-}
-
-/// A dot product in sixteen interleaved partial sums (a fixed order the compiler vectorises).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ac.zip(bc) {
-        for ((acc, &x), &y) in acc.iter_mut().zip(x).zip(y) {
-            *acc += x * y;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// The largest element (−∞ for none), in sixteen lanes.
-#[inline(always)]
-fn max_of(x: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let chunks = x.chunks_exact(16);
-    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-    for c in chunks {
-        for (m, &v) in lanes.iter_mut().zip(c) {
-            *m = if v > *m { v } else { *m };
-        }
-    }
-    lanes.iter().fold(tail, |m, &v| if v > m { v } else { m })
 }
 
 /// `x ← exp(x − shift)` for every element; returns their sum (sixteen interleaved partial sums).

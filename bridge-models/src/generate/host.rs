@@ -668,7 +668,7 @@ fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], scale: f32) {
 
 /// A dot product in sixteen interleaved partial sums (a fixed order the compiler vectorises).
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
     let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
@@ -683,7 +683,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// The largest element (−∞ for none), in sixteen lanes (NaNs are not propagated: the scores are
 /// finite).
 #[inline(always)]
-fn max_of(x: &[f32]) -> f32 {
+pub(crate) fn max_of(x: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 16];
     let chunks = x.chunks_exact(16);
     let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });

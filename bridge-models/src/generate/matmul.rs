@@ -38,54 +38,7 @@ pub(crate) fn matmul(
     accumulate: bool,
     parallel: bool,
 ) {
-    assert!(
-        dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n,
-        "matmul operands too short: dst {} < {m}×{n}, lhs {} < {m}×{k} or rhs {} < {k}×{n}",
-        dst.len(),
-        lhs.len(),
-        rhs.len()
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    let parallelism = if parallel && m * n * k >= PARALLEL_MIN_WORK && rayon::current_num_threads() > 1 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the largest offsets touched are (m−1)·n + (n−1) < m·n in `dst`, (m−1)·k + (k−1)
-    // < m·k in `lhs`, and (k−1)·n + (n−1) < k·n in `rhs` (all row-major: column stride 1); the
-    // assertion above bounds each by its slice's length. `dst` is a unique borrow, so it
-    // aliases neither input; the inputs are only read.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    matmul_view(dst, n, View::rows(lhs, k), View::rows(rhs, n), m, k, n, accumulate, 1.0, parallel);
 }
 
 /// A read-only strided matrix operand: element `(i, j)` is `data[i·rs + j·cs]`, so that a
