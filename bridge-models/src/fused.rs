@@ -7,11 +7,11 @@
 //!
 //! 1. flattens the base θ and the adapter w into one vector (a differentiable `cat` of every
 //!    parameter, so that gradients reach each parameter through burn's own graph);
-//! 2. runs the whole decoder forward over host `f32` buffers ([`kernels::forward`]), keeping
+//! 2. runs the whole decoder forward over host `f32` buffers (`kernels::forward`), keeping
 //!    the activations the backward needs, and returns the per-target log-probabilities as the
 //!    output of one graph node;
 //! 3. in the backward pass, turns the log-probabilities' gradient into the gradient of the flat
-//!    vector ([`kernels::backward`]), which burn splits back to the parameters.
+//!    vector (`kernels::backward`), which burn splits back to the parameters.
 //!
 //! Everything a loss does with the log-probabilities (SFT's NLL, GRPO's clipped ratio and KL,
 //! BRIDGE's weighted sums) stays in burn: the engine only replaces the model. Its results equal
