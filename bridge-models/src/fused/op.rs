@@ -38,7 +38,6 @@ fn flex_tensor(values: Vec<f32>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, [n]))
 }
 
-/// The forward; leaves the entropy in `call` when asked for.
 /// Runs `f` on one of rayon's threads, so that the parallel loops inside it fork from a worker
 /// (the caller blocks once, instead of once per loop).
 fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
