@@ -681,7 +681,13 @@ impl std::fmt::Display for ScoringEngine {
 
 /// Whether `device` is burn's `flex` CPU backend (with or without autodiff).
 pub(crate) fn is_flex(device: &Device) -> bool {
-    cfg!(feature = "flex") && format!("{device:?}").contains("Flex(")
+    format!("{device:?}").contains("Flex(")
+}
+
+/// Whether the fused scoring engine can run on `device` (flex, in a build with this crate's
+/// `flex` feature).
+fn fused_runs_on(device: &Device) -> bool {
+    cfg!(feature = "flex") && is_flex(device)
 }
 
 impl ScoringEngine {
@@ -690,11 +696,11 @@ impl ScoringEngine {
     pub(crate) fn uses_fused(self, dtype: DType, device: &Device) -> Result<bool> {
         match self {
             Self::Tensor => Ok(false),
-            Self::Auto => Ok(dtype == DType::F32 && is_flex(device)),
+            Self::Auto => Ok(dtype == DType::F32 && fused_runs_on(device)),
             Self::Fused if dtype != DType::F32 => Err(BridgeError::InvalidInput(format!(
                 "the fused scoring engine runs f32 weights, these are {dtype:?}"
             ))),
-            Self::Fused if !is_flex(device) => Err(BridgeError::InvalidInput(format!(
+            Self::Fused if !fused_runs_on(device) => Err(BridgeError::InvalidInput(format!(
                 "the fused scoring engine runs on the flex CPU backend, not on {device:?}"
             ))),
             Self::Fused => Ok(true),

@@ -24,6 +24,7 @@
 //! The entropy (when asked for) is an output of the same node, differentiable too.
 
 pub(crate) mod kernels;
+mod op;
 mod pool;
 
 use crate::decoder::{Decoder, DecoderWeights, Proj, RmsNorm};
@@ -160,8 +161,6 @@ pub(crate) fn token_scores(
     };
     Ok(TokenScores { logprobs, entropy, mask: batch.target_mask(&device) })
 }
-
-mod op;
 
 #[cfg(test)]
 mod tests {

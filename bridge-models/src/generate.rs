@@ -230,8 +230,7 @@ fn host_vec(t: Tensor<2>) -> Result<Vec<f32>> {
 
 /// Whether `device` is a CPU backend (flex, ndarray), where host selection costs no transfer.
 fn is_cpu_backend(device: &Device) -> bool {
-    let name = format!("{device:?}");
-    name.contains("Flex(") || name.contains("NdArray(")
+    crate::decoder::is_flex(device) || format!("{device:?}").contains("NdArray(")
 }
 
 /// Chooses one token per row of `logits [R, V]` on the device (see

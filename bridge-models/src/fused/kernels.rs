@@ -117,16 +117,11 @@ pub(crate) struct BatchPlan {
 }
 
 impl ProjSlots {
-    /// The range of the flat vector this projection's tensors occupy (they are consecutive).
+    /// The range of the flat vector this projection's tensors occupy: they are consecutive,
+    /// weight first, then bias, `A`, `B` (the order `fused::flatten` pushes them in).
     fn range(&self) -> (usize, usize) {
-        let mut slots = vec![self.weight];
-        slots.extend(self.bias);
-        if let Some((a, b)) = self.lora {
-            slots.extend([a, b]);
-        }
-        let start = slots.iter().map(|s| s.offset).min().unwrap_or(self.weight.offset);
-        let end = slots.iter().map(|s| s.offset + s.len).max().unwrap_or(self.weight.offset);
-        (start, end)
+        let last = self.lora.map(|(_, b)| b).or(self.bias).unwrap_or(self.weight);
+        (self.weight.offset, last.offset + last.len)
     }
 }
 
@@ -801,11 +796,12 @@ pub(crate) fn forward(p: &[f32], lay: &ParamLayout, plan: &BatchPlan, with_entro
         }
     }
     give(logits);
-    let saved = Saved { groups, lse, entropy: entropy.as_deref().map(copy_of), head_down };
     let saved = if save {
-        Some(saved)
+        Some(Saved { groups, lse, entropy: entropy.as_deref().map(copy_of), head_down })
     } else {
-        saved.recycle();
+        groups.into_iter().for_each(SavedGroup::recycle);
+        give(lse);
+        head_down.into_iter().for_each(give);
         None
     };
     ForwardOut { logprobs, entropy, saved }
@@ -958,7 +954,7 @@ fn layer_param_grads(
     g: &mut [f32],
 ) {
     let (s, r) = (lay.lora_scale, lay.lora_rank);
-    let (hdim, d) = (lay.hidden, lay.head_dim);
+    let hdim = lay.hidden;
     let projs: [(&ProjSlots, usize); 7] =
         [(&l.q, Q), (&l.k, K), (&l.v, V), (&l.o, O), (&l.gate, GATE), (&l.up, UP), (&l.down, DOWN)];
     let mut order: Vec<usize> = (0..7).collect();
@@ -999,7 +995,6 @@ fn layer_param_grads(
         rms_norm_dw(&sl.x, &sl.inv1, &gr.dn1, l.input_norm.of_mut(g));
         rms_norm_dw(&sl.x2, &sl.inv2, &gr.dn2, l.post_norm.of_mut(g));
         if let (Some(w), Some((pre, inv)), Some(dy)) = (l.q_norm, sl.q_pre.as_ref(), gr.dq_normed.as_ref()) {
-            debug_assert_eq!(w.len, d);
             rms_norm_dw(pre, inv, dy, w.of_mut(g));
         }
         if let (Some(w), Some((pre, inv)), Some(dy)) = (l.k_norm, sl.k_pre.as_ref(), gr.dk_normed.as_ref()) {

@@ -2,7 +2,7 @@
 //! the same forward plus one graph node whose backward is [`kernels::backward`].
 
 use super::FusedCall;
-use super::kernels;
+use super::{kernels, pool};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -50,6 +50,7 @@ fn run_forward(params: &[f32], call: &FusedCall, save: bool) -> (FlexTensor, Opt
     let mut values = out.logprobs;
     if let Some(e) = out.entropy {
         values.extend_from_slice(&e);
+        pool::give(e);
     }
     (flex_tensor(values), out.saved)
 }
