@@ -1,18 +1,22 @@
 //! BRIDGE against its baselines, end to end on a CPU with nothing to download.
 //!
 //! ```text
-//! cargo run --release --example quickstart [-- --quick] [--seeds N] [--seed S] [--run-dir DIR] [--threads N]
+//! cargo run --release --example quickstart [-- --quick] [--seeds N] [--seed S] [--sweep]
+//!     [--reward-noise P] [--methods sft,bridge] [--run-dir DIR] [--threads N]
+//!     [--config FILE.json] [--print-config]
 //! ```
 //!
 //! Generates the embedded arithmetic task, pre-trains a tiny base model from scratch (cached in
 //! the run directory), trains Base/SFT/RL-zero/Cold-start/alternating/BRIDGE on an equal step
-//! budget, and prints a table of test accuracy per level, wall time and time to Cold-start's
-//! final accuracy; writes `results.json`, `results.md` and `accuracy.png` (default run
-//! directory `runs/quickstart/`, or `runs/quickstart-quick/` with `--quick`). See
-//! `docs/quickstart.md` and the `bridge::quickstart` module.
+//! budget, each at its own tuned hyper-parameters (`--sweep` re-runs the search on the validation
+//! split), and prints a table of test accuracy per level, wall time and time to the best
+//! baseline's final accuracy, and a table of the paper's claims; writes `results.json`,
+//! `results.md` and `accuracy.png` (default run directory `runs/quickstart/`, or
+//! `runs/quickstart-quick/` with `--quick`). See `docs/quickstart.md` and the
+//! `bridge::quickstart` module.
 
-use bridge::core::{BridgeError, Result};
-use bridge::quickstart::{QuickstartConfig, run};
+use bridge::quickstart::{Method, QuickstartConfig, hyper_summary, run, sweep};
+use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,99 +24,129 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: quickstart [--quick] [--seeds N] [--seed S] [--run-dir DIR] [--threads N]
-                  [--config FILE.json] [--print-config]
+/// BRIDGE against its baselines on the embedded arithmetic task (docs/quickstart.md).
+#[derive(Parser, Debug)]
+#[command(name = "quickstart")]
+struct Args {
+    /// A smaller run (≤ 2 minutes), the CI smoke test.
+    #[arg(long)]
+    quick: bool,
+    /// Repeat with N seeds (S, S+1, …) and report mean ± std and the claims table.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    seeds: Option<usize>,
+    /// The first seed.
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    seed: Option<u64>,
+    /// Re-run the hyper-parameter search (every method, the same grid, scored on the validation
+    /// split), then the comparison at the chosen settings.
+    #[arg(long)]
+    sweep: bool,
+    /// Flip every RL reward with probability P (a noisy verifier).
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    reward_noise: Option<f64>,
+    /// The methods to run, comma-separated (base, sft, rl_zero, cold_start, alternating, bridge).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    methods: Option<Vec<Method>>,
+    /// Where to write (default runs/quickstart, or runs/quickstart-quick with --quick).
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// Compute threads (default 2; results depend on it, so keep it fixed to reproduce).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    threads: Option<usize>,
+    /// The whole configuration as JSON (start from --print-config); flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the configuration as JSON and exit.
+    #[arg(long)]
+    print_config: bool,
+}
 
-  --quick        a smaller run (≤ 2 minutes), the CI smoke test
-  --seeds N      repeat with N seeds (S, S+1, …) and report mean ± std (default 1)
-  --seed S       the first seed (default 0)
-  --run-dir DIR  where to write (default runs/quickstart, or runs/quickstart-quick with --quick)
-  --threads N    compute threads (default 2; results depend on it, so keep it fixed to reproduce)
-  --config FILE  the whole configuration as JSON (start from --print-config); flags override it
-  --print-config print the configuration as JSON and exit";
-
-fn parse(args: &[String]) -> Result<Option<QuickstartConfig>> {
-    let (mut quick, mut print, mut config) = (false, false, None);
-    let (mut seeds, mut seed, mut run_dir, mut threads) = (None, None, None, None);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next().cloned().ok_or_else(|| BridgeError::InvalidInput(format!("{name} needs a value\n\n{USAGE}")))
+impl Args {
+    fn config(&self) -> bridge::core::Result<QuickstartConfig> {
+        let mut cfg = match (&self.config, self.quick) {
+            (Some(path), _) => QuickstartConfig::load(path)?,
+            (None, true) => {
+                QuickstartConfig { run_dir: PathBuf::from("runs/quickstart-quick"), ..QuickstartConfig::quick() }
+            }
+            (None, false) => QuickstartConfig::full(),
         };
-        let number = |name: &str, v: String| {
-            v.parse::<u64>().map_err(|_| BridgeError::InvalidInput(format!("{name} needs a whole number, got {v:?}")))
-        };
-        match a.as_str() {
-            "--quick" => quick = true,
-            "--seeds" => seeds = Some(number("--seeds", value("--seeds")?)?),
-            "--seed" => seed = Some(number("--seed", value("--seed")?)?),
-            "--threads" => threads = Some(number("--threads", value("--threads")?)?),
-            "--run-dir" => run_dir = Some(PathBuf::from(value("--run-dir")?)),
-            "--config" => config = Some(PathBuf::from(value("--config")?)),
-            "--print-config" => print = true,
-            "-h" | "--help" => return Ok(None),
-            other => return Err(BridgeError::InvalidInput(format!("unknown argument {other:?}\n\n{USAGE}"))),
+        cfg.seeds = self.seeds.unwrap_or(cfg.seeds);
+        cfg.seed = self.seed.unwrap_or(cfg.seed);
+        cfg.threads = self.threads.unwrap_or(cfg.threads);
+        cfg.reward_noise = self.reward_noise.unwrap_or(cfg.reward_noise);
+        if let Some(methods) = &self.methods {
+            cfg.methods = methods.clone();
         }
-    }
-    let mut cfg = match (&config, quick) {
-        (Some(path), _) => QuickstartConfig::load(path)?,
-        (None, true) => {
-            QuickstartConfig { run_dir: PathBuf::from("runs/quickstart-quick"), ..QuickstartConfig::quick() }
+        if let Some(dir) = &self.run_dir {
+            cfg.run_dir = dir.clone();
         }
-        (None, false) => QuickstartConfig::full(),
-    };
-    let too_big = |name: &str| BridgeError::InvalidInput(format!("{name} is too large"));
-    if let Some(n) = seeds {
-        cfg.seeds = usize::try_from(n).map_err(|_| too_big("--seeds"))?;
+        cfg.validate()?;
+        Ok(cfg)
     }
-    if let Some(s) = seed {
-        cfg.seed = s;
-    }
-    if let Some(n) = threads {
-        cfg.threads = usize::try_from(n).map_err(|_| too_big("--threads"))?;
-    }
-    if let Some(d) = run_dir {
-        cfg.run_dir = d;
-    }
-    cfg.validate()?;
-    if print {
-        println!("{}", serde_json::to_string_pretty(&cfg).map_err(|e| BridgeError::InvalidInput(e.to_string()))?);
-        return Ok(None);
-    }
-    Ok(Some(cfg))
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let cfg = match parse(&args) {
-        Ok(Some(cfg)) => cfg,
-        Ok(None) => {
-            if !args.iter().any(|a| a == "--print-config") {
-                println!("{USAGE}");
-            }
-            return ExitCode::SUCCESS;
-        }
+    let args = Args::parse();
+    let mut cfg = match args.config() {
+        Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    if args.print_config {
+        match serde_json::to_string_pretty(&cfg) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let mut progress = |line: &str| eprintln!("{line}");
+    if args.sweep {
+        eprintln!(
+            "quickstart --sweep: {} seed(s) from {}, learning rates {:?}, BRIDGE λ {:?}, {} steps per run → {}",
+            cfg.seeds,
+            cfg.seed,
+            cfg.sweep.lrs,
+            cfg.sweep.lambdas,
+            cfg.budget.steps,
+            cfg.run_dir.display()
+        );
+        match sweep(&cfg, &mut progress) {
+            Ok(report) => {
+                println!("\nValidation accuracy of every setting:\n\n{}\n", report.table);
+                println!("Wrote {} in {:.1} s.", report.path.display(), report.total_seconds);
+                cfg.hyper = report.chosen;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     eprintln!(
-        "quickstart: {} seed(s) from {}, {} threads, budget {} steps per method → {}",
+        "quickstart: {} seed(s) from {}, {} threads, budget {} steps per method, reward noise {} → {}\n  settings: {}",
         cfg.seeds,
         cfg.seed,
         cfg.threads,
         cfg.budget.steps,
-        cfg.run_dir.display()
+        cfg.reward_noise,
+        cfg.run_dir.display(),
+        hyper_summary(&cfg)
     );
-    match run(&cfg, &mut |line| eprintln!("{line}")) {
+    match run(&cfg, &mut progress) {
         Ok(report) => {
             println!("\n{}\n", report.table);
+            println!("{}\n", report.claims_table);
             println!("Budget: {}.", report.budget_unit);
+            println!("Settings: {}.", hyper_summary(&cfg));
             println!(
-                "Times are training wall time without evaluation ({} threads); \"→ Cold-start\" is when a method \
-                 first reached Cold-start's final accuracy.",
-                cfg.threads
+                "Times are training wall time without evaluation ({} threads); \"→ best baseline\" is when a method \
+                 first reached the best baseline's final accuracy on the same seed. Commit {}.",
+                cfg.threads, report.commit
             );
             println!(
                 "Wrote {} and {} in {:.1} s.",
@@ -125,6 +159,43 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("quickstart").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn flags_parse_and_bad_flags_name_themselves() {
+        let a = parse(&["--quick", "--seeds", "3", "--methods", "sft,bridge", "--reward-noise", "0.2"]).unwrap();
+        let cfg = a.config().unwrap();
+        assert_eq!((cfg.seeds, cfg.reward_noise), (3, 0.2));
+        assert_eq!(cfg.methods, vec![Method::Sft, Method::Bridge]);
+        for (args, flag) in [
+            (&["--seeds", "ten"][..], "--seeds"),
+            (&["--seeds", "-3"], "--seeds"),
+            (&["--threads", "-1"], "--threads"),
+            (&["--seed", "1.5"], "--seed"),
+            (&["--threads", "x"], "--threads"),
+            (&["--reward-noise", "lots"], "--reward-noise"),
+            (&["--methods", "sft,ppo"], "--methods"),
+            (&["--frobnicate"], "--frobnicate"),
+        ] {
+            let e = parse(args).unwrap_err().to_string();
+            assert!(e.contains(flag), "{args:?}: {e}");
+        }
+        // Values clap accepts but the configuration refuses.
+        for (args, field) in
+            [(&["--seeds", "0"][..], "seeds"), (&["--threads", "0"], "threads"), (&["--reward-noise", "2"], "reward_noise"), (&["--reward-noise", "-0.1"], "reward_noise")]
+        {
+            let e = parse(args).unwrap().config().unwrap_err().to_string();
+            assert!(e.contains(field), "{args:?}: {e}");
         }
     }
 }

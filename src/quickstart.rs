@@ -4,53 +4,67 @@
 //! [`run`] does, for each seed:
 //!
 //! 1. generates the task splits ([`bridge_eval::tasks`], seeded) and writes them to
-//!    `RUN_DIR/seed-S/data/`;
+//!    `RUN_DIR/seed-S/data/`: levels 1–2 are plain arithmetic the base model has seen worked
+//!    out, levels 3–4 need a skill it has never seen (squares, `a^2`) that only the
+//!    demonstrations show;
 //! 2. pre-trains a tiny Qwen2-style base model from scratch on the pre-training text (LM loss on
 //!    every token, AdamW) and caches it as an HF directory `RUN_DIR/base-HASH/`, where `HASH`
 //!    digests the model, pre-training and task settings, the seed and the thread count: a second
-//!    run reuses it. Like the paper's base models it knows the format and the easy levels but
-//!    has never seen a worked solution of the hard ones;
+//!    run reuses it;
 //! 3. trains SFT, RL-zero, Cold-start, naive alternating and BRIDGE from that base on an **equal
 //!    budget of optimisation steps** ([`BudgetSpec::steps`] calls of
 //!    [`TrainingAlgorithm::step`](bridge_bilevel::TrainingAlgorithm), the unit of
-//!    [`bridge_bilevel::run_steps`]; Cold-start's SFT stage counts inside it), evaluating each
-//!    greedily on the test split every [`BudgetSpec::eval_every`] steps. The clock of a method
-//!    counts its training only: evaluation time is measured and left out;
+//!    [`bridge_bilevel::run_steps`]; Cold-start's SFT stage counts inside it), each at **its own
+//!    hyper-parameters** ([`QuickstartConfig::hyper`], chosen by [`sweep`] on the validation
+//!    split), evaluating each greedily on the test split every [`BudgetSpec::eval_every`] steps.
+//!    The clock of a method counts its training only: evaluation time is measured and left out;
 //! 4. summarises (mean ± std over seeds) test accuracy per level and overall, training wall time,
-//!    and the time each method needs to reach Cold-start's final accuracy;
-//! 5. writes `results.json`, `results.md` (the table) and `accuracy.png` (accuracy against
-//!    training wall time, one series per method) to the run directory.
+//!    and the time each method needs to reach the best baseline's final accuracy; and tests the
+//!    paper's claims on paired differences ([`claims`]);
+//! 5. writes `results.json` (with the commit and every setting), `results.md` (the tables) and
+//!    `accuracy.png` (accuracy against training wall time, one series per method) to the run
+//!    directory.
+//!
+//! [`sweep`] is the hyper-parameter search every method gets alike: the same grid of learning
+//! rates ([`SweepSpec::lrs`]) — crossed with [`SweepSpec::lambdas`] for BRIDGE — the same step
+//! budget, data and evaluation, scored by the final accuracy on the validation split (disjoint
+//! from test), averaged over the seeds. Its choice is what [`QuickstartConfig::full`] runs.
 //!
 //! The flex backend is deterministic for a fixed thread count, and its reductions split their
 //! work by the thread count, so [`run`] executes everything in a rayon pool of exactly
 //! [`QuickstartConfig::threads`] threads (2 by default): the table is reproducible from the seed
 //! and the thread count, on any machine with the same floating-point behaviour.
 
+mod claims;
 mod report;
+mod sweep;
 
+pub use claims::{Claim, Verdict, claims, format_claims};
 pub use report::{MethodSummary, Stat, format_table, summarise};
+pub use sweep::{SweepPoint, SweepReport, sweep};
 
 use crate::train::{AlgorithmName, AlgorithmSection, evaluate_metrics};
 use bridge_bilevel::{LoopConfig, Metrics, OptimConfig, RunEvent, RunInputs, init_state, run_steps};
 use bridge_core::error::ensure_finite;
 use bridge_core::{
     AdamWSettings, BridgeError, BridgeRng, CausalLm, CharCodec, DataCursor, DeviceChoice, FlatGradients,
-    GroupOptimizer, InMemorySource, LambdaScheduleConfig, Result, SequenceBatch, SftExample, TokenSequence,
-    derive_seed, independent_copy,
+    GroupOptimizer, InMemorySource, LambdaScheduleConfig, Result, RewardFunction, SequenceBatch, SftExample,
+    TokenSequence, derive_seed, independent_copy,
 };
 use bridge_eval::metrics::MetricsWriter;
-use bridge_eval::reward::AccuracyReward;
+use bridge_eval::reward::{AccuracyReward, NoisyReward};
 use bridge_eval::runner::{DatasetFormat, EvalConfig, EvalDataset, PromptTemplate};
 use bridge_eval::tasks::{ALPHABET, TaskConfig, TaskSplits, generate};
 use bridge_models::{Decoder, DecoderConfig, DecoderWeights, LoraConfig};
 use bridge_rl::GrpoConfig;
 use bridge_sft::{SftTokenizer, TokenizeConfig, TokenizedSource};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The methods the quickstart compares (method.md §5), in table order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// The pre-trained base model, no training.
@@ -72,6 +86,9 @@ impl Method {
     pub const ALL: [Method; 6] =
         [Method::Base, Method::Sft, Method::RlZero, Method::ColdStart, Method::Alternating, Method::Bridge];
 
+    /// The baselines BRIDGE is measured against (the trained methods other than BRIDGE).
+    pub const BASELINES: [Method; 4] = [Method::Sft, Method::RlZero, Method::ColdStart, Method::Alternating];
+
     /// The name printed in tables and legends.
     pub fn label(self) -> &'static str {
         match self {
@@ -84,7 +101,8 @@ impl Method {
         }
     }
 
-    /// The directory name of the method's run (`sft`, `rl_zero`, …).
+    /// The directory name of the method's run (`sft`, `rl_zero`, …), also its name in
+    /// `--methods` and in JSON.
     pub fn slug(self) -> &'static str {
         match self {
             Method::Base => "base",
@@ -94,6 +112,16 @@ impl Method {
             Method::Alternating => "alternating",
             Method::Bridge => "bridge",
         }
+    }
+
+    /// Whether the method trains (every method but Base).
+    pub fn trains(self) -> bool {
+        self != Method::Base
+    }
+
+    /// Whether the method samples rollouts and scores them with the reward.
+    pub fn uses_rl(self) -> bool {
+        !matches!(self, Method::Base | Method::Sft)
     }
 
     fn algorithm(self, budget: &BudgetSpec) -> Option<AlgorithmSection> {
@@ -106,6 +134,80 @@ impl Method {
             Method::Bridge => AlgorithmName::Bridge,
         };
         Some(AlgorithmSection { name, sft_steps: budget.cold_start_sft_steps, ..AlgorithmSection::default() })
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = BridgeError;
+
+    /// A method's [`Method::slug`] (or its label, in any case: `BRIDGE`, `rl-zero`).
+    fn from_str(s: &str) -> Result<Self> {
+        let key = s.trim().to_ascii_lowercase().replace('-', "_");
+        Method::ALL.into_iter().find(|m| m.slug() == key || m.label().to_ascii_lowercase().replace('-', "_") == key).ok_or_else(
+            || {
+                let names: Vec<&str> = Method::ALL.iter().map(|m| m.slug()).collect();
+                BridgeError::config("methods", format!("unknown method {s:?} (one of {})", names.join(", ")))
+            },
+        )
+    }
+}
+
+/// One method's hyper-parameters: what [`sweep`] chooses.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hyper {
+    /// AdamW learning rate of every parameter group the method trains (θ; BRIDGE's θ̂ and w;
+    /// alternating's SFT optimiser: method.md's β = α).
+    pub lr: f64,
+    /// BRIDGE's λ (constant); absent for every other method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda: Option<f64>,
+}
+
+impl Hyper {
+    /// `lr 3e-4` or `lr 3e-4, λ 0.5`.
+    pub fn label(&self) -> String {
+        match self.lambda {
+            Some(l) => format!("lr {:e}, λ {l}", self.lr),
+            None => format!("lr {:e}", self.lr),
+        }
+    }
+
+    /// A directory-safe name: `lr3e-4` or `lr3e-4-l0.5`.
+    pub fn slug(&self) -> String {
+        match self.lambda {
+            Some(l) => format!("lr{:e}-l{l}", self.lr),
+            None => format!("lr{:e}", self.lr),
+        }
+    }
+}
+
+/// The hyper-parameter search of [`sweep`]: the same grid for every method.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    /// The learning rates every trained method is run at.
+    pub lrs: Vec<f64>,
+    /// The λ values BRIDGE is run at (each crossed with every learning rate).
+    pub lambdas: Vec<f64>,
+}
+
+impl SweepSpec {
+    /// The grid points of `method`, in search order (learning rate, then λ).
+    pub fn grid(&self, method: Method) -> Vec<Hyper> {
+        if !method.trains() {
+            return Vec::new();
+        }
+        self.lrs
+            .iter()
+            .flat_map(|&lr| {
+                if method == Method::Bridge {
+                    self.lambdas.iter().map(|&l| Hyper { lr, lambda: Some(l) }).collect::<Vec<_>>()
+                } else {
+                    vec![Hyper { lr, lambda: None }]
+                }
+            })
+            .collect()
     }
 }
 
@@ -170,7 +272,8 @@ pub struct BudgetSpec {
     pub steps: u64,
     /// Evaluate every this many steps (and at the end).
     pub eval_every: u64,
-    /// Cold-start: SFT steps before RL (inside `steps`).
+    /// Cold-start: SFT steps before RL (inside `steps`; a multiple of `eval_every`, so that the
+    /// curve has a point where the RL stage starts).
     pub cold_start_sft_steps: u64,
     /// SFT examples per step.
     pub sft_batch_size: usize,
@@ -182,10 +285,6 @@ pub struct BudgetSpec {
     pub max_new_tokens: usize,
     /// Rollout temperature.
     pub temperature: f64,
-    /// AdamW learning rate of every group (θ, θ̂, w; method.md: β = α).
-    pub lr: f64,
-    /// BRIDGE's λ (constant).
-    pub lambda: f64,
     /// The LoRA adapter (BRIDGE's w).
     pub lora: LoraConfig,
     /// β_KL of the GRPO loss (0 skips the reference forward).
@@ -213,6 +312,14 @@ pub struct QuickstartConfig {
     pub pretrain: PretrainSpec,
     /// The training budget.
     pub budget: BudgetSpec,
+    /// Each trained method's hyper-parameters (keys: [`Method::slug`]); the defaults are
+    /// [`sweep`]'s choice (docs/quickstart.md).
+    pub hyper: BTreeMap<Method, Hyper>,
+    /// The hyper-parameter search of `--sweep`.
+    pub sweep: SweepSpec,
+    /// Probability with which every RL reward is flipped (0 ↔ 1) from a seeded stream: a noisy
+    /// verifier ([`NoisyReward`]). 0: the clean reward.
+    pub reward_noise: f64,
     /// Maximum new tokens of the greedy evaluation.
     pub eval_max_new_tokens: usize,
     /// Prompts per generation call in evaluation.
@@ -222,53 +329,68 @@ pub struct QuickstartConfig {
 }
 
 impl QuickstartConfig {
-    /// The default run (≤ 10 minutes on a 2-core laptop; see `docs/quickstart.md` for how it was
-    /// chosen).
+    /// The default run (≤ 10 minutes per seed on a 2-core laptop; see `docs/quickstart.md` for
+    /// how the task was designed and how [`QuickstartConfig::hyper`] was chosen).
     pub fn full() -> Self {
         Self {
             seed: 0,
             seeds: 1,
             threads: 2,
             run_dir: PathBuf::from("runs/quickstart"),
-            // One-digit operands keep the arithmetic learnable by a tiny model in a minute. Level 1
-            // has only 238 distinct questions at these limits, so the splits are uneven: 100 test
-            // + 20 SFT + 40 RL + 30 pre-training questions of level 1, and the demonstrations
-            // (400 per level) go to the levels 2-4 that have thousands.
+            // Levels 1-2: one and two operations, worked out in the pre-training text (level 1
+            // only 45 times: the base model half knows it). Levels 3-4: one and two operations with
+            // one squared operand (`3^2+4`, `2*5^2-9`), never shown in pre-training: a skill only
+            // the demonstrations teach (docs/quickstart.md, "The task"). Level 1 has 255 distinct
+            // questions at these limits and level 3 has 282, which bounds their splits.
             task: TaskConfig {
                 levels: 4,
                 n_pretrain: 3000,
-                pretrain_problems: vec![30, 1500],
-                n_sft: 1220,
-                sft_per_level: vec![20, 400, 400, 400],
-                n_rl: 320,
-                rl_per_level: vec![40, 93, 93, 94],
+                pretrain_problems: vec![45, 1500],
+                n_sft: 920,
+                sft_per_level: vec![20, 400, 100, 400],
+                n_rl: 258,
+                rl_per_level: vec![40, 93, 32, 93],
                 n_test: 400,
                 test_per_level: vec![100, 100, 100, 100],
+                n_val: 200,
+                val_per_level: vec![50, 50, 50, 50],
+                ops_per_level: vec![1, 2, 1, 2],
+                squares_per_level: vec![0, 0, 1, 1],
                 max_operand: 9,
                 max_factor: 9,
-                max_value: 40,
+                max_value: 99,
                 ..TaskConfig::default()
             },
             model: ModelSpec { hidden_size: 64, intermediate_size: 192, num_layers: 2, num_heads: 4, num_kv_heads: 2 },
             pretrain: PretrainSpec { steps: 1500, batch_size: 32, lr: 3e-3, warmup_steps: 50 },
             budget: BudgetSpec {
-                steps: 300,
+                steps: 600,
                 eval_every: 50,
-                cold_start_sft_steps: 150,
+                cold_start_sft_steps: 300,
                 sft_batch_size: 16,
                 prompts_per_step: 8,
                 group_size: 4,
                 max_new_tokens: 48,
                 temperature: 1.0,
-                lr: 6e-4,
-                lambda: 0.5,
                 lora: LoraConfig { rank: 8, alpha: 16.0, ..LoraConfig::default() },
                 kl_coef: 0.0,
             },
+            hyper: Self::uniform_hyper(6e-4, 0.5),
+            sweep: SweepSpec { lrs: vec![1e-4, 3e-4, 1e-3], lambdas: vec![0.25, 0.5, 0.75] },
+            reward_noise: 0.0,
             eval_max_new_tokens: 48,
             eval_batch_size: 100,
             methods: Method::ALL.to_vec(),
         }
+    }
+
+    /// One learning rate for every method and `lambda` for BRIDGE.
+    pub fn uniform_hyper(lr: f64, lambda: f64) -> BTreeMap<Method, Hyper> {
+        Method::ALL
+            .into_iter()
+            .filter(|m| m.trains())
+            .map(|m| (m, Hyper { lr, lambda: (m == Method::Bridge).then_some(lambda) }))
+            .collect()
     }
 
     /// `--quick`: the same comparison, smaller (≤ 2 minutes; the CI smoke test).
@@ -277,9 +399,11 @@ impl QuickstartConfig {
         Self {
             task: TaskConfig {
                 n_pretrain: 1500,
-                pretrain_problems: vec![30, 900],
+                pretrain_problems: vec![45, 900],
                 n_test: 100,
                 test_per_level: vec![25; 4],
+                n_val: 100,
+                val_per_level: vec![25; 4],
                 ..full.task.clone()
             },
             pretrain: PretrainSpec { steps: 500, ..full.pretrain.clone() },
@@ -301,6 +425,11 @@ impl QuickstartConfig {
                 sft_per_level: vec![4, 12],
                 n_rl: 16,
                 n_test: 8,
+                n_val: 4,
+                ops_per_level: vec![1, 1],
+                squares_per_level: vec![0, 1],
+                max_operand: 9,
+                max_value: 40,
                 ..TaskConfig::default()
             },
             model: ModelSpec { hidden_size: 16, intermediate_size: 32, num_layers: 1, num_heads: 2, num_kv_heads: 1 },
@@ -316,6 +445,7 @@ impl QuickstartConfig {
                 lora: LoraConfig { rank: 2, alpha: 2.0, ..LoraConfig::default() },
                 ..full.budget
             },
+            sweep: SweepSpec { lrs: vec![1e-3, 3e-3], lambdas: vec![0.5] },
             eval_max_new_tokens: 12,
             eval_batch_size: 8,
             ..full
@@ -323,7 +453,7 @@ impl QuickstartConfig {
     }
 
     /// Reads a configuration written as JSON (e.g. by `--print-config`); unknown keys are errors.
-    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self> {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| BridgeError::io(path, e))?;
         let cfg: Self =
@@ -344,6 +474,11 @@ impl QuickstartConfig {
         if self.methods.is_empty() {
             return err("methods", "must name at least one method");
         }
+        for (i, m) in self.methods.iter().enumerate() {
+            if self.methods[..i].contains(m) {
+                return err("methods", &format!("{} is listed twice", m.slug()));
+            }
+        }
         let b = &self.budget;
         if b.steps == 0 {
             return err("budget.steps", "must be ≥ 1");
@@ -351,13 +486,38 @@ impl QuickstartConfig {
         if b.cold_start_sft_steps > b.steps {
             return err("budget.cold_start_sft_steps", "must not exceed budget.steps");
         }
-        if b.sft_batch_size == 0 || b.prompts_per_step == 0 || b.group_size == 0 || b.max_new_tokens == 0 {
-            return err("budget", "batch sizes, group size and max_new_tokens must be ≥ 1");
+        if b.sft_batch_size == 0 || b.max_new_tokens == 0 {
+            return err("budget", "sft_batch_size and max_new_tokens must be ≥ 1");
         }
-        if !(b.lambda > 0.0 && b.lambda < 1.0) {
-            return err("budget.lambda", "must be in (0, 1)");
+        if b.prompts_per_step == 0 {
+            return err("budget.prompts_per_step", "must be ≥ 1");
         }
-        AdamWSettings::with_lr(b.lr).validate("quickstart.budget.lr")?;
+        if b.group_size < 2 {
+            return err("budget.group_size", "must be ≥ 2 (GRPO's advantages of a group of one are all zero)");
+        }
+        for &m in self.methods.iter().filter(|m| m.trains()) {
+            let field = format!("hyper.{}", m.slug());
+            let Some(h) = self.hyper.get(&m) else {
+                return err(&field, "is missing: every trained method needs its hyper-parameters");
+            };
+            AdamWSettings::with_lr(h.lr).validate(&format!("quickstart.{field}.lr"))?;
+            check_lambda(m, h.lambda, &format!("{field}.lambda"))?;
+        }
+        if self.sweep.lrs.is_empty() {
+            return err("sweep.lrs", "must hold at least one learning rate");
+        }
+        for (i, &lr) in self.sweep.lrs.iter().enumerate() {
+            AdamWSettings::with_lr(lr).validate(&format!("quickstart.sweep.lrs[{i}]"))?;
+        }
+        if self.sweep.lambdas.is_empty() {
+            return err("sweep.lambdas", "must hold at least one λ");
+        }
+        for (i, &l) in self.sweep.lambdas.iter().enumerate() {
+            check_lambda(Method::Bridge, Some(l), &format!("sweep.lambdas[{i}]"))?;
+        }
+        if !(0.0..=1.0).contains(&self.reward_noise) {
+            return err("reward_noise", &format!("must be in [0, 1], got {}", self.reward_noise));
+        }
         AdamWSettings::with_lr(self.pretrain.lr).validate("quickstart.pretrain.lr")?;
         b.lora.validate()?;
         if self.pretrain.batch_size == 0 {
@@ -367,7 +527,19 @@ impl QuickstartConfig {
             return err("eval", "eval_max_new_tokens and eval_batch_size must be ≥ 1");
         }
         self.task.validate()?;
-        self.model.decoder_config(ALPHABET.chars().count() + 1)?;
+        let cfg = self.model.decoder_config(ALPHABET.chars().count() + 1)?;
+        // A conservative bound: the longest prompt + worked solution, plus the longest generation.
+        let longest = (1..=self.task.levels).map(|l| self.task.max_chars(l)).max().unwrap_or(0);
+        let context = longest + b.max_new_tokens.max(self.eval_max_new_tokens);
+        if context > cfg.max_position_embeddings {
+            return err(
+                "budget.max_new_tokens",
+                &format!(
+                    "prompt + completion can reach {context} tokens, beyond the model's context of {}",
+                    cfg.max_position_embeddings
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -391,6 +563,23 @@ impl QuickstartConfig {
             ..EvalConfig::default()
         }
     }
+
+    /// The seeds of the run, in order.
+    pub fn seed_list(&self) -> Result<Vec<u64>> {
+        (0..self.seeds as u64)
+            .map(|i| self.seed.checked_add(i).ok_or_else(|| BridgeError::config("quickstart.seed", "overflows")))
+            .collect()
+    }
+}
+
+fn check_lambda(method: Method, lambda: Option<f64>, field: &str) -> Result<()> {
+    match (method == Method::Bridge, lambda) {
+        (true, Some(l)) if l > 0.0 && l < 1.0 => Ok(()),
+        (true, Some(l)) => Err(BridgeError::config(format!("quickstart.{field}"), format!("must be in (0, 1), got {l}"))),
+        (true, None) => Err(BridgeError::config(format!("quickstart.{field}"), "BRIDGE needs its λ")),
+        (false, None) => Ok(()),
+        (false, Some(_)) => Err(BridgeError::config(format!("quickstart.{field}"), "only BRIDGE has a λ")),
+    }
 }
 
 /// One evaluation of one method: after `step` steps and `seconds` of training.
@@ -400,9 +589,9 @@ pub struct CurvePoint {
     pub step: u64,
     /// Training wall time so far (evaluation excluded), seconds.
     pub seconds: f64,
-    /// Overall test accuracy.
+    /// Overall accuracy (on the test split, or the validation split in a sweep).
     pub accuracy: f64,
-    /// Test accuracy of level 1, 2, ….
+    /// Accuracy of level 1, 2, ….
     pub levels: Vec<f64>,
 }
 
@@ -411,6 +600,9 @@ pub struct CurvePoint {
 pub struct MethodRun {
     /// The method.
     pub method: Method,
+    /// Its hyper-parameters (`None` for Base).
+    #[serde(default)]
+    pub hyper: Option<Hyper>,
     /// Evaluations, the first one the base model at step 0.
     pub curve: Vec<CurvePoint>,
     /// Training wall time, seconds (evaluation excluded).
@@ -429,6 +621,11 @@ impl MethodRun {
     pub fn time_to_reach(&self, target: f64) -> Option<f64> {
         self.curve.iter().find(|p| p.accuracy >= target - 1e-12).map(|p| p.seconds)
     }
+
+    /// The evaluation after exactly `step` steps.
+    pub fn at_step(&self, step: u64) -> Option<&CurvePoint> {
+        self.curve.iter().find(|p| p.step == step)
+    }
 }
 
 /// Everything one seed produced.
@@ -446,9 +643,24 @@ pub struct SeedRun {
     pub methods: Vec<MethodRun>,
 }
 
+impl SeedRun {
+    /// The run of `method`, if it was run.
+    pub fn method(&self, method: Method) -> Option<&MethodRun> {
+        self.methods.iter().find(|m| m.method == method)
+    }
+
+    /// The final overall accuracy of `method`.
+    pub fn final_accuracy(&self, method: Method) -> Option<f64> {
+        self.method(method)?.last().map(|p| p.accuracy)
+    }
+}
+
 /// What [`run`] returns (and writes as `results.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QuickstartReport {
+    /// The source the numbers come from: `git` commit of the build's source tree (`+dirty` when
+    /// it had uncommitted changes), or `unknown`.
+    pub commit: String,
     /// The configuration.
     pub config: QuickstartConfig,
     /// The budget unit, in words.
@@ -457,8 +669,12 @@ pub struct QuickstartReport {
     pub seeds: Vec<SeedRun>,
     /// Per method, over the seeds.
     pub summary: Vec<MethodSummary>,
+    /// The paper's claims, tested on paired differences over the seeds.
+    pub claims: Vec<Claim>,
     /// The printed table.
     pub table: String,
+    /// The printed claims table.
+    pub claims_table: String,
     /// Wall time of the whole invocation, seconds.
     pub total_seconds: f64,
     /// `results.json`.
@@ -471,36 +687,69 @@ pub struct QuickstartReport {
 pub const BUDGET_UNIT: &str = "optimisation steps: one TrainingAlgorithm::step each (one SFT batch, one RL batch, or one \
      of each for alternating and BRIDGE); Cold-start's SFT stage counts inside the budget";
 
-/// Runs the quickstart: every seed, every method, then the table, `results.json` and the plot.
-/// `progress` receives one line per phase and evaluation.
+/// The commit of the source tree this binary was built from (`git rev-parse`, run now in the
+/// crate's directory), with `+dirty` when tracked files differ from it; `unknown` without git.
+pub fn source_commit() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(commit) if !commit.is_empty() => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            if dirty { format!("{commit}+dirty") } else { commit }
+        }
+        _ => "unknown".into(),
+    }
+}
+
+/// Runs `f` inside a rayon pool of exactly `threads` threads (the results depend on it).
+fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| BridgeError::InvalidInput(format!("cannot start {threads} threads: {e}")))?;
+    pool.install(f)
+}
+
+/// Runs the quickstart: every seed, every method at its [`QuickstartConfig::hyper`], then the
+/// tables, `results.json` and the plot. `progress` receives one line per phase and evaluation.
 pub fn run(cfg: &QuickstartConfig, progress: &mut (dyn FnMut(&str) + Send)) -> Result<QuickstartReport> {
     cfg.validate()?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(cfg.threads)
-        .build()
-        .map_err(|e| BridgeError::InvalidInput(format!("cannot start {} threads: {e}", cfg.threads)))?;
-    pool.install(|| run_in_pool(cfg, progress))
+    in_pool(cfg.threads, || run_in_pool(cfg, progress))
 }
 
 fn run_in_pool(cfg: &QuickstartConfig, progress: &mut (dyn FnMut(&str) + Send)) -> Result<QuickstartReport> {
     let started = Instant::now();
     std::fs::create_dir_all(&cfg.run_dir).map_err(|e| BridgeError::io(&cfg.run_dir, e))?;
     let mut seeds = Vec::with_capacity(cfg.seeds);
-    for i in 0..cfg.seeds {
-        let seed = cfg.seed.checked_add(i as u64).ok_or_else(|| BridgeError::config("quickstart.seed", "overflows"))?;
-        seeds.push(run_seed(cfg, seed, progress)?);
+    for seed in cfg.seed_list()? {
+        let setup = SeedSetup::new(cfg, seed, progress)?;
+        seeds.push(setup.run_methods(progress)?);
     }
     let summary = summarise(&cfg.methods, &seeds, cfg.task.levels);
     let table = format_table(&summary, cfg.task.levels, seeds.len());
+    let claims = claims(&seeds, &cfg.budget);
+    let claims_table = format_claims(&claims);
     let results_path = cfg.run_dir.join("results.json");
     let plot_path = cfg.run_dir.join("accuracy.png");
     report::plot(&cfg.methods, &seeds, cfg.task.levels, &plot_path)?;
     let mut report = QuickstartReport {
+        commit: source_commit(),
         config: cfg.clone(),
         budget_unit: BUDGET_UNIT.replace("  ", " "),
         seeds,
         summary,
+        claims,
         table,
+        claims_table,
         total_seconds: 0.0,
         results_path: results_path.clone(),
         plot_path,
@@ -508,9 +757,35 @@ fn run_in_pool(cfg: &QuickstartConfig, progress: &mut (dyn FnMut(&str) + Send)) 
     report.total_seconds = started.elapsed().as_secs_f64();
     let json = serde_json::to_vec_pretty(&report).map_err(|e| BridgeError::InvalidInput(e.to_string()))?;
     bridge_models::hf::write_atomic(&results_path, &json)?;
-    let md = format!("{}\n\nBudget: {}.\n", report.table, report.budget_unit);
+    let md = format!(
+        "{}\n\n{}\n\nBudget: {}.\nCommit: {}. Hyper-parameters: {}. Reward noise: {}.\n",
+        report.table,
+        report.claims_table,
+        report.budget_unit,
+        report.commit,
+        hyper_summary(cfg),
+        cfg.reward_noise
+    );
     bridge_models::hf::write_atomic(&cfg.run_dir.join("results.md"), md.as_bytes())?;
     Ok(report)
+}
+
+/// `SFT lr 3e-4; …; BRIDGE lr 1e-3, λ 0.5` for the trained methods of `cfg`.
+pub fn hyper_summary(cfg: &QuickstartConfig) -> String {
+    cfg.methods
+        .iter()
+        .filter_map(|m| cfg.hyper.get(m).map(|h| format!("{} {}", m.label(), h.label())))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Which split a training run is evaluated on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Split {
+    /// The held-out test split (the reported numbers).
+    Test,
+    /// The validation split (hyper-parameter search).
+    Val,
 }
 
 /// The model, data and settings shared by every method of one seed.
@@ -523,105 +798,159 @@ struct SeedSetup<'a> {
     sft: InMemorySource<TokenSequence>,
     prompts: InMemorySource<bridge_core::RlPrompt>,
     test: EvalDataset,
+    val: Option<EvalDataset>,
     eval: EvalConfig,
     seed_dir: PathBuf,
+    base_dir: PathBuf,
+    base_cached: bool,
+    pretrain_seconds: f64,
 }
 
-fn run_seed(cfg: &QuickstartConfig, seed: u64, progress: &mut (dyn FnMut(&str) + Send)) -> Result<SeedRun> {
-    let task = TaskConfig { seed, ..cfg.task.clone() };
-    let splits = generate(&task)?;
-    let seed_dir = cfg.run_dir.join(format!("seed-{seed}"));
-    let data_dir = seed_dir.join("data");
-    splits.write_jsonl(&data_dir)?;
-    progress(&format!(
-        "[seed {seed}] task: {} levels; {} pre-training documents, {} SFT, {} RL, {} test → {}",
-        task.levels,
-        splits.pretrain.len(),
-        splits.sft.len(),
-        splits.rl.len(),
-        splits.test.len(),
-        data_dir.display()
-    ));
+impl<'a> SeedSetup<'a> {
+    /// Generates the seed's data, pre-trains (or loads) its base model and tokenises everything.
+    fn new(cfg: &'a QuickstartConfig, seed: u64, progress: &mut (dyn FnMut(&str) + Send)) -> Result<Self> {
+        let task = TaskConfig { seed, ..cfg.task.clone() };
+        let splits = generate(&task)?;
+        let seed_dir = cfg.run_dir.join(format!("seed-{seed}"));
+        let data_dir = seed_dir.join("data");
+        splits.write_jsonl(&data_dir)?;
+        progress(&format!(
+            "[seed {seed}] task: {} levels; {} pre-training documents, {} SFT, {} RL, {} test, {} validation → {}",
+            task.levels,
+            splits.pretrain.len(),
+            splits.sft.len(),
+            splits.rl.len(),
+            splits.test.len(),
+            splits.val.len(),
+            data_dir.display()
+        ));
 
-    let lm = Decoder::new(cfg.model.decoder_config(ALPHABET.chars().count() + 1)?, Box::new(CharCodec::new(ALPHABET)))?;
-    let device = DeviceChoice::Flex.autodiff_device()?;
-    let (base_dir, base_cached, pretrain_seconds) = ensure_base(cfg, &task, &lm, &splits, &device, progress)?;
-    let (_, theta0) = bridge_models::open_model(&base_dir, &device)?;
-    // A stable path to this seed's base (`seed-S/base/`), so that `train` configs can start from it
-    // (see examples/configs/tiny-bridge.toml).
-    bridge_models::save_hf_dir(seed_dir.join("base"), lm.config(), &theta0)?;
+        let lm =
+            Decoder::new(cfg.model.decoder_config(ALPHABET.chars().count() + 1)?, Box::new(CharCodec::new(ALPHABET)))?;
+        let device = DeviceChoice::Flex.autodiff_device()?;
+        let (base_dir, base_cached, pretrain_seconds) = ensure_base(cfg, &task, &lm, &splits, &device, progress)?;
+        let (_, theta0) = bridge_models::open_model(&base_dir, &device)?;
+        // A stable path to this seed's base (`seed-S/base/`), so that `train` configs can start
+        // from it (see examples/configs/tiny-bridge.toml).
+        bridge_models::save_hf_dir(seed_dir.join("base"), lm.config(), &theta0)?;
 
-    let codec = lm.codec();
-    let tokenize = TokenizeConfig::default();
-    let tokenizer = SftTokenizer::new(codec, &tokenize)?;
-    let examples: InMemorySource<SftExample> = InMemorySource::new(splits.sft.clone());
-    let sft = InMemorySource::new(TokenizedSource::new(&examples, &tokenizer)?.sequences().to_vec());
-    let test = EvalDataset::load(data_dir.join("test.jsonl"), DatasetFormat::Auto)?;
-    let setup = SeedSetup {
-        cfg,
-        seed,
-        lm,
-        theta0,
-        device,
-        sft,
-        prompts: InMemorySource::new(splits.rl.clone()),
-        test,
-        eval: cfg.eval_config(),
-        seed_dir,
-    };
-
-    let t0 = Instant::now();
-    let base_point = setup.evaluate(0, 0.0, &setup.theta0, None)?;
-    let base_eval_seconds = t0.elapsed().as_secs_f64();
-    progress(&format!(
-        "[seed {seed}] base: accuracy {:.3} (levels {}) [{base_eval_seconds:.1} s to evaluate]",
-        base_point.accuracy,
-        fmt_levels(&base_point.levels)
-    ));
-    let mut methods = Vec::with_capacity(cfg.methods.len());
-    for &method in &cfg.methods {
-        let run = match method.algorithm(&cfg.budget) {
-            None => MethodRun {
-                method,
-                curve: vec![base_point.clone()],
-                train_seconds: 0.0,
-                eval_seconds: base_eval_seconds,
-            },
-            Some(section) => setup.train(method, &section, &base_point, progress)?,
+        let tokenize = TokenizeConfig::default();
+        let tokenizer = SftTokenizer::new(lm.codec(), &tokenize)?;
+        let examples: InMemorySource<SftExample> = InMemorySource::new(splits.sft.clone());
+        let sft = InMemorySource::new(TokenizedSource::new(&examples, &tokenizer)?.sequences().to_vec());
+        let test = EvalDataset::load(data_dir.join("test.jsonl"), DatasetFormat::Auto)?;
+        let val = if splits.val.is_empty() {
+            None
+        } else {
+            Some(EvalDataset::load(data_dir.join("val.jsonl"), DatasetFormat::Auto)?)
         };
-        methods.push(run);
+        Ok(SeedSetup {
+            cfg,
+            seed,
+            lm,
+            theta0,
+            device,
+            sft,
+            prompts: InMemorySource::new(splits.rl.clone()),
+            test,
+            val,
+            eval: cfg.eval_config(),
+            seed_dir,
+            base_dir,
+            base_cached,
+            pretrain_seconds,
+        })
     }
-    Ok(SeedRun { seed, base_dir, base_cached, pretrain_seconds, methods })
-}
 
-fn fmt_levels(levels: &[f64]) -> String {
-    levels.iter().map(|a| format!("{a:.2}")).collect::<Vec<_>>().join("/")
-}
+    fn dataset(&self, split: Split) -> Result<&EvalDataset> {
+        match split {
+            Split::Test => Ok(&self.test),
+            Split::Val => self.val.as_ref().ok_or_else(|| {
+                BridgeError::config("quickstart.task.n_val", "the sweep chooses on the validation split: set n_val > 0")
+            }),
+        }
+    }
 
-impl SeedSetup<'_> {
+    /// Every method of the config at its hyper-parameters, evaluated on the test split.
+    fn run_methods(&self, progress: &mut (dyn FnMut(&str) + Send)) -> Result<SeedRun> {
+        let (cfg, seed) = (self.cfg, self.seed);
+        let t0 = Instant::now();
+        let base_point = self.evaluate(Split::Test, 0, 0.0, &self.theta0, None)?;
+        let base_eval_seconds = t0.elapsed().as_secs_f64();
+        progress(&format!(
+            "[seed {seed}] base: test accuracy {:.3} (levels {}) [{base_eval_seconds:.1} s to evaluate]",
+            base_point.accuracy,
+            fmt_levels(&base_point.levels)
+        ));
+        let mut methods = Vec::with_capacity(cfg.methods.len());
+        for &method in &cfg.methods {
+            let run = match cfg.hyper.get(&method) {
+                Some(hyper) if method.trains() => {
+                    let dir = self.seed_dir.join(method.slug());
+                    self.train(method, hyper, Split::Test, cfg.budget.eval_every, &base_point, &dir, progress)?
+                }
+                _ => MethodRun {
+                    method,
+                    hyper: None,
+                    curve: vec![base_point.clone()],
+                    train_seconds: 0.0,
+                    eval_seconds: base_eval_seconds,
+                },
+            };
+            methods.push(run);
+        }
+        Ok(SeedRun {
+            seed,
+            base_dir: self.base_dir.clone(),
+            base_cached: self.base_cached,
+            pretrain_seconds: self.pretrain_seconds,
+            methods,
+        })
+    }
+
     fn evaluate(
         &self,
+        split: Split,
         step: u64,
         seconds: f64,
         theta: &DecoderWeights,
         adapter: Option<&bridge_models::LoraAdapter>,
     ) -> Result<CurvePoint> {
-        let m = evaluate_metrics(&self.lm, theta, adapter, std::slice::from_ref(&self.test), &self.eval)?;
-        let name = &self.test.name;
+        let data = self.dataset(split)?;
+        let m = evaluate_metrics(&self.lm, theta, adapter, std::slice::from_ref(data), &self.eval)?;
+        let name = &data.name;
         let levels = (1..=self.cfg.task.levels)
             .map(|l| m.get(&format!("eval_{name}_level_{l}_accuracy")).copied().unwrap_or(0.0))
             .collect();
         Ok(CurvePoint { step, seconds, accuracy: m.get("eval_accuracy").copied().unwrap_or(0.0), levels })
     }
 
+    /// The reward of the RL methods: the verifier's accuracy, flipped with probability
+    /// [`QuickstartConfig::reward_noise`] from the seed's own stream.
+    fn reward(&self) -> Result<Box<dyn RewardFunction>> {
+        let clean = AccuracyReward::default();
+        Ok(if self.cfg.reward_noise > 0.0 {
+            Box::new(NoisyReward::new(clean, self.cfg.reward_noise, self.seed)?)
+        } else {
+            Box::new(clean)
+        })
+    }
+
+    /// Trains `method` at `hyper` for the budget, evaluating on `split` every `eval_every` steps
+    /// (and at the end); `start` is the curve's first point (the base model).
+    #[allow(clippy::too_many_arguments)]
     fn train(
         &self,
         method: Method,
-        section: &AlgorithmSection,
-        base_point: &CurvePoint,
+        hyper: &Hyper,
+        split: Split,
+        eval_every: u64,
+        start: &CurvePoint,
+        run_dir: &Path,
         progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<MethodRun> {
         let (cfg, seed, b) = (self.cfg, self.seed, &self.cfg.budget);
+        let section = method.algorithm(b).ok_or_else(|| BridgeError::InvalidInput("Base does not train".into()))?;
         let mut algorithm = section.build::<Decoder>();
         let needs = algorithm.needs();
         let adapter0 = if needs.adapter {
@@ -629,32 +958,34 @@ impl SeedSetup<'_> {
         } else {
             None
         };
-        let optim = OptimConfig { theta: AdamWSettings::with_lr(b.lr), ..OptimConfig::default() };
+        let optim = OptimConfig { theta: AdamWSettings::with_lr(hyper.lr), ..OptimConfig::default() };
         let state = init_state(needs, independent_copy(&self.theta0), adapter0, &optim, b.kl_coef > 0.0, seed)?;
         let rl = cfg.grpo();
-        let lambda = LambdaScheduleConfig::Constant { value: b.lambda }.build()?;
-        let reward = AccuracyReward::default();
+        // λ is BRIDGE's alone; the other algorithms never read the schedule.
+        let lambda = LambdaScheduleConfig::Constant { value: hyper.lambda.unwrap_or(0.5) }.build()?;
+        let reward = self.reward()?;
         let inputs = RunInputs {
             sft: &self.sft,
             prompts: &self.prompts,
-            reward: &reward,
+            reward: reward.as_ref(),
             rl: &rl,
             sft_batch_size: b.sft_batch_size,
             lambda: lambda.as_ref(),
         };
-        let run_dir = self.seed_dir.join(method.slug());
         let loop_cfg = LoopConfig {
             total_steps: b.steps,
-            eval_every: b.eval_every,
+            eval_every,
             checkpoint_every: 0,
             keep_checkpoints: 1,
-            run_dir: run_dir.clone(),
+            run_dir: run_dir.to_path_buf(),
             ..LoopConfig::default()
         };
-        let mut writer = MetricsWriter::create(&run_dir)?;
-        let mut curve = vec![base_point.clone()];
+        let mut writer = MetricsWriter::create(run_dir)?;
+        let mut curve = vec![start.clone()];
         let mut eval_seconds = 0.0;
         let label = method.label();
+        let what = if split == Split::Val { "validation" } else { "test" };
+        let setting = hyper.label();
         let started = Instant::now();
         run_steps(
             &self.lm,
@@ -665,10 +996,11 @@ impl SeedSetup<'_> {
             |_, s| {
                 let t = Instant::now();
                 let train_s = (t - started).as_secs_f64() - eval_seconds;
-                let point = self.evaluate(s.step, train_s, &s.theta, s.adapter.as_ref())?;
+                let point = self.evaluate(split, s.step, train_s, &s.theta, s.adapter.as_ref())?;
                 eval_seconds += t.elapsed().as_secs_f64();
                 progress(&format!(
-                    "[seed {seed}] {label:<11} step {:>4}/{}: accuracy {:.3} (levels {}) after {train_s:.1} s",
+                    "[seed {seed}] {label:<11} ({setting}) step {:>4}/{}: {what} accuracy {:.3} (levels {}) after \
+                     {train_s:.1} s",
                     s.step,
                     b.steps,
                     point.accuracy,
@@ -687,8 +1019,12 @@ impl SeedSetup<'_> {
             },
         )?;
         let train_seconds = curve.last().map_or(0.0, |p| p.seconds);
-        Ok(MethodRun { method, curve, train_seconds, eval_seconds })
+        Ok(MethodRun { method, hyper: Some(*hyper), curve, train_seconds, eval_seconds })
     }
+}
+
+fn fmt_levels(levels: &[f64]) -> String {
+    levels.iter().map(|a| format!("{a:.2}")).collect::<Vec<_>>().join("/")
 }
 
 fn tagged(kind: &str, m: &Metrics) -> serde_json::Map<String, serde_json::Value> {
@@ -840,6 +1176,78 @@ mod tests {
             ..QuickstartConfig::full()
         };
         assert!(bad.validate().unwrap_err().to_string().contains("cold_start_sft_steps"));
+        // Hyper-parameters: every trained method has its own, λ is BRIDGE's alone.
+        let mut bad = QuickstartConfig::full();
+        bad.hyper.remove(&Method::RlZero);
+        assert!(bad.validate().unwrap_err().to_string().contains("hyper.rl_zero"));
+        let mut bad = QuickstartConfig::full();
+        bad.hyper.insert(Method::Sft, Hyper { lr: 1e-3, lambda: Some(0.5) });
+        assert!(bad.validate().unwrap_err().to_string().contains("hyper.sft.lambda"));
+        let mut bad = QuickstartConfig::full();
+        bad.hyper.insert(Method::Bridge, Hyper { lr: 1e-3, lambda: None });
+        assert!(bad.validate().unwrap_err().to_string().contains("hyper.bridge.lambda"));
+        let mut bad = QuickstartConfig::full();
+        bad.hyper.insert(Method::Bridge, Hyper { lr: -1.0, lambda: Some(0.5) });
+        assert!(bad.validate().unwrap_err().to_string().contains("hyper.bridge.lr"));
+        for (cfg, field) in [
+            (QuickstartConfig { reward_noise: 1.5, ..QuickstartConfig::full() }, "reward_noise"),
+            (QuickstartConfig { methods: vec![Method::Sft, Method::Sft], ..QuickstartConfig::full() }, "methods"),
+            (
+                QuickstartConfig { sweep: SweepSpec { lrs: vec![], lambdas: vec![0.5] }, ..QuickstartConfig::full() },
+                "sweep.lrs",
+            ),
+            (
+                QuickstartConfig {
+                    sweep: SweepSpec { lrs: vec![1e-3], lambdas: vec![1.0] },
+                    ..QuickstartConfig::full()
+                },
+                "sweep.lambdas[0]",
+            ),
+            (
+                QuickstartConfig {
+                    budget: BudgetSpec { group_size: 1, ..QuickstartConfig::full().budget },
+                    ..QuickstartConfig::full()
+                },
+                "group_size",
+            ),
+            (
+                QuickstartConfig {
+                    budget: BudgetSpec { max_new_tokens: 400, ..QuickstartConfig::full().budget },
+                    ..QuickstartConfig::full()
+                },
+                "max_new_tokens",
+            ),
+        ] {
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        // The JSON form round-trips, with the methods' slugs as keys.
+        let cfg = QuickstartConfig::full();
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(json.contains("\"rl_zero\":{\"lr\"") && json.contains("\"lambda\""), "{json}");
+        assert_eq!(serde_json::from_str::<QuickstartConfig>(&json).unwrap(), cfg);
+    }
+
+    #[test]
+    fn methods_parse_from_slugs_and_labels() {
+        for m in Method::ALL {
+            assert_eq!(m.slug().parse::<Method>().unwrap(), m);
+            assert_eq!(m.label().parse::<Method>().unwrap(), m);
+        }
+        assert_eq!("rl-zero".parse::<Method>().unwrap(), Method::RlZero);
+        let e = "ppo".parse::<Method>().unwrap_err().to_string();
+        assert!(e.contains("methods") && e.contains("ppo") && e.contains("cold_start"), "{e}");
+    }
+
+    #[test]
+    fn the_sweep_grid_crosses_lambda_for_bridge_only() {
+        let spec = SweepSpec { lrs: vec![1e-4, 1e-3], lambdas: vec![0.25, 0.75] };
+        assert_eq!(spec.grid(Method::Base), vec![]);
+        assert_eq!(spec.grid(Method::Sft), vec![Hyper { lr: 1e-4, lambda: None }, Hyper { lr: 1e-3, lambda: None }]);
+        let b = spec.grid(Method::Bridge);
+        assert_eq!(b.len(), 4);
+        assert_eq!(b[1], Hyper { lr: 1e-4, lambda: Some(0.75) });
+        assert_eq!(b[1].slug(), "lr1e-4-l0.75");
     }
 
     #[test]
@@ -853,6 +1261,7 @@ mod tests {
             assert_eq!(count(&splits.problems.test), task.test_per_level);
             assert_eq!(count(&splits.problems.sft), task.sft_per_level);
             assert_eq!(count(&splits.problems.rl), task.rl_per_level);
+            assert_eq!(count(&splits.problems.val), task.val_per_level);
             assert_eq!(splits.pretrain.len(), task.n_pretrain);
         }
     }

@@ -1,7 +1,7 @@
 //! The quickstart pipeline end to end in a miniature configuration: data, pre-training and its
 //! cache, every method, the table, `results.json` and the PNG.
 
-use bridge::quickstart::{Method, QuickstartConfig, QuickstartReport, run};
+use bridge::quickstart::{Method, QuickstartConfig, QuickstartReport, SweepReport, Verdict, run, sweep};
 
 #[test]
 fn miniature_quickstart_writes_results_plot_and_a_row_per_method() {
@@ -27,10 +27,22 @@ fn miniature_quickstart_writes_results_plot_and_a_row_per_method() {
         }
     }
     assert!(report.table.contains('±'), "two seeds give mean ± std:\n{}", report.table);
+    // Every claim is stated, with one value per seed where it is defined.
+    assert_eq!(report.claims.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["a1", "a2", "a3", "a4", "b", "c"]);
+    for c in &report.claims {
+        if c.id != "c" {
+            assert_eq!(c.values.len(), 2, "{c:?}");
+        }
+        assert!(report.claims_table.contains(&format!("({})", c.id)), "{}", report.claims_table);
+        assert_ne!(c.verdict, Verdict::NotApplicable, "two seeds give an interval: {c:?}");
+    }
+    assert!(!report.commit.is_empty());
 
     let json = std::fs::read_to_string(dir.join("results.json")).unwrap();
     let back: QuickstartReport = serde_json::from_str(&json).unwrap();
     assert_eq!(back.table, report.table);
+    assert_eq!((back.commit, back.config.hyper), (report.commit.clone(), cfg.hyper.clone()));
+    assert!(dir.join("seed-0/data/val.jsonl").is_file());
     let png = std::fs::read(dir.join("accuracy.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert!(dir.join("results.md").is_file());
@@ -60,4 +72,69 @@ fn bad_configurations_are_errors_not_panics() {
     let mut bad = QuickstartConfig::miniature(&dir);
     bad.task.n_test = 1_000_000;
     assert!(run(&bad, &mut |_| {}).is_err());
+}
+
+/// The search runs every trained method at every grid point on the validation split, chooses the
+/// best mean, and is deterministic.
+#[test]
+fn miniature_sweep_chooses_per_method_on_validation() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("quickstart-sweep");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    let cfg = QuickstartConfig {
+        seeds: 2,
+        methods: vec![Method::Base, Method::Sft, Method::Bridge],
+        ..QuickstartConfig::miniature(&dir)
+    };
+    let report = sweep(&cfg, &mut |_| {}).unwrap();
+    // SFT: 2 learning rates; BRIDGE: 2 learning rates × 1 λ; Base is not searched.
+    assert_eq!(report.points.len(), 4);
+    for p in &report.points {
+        assert_eq!(p.val_accuracy.len(), 2);
+        assert!(p.val_accuracy.iter().all(|a| (0.0..=1.0).contains(a)));
+        assert!(dir.join(format!("seed-0/sweep/{}-{}/metrics.jsonl", p.method.slug(), p.hyper.slug())).is_file());
+    }
+    for m in [Method::Sft, Method::Bridge] {
+        let best = report.points.iter().filter(|p| p.method == m).map(|p| p.mean).fold(f64::MIN, f64::max);
+        let chosen = report.points.iter().find(|p| p.method == m && p.hyper == report.chosen[&m]).unwrap();
+        assert_eq!(chosen.mean, best);
+    }
+    assert!(!report.chosen.contains_key(&Method::Base));
+    let back: SweepReport = serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(back.chosen, report.chosen);
+    assert!(dir.join("sweep.md").is_file());
+    let again = sweep(&cfg, &mut |_| {}).unwrap();
+    let accuracies = |r: &SweepReport| r.points.iter().map(|p| p.val_accuracy.clone()).collect::<Vec<_>>();
+    assert_eq!(accuracies(&again), accuracies(&report));
+    // Without a validation split there is nothing to choose on.
+    let mut no_val = cfg.clone();
+    no_val.task.n_val = 0;
+    assert!(sweep(&no_val, &mut |_| {}).unwrap_err().to_string().contains("n_val"));
+}
+
+/// `reward_noise` reaches the RL reward: with p = 1 every reward of the first step (whose rollouts
+/// are the same as the clean run's) is flipped, so its mean is one minus the clean mean.
+#[test]
+fn reward_noise_flips_the_rl_rewards() {
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("quickstart-noise");
+    let first_reward = |p: f64, name: &str| {
+        let dir = root.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        let cfg = QuickstartConfig {
+            reward_noise: p,
+            methods: vec![Method::RlZero],
+            ..QuickstartConfig::miniature(&dir)
+        };
+        run(&cfg, &mut |_| {}).unwrap();
+        let text = std::fs::read_to_string(dir.join("seed-0/rl_zero/metrics.jsonl")).unwrap();
+        let line: serde_json::Value =
+            serde_json::from_str(text.lines().find(|l| l.contains("\"kind\":\"train\"")).unwrap()).unwrap();
+        line["reward_mean"].as_f64().unwrap()
+    };
+    let clean = first_reward(0.0, "clean");
+    let flipped = first_reward(1.0, "flipped");
+    assert!((clean + flipped - 1.0).abs() < 1e-9, "clean {clean}, all flipped {flipped}");
 }

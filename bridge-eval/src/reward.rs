@@ -7,10 +7,13 @@
 //! * [`FormatReward`]: 1 when the completion carries a final-answer marker (`####`, `\boxed{}`,
 //!   "the answer is"), for the optional format bonus; combine with
 //!   [`bridge_core::reward::WeightedRewards`].
+//! * [`NoisyReward`]: a binary reward flipped with probability `p` from a seeded stream — the
+//!   noisy verifier of the paper's robustness experiment (v3: `p = 0.2`).
 
 use crate::verify::{Side, Verdict, VerifyOptions, has_answer_marker, verify};
-use bridge_core::{Reward, RewardFunction, RlPrompt};
+use bridge_core::{BridgeError, Reward, RewardFunction, RlPrompt, Result, derive_seed};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How a verdict becomes a number.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +74,96 @@ impl RewardFunction for FormatReward {
     }
 }
 
+/// A noisy verifier: the rewards of `inner` that equal `low` or `high` are swapped (`low ↔ high`)
+/// with probability `p`, independently for every scored completion; skips and other values pass
+/// through.
+///
+/// The coin of the `i`-th completion of the `c`-th [`RewardFunction::score_batch`] call (counted
+/// from 0 over the reward's life) is a hash of `(seed, c, i)`: the flips are fixed by the seed and
+/// the order of the calls, not by the completions' text, so equal completions of one group are
+/// flipped independently. [`NoisyReward::calls`] / [`NoisyReward::set_calls`] read and restore the
+/// call counter (the only state) for resumed runs. A flipped reward carries the detail
+/// `"flipped": true`.
+pub struct NoisyReward<R> {
+    inner: R,
+    p: f64,
+    seed: u64,
+    low: f64,
+    high: f64,
+    calls: AtomicU64,
+}
+
+impl<R: RewardFunction> NoisyReward<R> {
+    /// `inner` (a binary 0/1 reward) flipped with probability `p ∈ [0, 1]`; the error names
+    /// `reward_noise`.
+    pub fn new(inner: R, p: f64, seed: u64) -> Result<Self> {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(BridgeError::config("reward_noise", format!("must be in [0, 1], got {p}")));
+        }
+        Ok(Self { inner, p, seed: derive_seed(seed, "reward/noise"), low: 0.0, high: 1.0, calls: AtomicU64::new(0) })
+    }
+
+    /// The two values that are swapped (default 0 and 1; use −1 and 1 for a signed reward).
+    pub fn with_values(mut self, low: f64, high: f64) -> Self {
+        (self.low, self.high) = (low, high);
+        self
+    }
+
+    /// The flip probability.
+    pub fn p(&self) -> f64 {
+        self.p
+    }
+
+    /// `score_batch` calls so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Restores the call counter (resume).
+    pub fn set_calls(&self, calls: u64) {
+        self.calls.store(calls, Ordering::SeqCst);
+    }
+
+    /// Whether the coin of completion `item` of call `call` comes up "flip".
+    fn flips(&self, call: u64, item: u64) -> bool {
+        // SplitMix64 finaliser over (seed, call, item): a counter-based uniform in [0, 1).
+        let mut z = self.seed ^ call.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ item.wrapping_mul(0xd1b5_4a32_d192_ed03);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        ((z >> 11) as f64 / (1u64 << 53) as f64) < self.p
+    }
+
+    fn flip(&self, r: Reward, call: u64, item: u64) -> Reward {
+        match r.value {
+            Some(v) if (v == self.low || v == self.high) && self.flips(call, item) => {
+                let mut flipped = r.with_detail("flipped", true);
+                flipped.value = Some(if v == self.low { self.high } else { self.low });
+                flipped
+            }
+            _ => r,
+        }
+    }
+}
+
+impl<R: RewardFunction> RewardFunction for NoisyReward<R> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    /// One completion: a call of its own.
+    fn score(&self, completion: &str, example: &RlPrompt) -> Reward {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        self.flip(self.inner.score(completion, example), call, 0)
+    }
+
+    fn score_batch(&self, items: &[(&str, &RlPrompt)]) -> Vec<Reward> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let rewards = self.inner.score_batch(items);
+        rewards.into_iter().enumerate().map(|(i, r)| self.flip(r, call, i as u64)).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +188,48 @@ mod tests {
         let detail = r.score("#### 1,234", &example("1234"));
         assert_eq!(detail.value, Some(1.0));
         assert_eq!(detail.details.get("verdict").and_then(|v| v.as_str()), Some("correct"));
+    }
+
+    #[test]
+    fn noisy_reward_flips_at_its_rate_and_is_seeded() {
+        let ex = example("7");
+        let items: Vec<(&str, &RlPrompt)> =
+            (0..1000).map(|i| (if i % 2 == 0 { "#### 7" } else { "#### 8" }, &ex)).collect();
+        let clean = AccuracyReward::default().score_batch(&items);
+        let noisy = NoisyReward::new(AccuracyReward::default(), 0.2, 3).unwrap();
+        let mut flips = 0;
+        for call in 0..20 {
+            let out = noisy.score_batch(&items);
+            for (c, n) in clean.iter().zip(&out) {
+                let (c, n) = (c.value.unwrap(), n.value.unwrap());
+                if c != n {
+                    assert_eq!(n, 1.0 - c, "a flip swaps 0 and 1");
+                    flips += 1;
+                }
+            }
+            assert_eq!(noisy.calls(), call + 1);
+        }
+        // 20 000 coins at p = 0.2: mean 4000, std 57.
+        assert!((3750..=4250).contains(&flips), "{flips} flips");
+        // Same seed and call count → the same flips; another seed → other flips.
+        let again = NoisyReward::new(AccuracyReward::default(), 0.2, 3).unwrap();
+        again.set_calls(5);
+        noisy.set_calls(5);
+        assert_eq!(noisy.score_batch(&items), again.score_batch(&items));
+        let other = NoisyReward::new(AccuracyReward::default(), 0.2, 4).unwrap();
+        other.set_calls(6);
+        assert_ne!(noisy.score_batch(&items), other.score_batch(&items));
+        // p = 0 is the clean reward; p = 1 flips everything; skips pass through.
+        let none = NoisyReward::new(AccuracyReward::default(), 0.0, 3).unwrap();
+        assert_eq!(none.score_batch(&items), clean);
+        let all = NoisyReward::new(AccuracyReward::default(), 1.0, 3).unwrap();
+        let bad = example("");
+        assert!(all.score("#### 7", &bad).is_skip());
+        assert_eq!(all.score("#### 7", &ex).value, Some(0.0));
+        for p in [-0.1, 1.5, f64::NAN] {
+            let e = NoisyReward::new(AccuracyReward::default(), p, 0).err().unwrap();
+            assert!(e.to_string().contains("reward_noise"), "{e}");
+        }
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Integer arithmetic expressions, their canonical rendering and their step-by-step solutions.
 //!
-//! An expression is a binary tree over `+`, `-` and `*` with non-negative integer leaves. It is
-//! rendered with the usual precedence (`*` before `+`/`-`, left to right among equals) and only
-//! the parentheses that this reading needs, so [`Expr::parse`] of [`Expr::render`] gives the same
-//! tree back and a question determines its worked solution. The solution evaluates the tree
-//! bottom-up, left subtree first, one reasoning line per operation: `3+4*2-5` is solved as
-//! `4*2=8`, `3+8=11`, `11-5=6`, `#### 6`.
+//! An expression is a binary tree over `+`, `-` and `*` with non-negative integer leaves, and
+//! powers `x^n` (`n ≥ 2`). It is rendered with the usual precedence (`^` before `*` before
+//! `+`/`-`, left to right among equals) and only the parentheses that this reading needs, so
+//! [`Expr::parse`] of [`Expr::render`] gives the same tree back and a question determines its
+//! worked solution. The solution evaluates the tree bottom-up, left subtree first, one reasoning
+//! line per operation: `3+4*2-5` is solved as `4*2=8`, `3+8=11`, `11-5=6`, `#### 6`. A power is
+//! worked out as repeated multiplication, `n - 1` lines: `3^2+4` is `3*3=9`, `9+4=13`, `#### 13`.
 
 use bridge_core::{BridgeError, Result};
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,10 @@ use std::fmt;
 pub const MAX_QUESTION_LEN: usize = 256;
 /// Deepest parenthesis nesting [`Expr::parse`] accepts.
 pub const MAX_PAREN_DEPTH: usize = 32;
+/// Largest exponent [`Expr::parse`] accepts (a power is solved as `n - 1` multiplications).
+pub const MAX_EXPONENT: u32 = 9;
+/// Binding strength of `^`, above every [`Op`].
+const POW_PRECEDENCE: u8 = 3;
 
 /// An arithmetic operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -79,6 +84,13 @@ pub enum Expr {
         /// Right operand.
         rhs: Box<Expr>,
     },
+    /// `base^exp`, `exp` in `2..=MAX_EXPONENT`.
+    Pow {
+        /// The base.
+        base: Box<Expr>,
+        /// The exponent.
+        exp: u32,
+    },
 }
 
 impl Expr {
@@ -87,11 +99,27 @@ impl Expr {
         Expr::Bin { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }
     }
 
-    /// Number of operators in the tree.
+    /// `base^exp`.
+    pub fn pow(base: Expr, exp: u32) -> Expr {
+        Expr::Pow { base: Box::new(base), exp }
+    }
+
+    /// Number of reasoning lines the tree's solution has: one per binary operator, `exp - 1` per
+    /// power.
     pub fn n_ops(&self) -> usize {
         match self {
             Expr::Num(_) => 0,
             Expr::Bin { lhs, rhs, .. } => 1 + lhs.n_ops() + rhs.n_ops(),
+            Expr::Pow { base, exp } => base.n_ops() + exp.saturating_sub(1) as usize,
+        }
+    }
+
+    /// Number of powers in the tree.
+    pub fn n_powers(&self) -> usize {
+        match self {
+            Expr::Num(_) => 0,
+            Expr::Bin { lhs, rhs, .. } => lhs.n_powers() + rhs.n_powers(),
+            Expr::Pow { base, .. } => 1 + base.n_powers(),
         }
     }
 
@@ -99,6 +127,7 @@ impl Expr {
         match self {
             Expr::Num(_) => None,
             Expr::Bin { op, .. } => Some(op.precedence()),
+            Expr::Pow { .. } => Some(POW_PRECEDENCE),
         }
     }
 
@@ -120,6 +149,12 @@ impl Expr {
                 out.push(op.symbol());
                 render_child(rhs, right_parens, out);
             }
+            Expr::Pow { base, exp } => {
+                // `^` takes a literal base only: `(2^2)^2` and `(1+2)^2` keep their parentheses.
+                render_child(base, base.precedence().is_some(), out);
+                out.push('^');
+                out.push_str(&exp.to_string());
+            }
         }
     }
 
@@ -134,11 +169,13 @@ impl Expr {
                     || lhs.needs_parentheses()
                     || rhs.needs_parentheses()
             }
+            Expr::Pow { base, .. } => base.precedence().is_some() || base.needs_parentheses(),
         }
     }
 
-    /// Parses digits, `+`, `-`, `*` and parentheses (no spaces, no unary minus) with the usual
-    /// precedence, left to right among equals.
+    /// Parses digits, `+`, `-`, `*`, `^` (a literal exponent in `2..=MAX_EXPONENT`) and
+    /// parentheses (no spaces, no unary minus) with the usual precedence, left to right among
+    /// equals.
     pub fn parse(text: &str) -> Result<Expr> {
         if text.len() > MAX_QUESTION_LEN {
             return Err(BridgeError::InvalidInput(format!(
@@ -172,6 +209,18 @@ impl Expr {
                     .ok_or_else(|| BridgeError::InvalidInput(format!("overflow in {a}{}{b}", op.symbol())))?;
                 steps.push(Step { lhs: a, op: *op, rhs: b, result });
                 Ok(result)
+            }
+            Expr::Pow { base, exp } => {
+                let a = base.eval_into(steps)?;
+                let mut acc = a;
+                for _ in 1..*exp {
+                    let result = Op::Mul
+                        .apply(acc, a)
+                        .ok_or_else(|| BridgeError::InvalidInput(format!("overflow in {acc}*{a}")))?;
+                    steps.push(Step { lhs: acc, op: Op::Mul, rhs: a, result });
+                    acc = result;
+                }
+                Ok(acc)
             }
         }
     }
@@ -217,11 +266,31 @@ impl Parser<'_> {
     }
 
     fn term(&mut self) -> Result<Expr> {
-        let mut e = self.factor()?;
+        let mut e = self.power()?;
         while self.peek() == Some(b'*') {
             self.pos += 1;
-            let rhs = self.factor()?;
+            let rhs = self.power()?;
             e = Expr::bin(Op::Mul, e, rhs);
+        }
+        Ok(e)
+    }
+
+    /// A factor with its exponents: `2^2^2` is `(2^2)^2`, read left to right like the other
+    /// operators (the renderer never writes it unparenthesised).
+    fn power(&mut self) -> Result<Expr> {
+        let mut e = self.factor()?;
+        while self.peek() == Some(b'^') {
+            self.pos += 1;
+            let start = self.pos;
+            while matches!(self.peek(), Some(b'0'..=b'9')) {
+                self.pos += 1;
+            }
+            let exp = std::str::from_utf8(&self.s[start..self.pos])
+                .ok()
+                .and_then(|d| d.parse::<u32>().ok())
+                .filter(|n| (2..=MAX_EXPONENT).contains(n))
+                .ok_or_else(|| self.error(&format!("expected an exponent in 2..={MAX_EXPONENT}")))?;
+            e = Expr::pow(e, exp);
         }
         Ok(e)
     }
@@ -278,7 +347,8 @@ impl fmt::Display for Step {
 /// A question with its worked solution.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
-    /// Difficulty: the number of operations (= reasoning lines).
+    /// Difficulty level. [`Problem::from_question`] sets the number of reasoning lines; the
+    /// generator sets the level of the [`TaskConfig`](super::TaskConfig) that drew it.
     pub level: u32,
     /// The question text, e.g. `3+4*2-5`.
     pub question: String,
@@ -342,6 +412,30 @@ mod tests {
             assert_eq!(e.needs_parentheses(), q.contains('('));
         }
         assert_eq!(Expr::parse("(1+2)").unwrap().render(), "1+2");
+    }
+
+    #[test]
+    fn powers_are_repeated_multiplication() {
+        let p = Problem::from_question("3^2+4").unwrap();
+        assert_eq!(p.solution(), "3*3=9\n9+4=13\n#### 13");
+        let p = Problem::from_question("2*3^3").unwrap();
+        assert_eq!(p.solution(), "3*3=9\n9*3=27\n2*27=54\n#### 54");
+        assert_eq!(p.level, 3);
+        let p = Problem::from_question("5^2-4^2").unwrap();
+        assert_eq!(p.solution(), "5*5=25\n4*4=16\n25-16=9\n#### 9");
+        let p = Problem::from_question("(1+2)^2").unwrap();
+        assert_eq!(p.solution(), "1+2=3\n3*3=9\n#### 9");
+        for q in ["3^2+4", "2*3^3", "(1+2)^2", "(2^2)^2", "7-2^2*1", "2^2^2"] {
+            let e = Expr::parse(q).unwrap();
+            let back = e.render();
+            assert_eq!(Expr::parse(&back).unwrap(), e, "{q} -> {back}");
+            assert_eq!(e.needs_parentheses(), back.contains('('), "{q}");
+        }
+        assert_eq!(Expr::parse("2^2^2").unwrap().render(), "(2^2)^2");
+        assert_eq!(Expr::parse("3^2").unwrap().n_powers(), 1);
+        for q in ["3^", "3^1", "3^10", "3^a", "^2", "3^^2"] {
+            assert!(Problem::from_question(q).is_err(), "{q}");
+        }
     }
 
     #[test]

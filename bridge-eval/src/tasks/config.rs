@@ -17,9 +17,11 @@ pub const MAX_FACTS_PER_DOC: usize = 64;
 
 /// The arithmetic task family and the sizes of its splits (serde; unknown keys are rejected).
 ///
-/// Problems of level `k` have `k` operations; every level in `1..=levels` is used. The SFT, RL
-/// and test splits are spread evenly over the levels (counts differ by at most one, lower levels
-/// first) unless their per-level counts are given ([`TaskConfig::sft_per_level`] and friends).
+/// Problems of level `k` have `k` binary operations unless [`TaskConfig::ops_per_level`] says
+/// otherwise, and [`TaskConfig::squares_per_level`] operands written as squares (`a^2`, none by
+/// default); every level in `1..=levels` is used. The SFT, RL, test and validation splits are
+/// spread evenly over the levels (counts differ by at most one, lower levels first) unless their
+/// per-level counts are given ([`TaskConfig::sft_per_level`] and friends).
 /// The defaults fit a few-minute CPU run: 4000 pre-training documents, 200 worked solutions,
 /// 2000 RL prompts, 400 test prompts, with every example at most 96 characters long.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +46,9 @@ pub struct TaskConfig {
     pub n_rl: usize,
     /// Held-out test prompts.
     pub n_test: usize,
+    /// Held-out validation prompts (for choosing hyper-parameters; disjoint from every other
+    /// split). 0 by default.
+    pub n_val: usize,
     /// SFT examples per level (entry `i` is level `i + 1`). Empty (the default): `n_sft` spread
     /// evenly over the levels; otherwise exactly one entry per level, summing to `n_sft`.
     pub sft_per_level: Vec<usize>,
@@ -51,6 +56,17 @@ pub struct TaskConfig {
     pub rl_per_level: Vec<usize>,
     /// Test prompts per level, like [`TaskConfig::sft_per_level`] (summing to `n_test`).
     pub test_per_level: Vec<usize>,
+    /// Validation prompts per level, like [`TaskConfig::sft_per_level`] (summing to `n_val`).
+    pub val_per_level: Vec<usize>,
+    /// Binary operations (`+ - *`) per level (entry `i` is level `i + 1`). Empty (the default):
+    /// level `k` has `k`; otherwise exactly one entry per level, each `≥ 1`.
+    pub ops_per_level: Vec<u32>,
+    /// Operands written as squares (`a^2`, worked out as `a*a`; `a ≥ 2`, since `0^2` and `1^2`
+    /// can be answered by ignoring the exponent) per level (entry `i` is level `i + 1`; missing
+    /// entries are zero). A level with squares is a new skill for a base model
+    /// whose pre-training never showed `^` (give it no pre-training problems): its
+    /// demonstrations teach it. Each entry is at most the level's number of operands.
+    pub squares_per_level: Vec<u32>,
     /// Largest operand written in a question (operands are `0..=max_operand`).
     pub max_operand: i64,
     /// Largest factor of a multiplication (both factors, intermediate values included).
@@ -77,9 +93,13 @@ impl Default for TaskConfig {
             n_sft: 200,
             n_rl: 2000,
             n_test: 400,
+            n_val: 0,
             sft_per_level: Vec::new(),
             rl_per_level: Vec::new(),
             test_per_level: Vec::new(),
+            val_per_level: Vec::new(),
+            ops_per_level: Vec::new(),
+            squares_per_level: Vec::new(),
             max_operand: 20,
             max_factor: 9,
             max_value: 99,
@@ -122,9 +142,13 @@ impl TaskConfig {
         if self.max_factor < 0 {
             return err("max_factor", format!("must not be negative, got {}", self.max_factor));
         }
-        for (field, n) in
-            [("n_pretrain", self.n_pretrain), ("n_sft", self.n_sft), ("n_rl", self.n_rl), ("n_test", self.n_test)]
-        {
+        for (field, n) in [
+            ("n_pretrain", self.n_pretrain),
+            ("n_sft", self.n_sft),
+            ("n_rl", self.n_rl),
+            ("n_test", self.n_test),
+            ("n_val", self.n_val),
+        ] {
             if n > MAX_SPLIT_LEN {
                 return err(field, format!("must be at most {MAX_SPLIT_LEN}, got {n}"));
             }
@@ -133,6 +157,7 @@ impl TaskConfig {
             ("sft_per_level", &self.sft_per_level, ("n_sft", self.n_sft)),
             ("rl_per_level", &self.rl_per_level, ("n_rl", self.n_rl)),
             ("test_per_level", &self.test_per_level, ("n_test", self.n_test)),
+            ("val_per_level", &self.val_per_level, ("n_val", self.n_val)),
         ] {
             if counts.is_empty() {
                 continue;
@@ -160,10 +185,34 @@ impl TaskConfig {
                 );
             }
         }
+        if !self.ops_per_level.is_empty() && self.ops_per_level.len() != self.levels as usize {
+            return err(
+                "ops_per_level",
+                format!("has {} entries but there are {} levels (one per level, or none)", self.ops_per_level.len(), self.levels),
+            );
+        }
+        if let Some(i) = self.ops_per_level.iter().position(|&n| !(1..=MAX_LEVEL).contains(&n)) {
+            return err("ops_per_level", format!("entry {i} must be in 1..={MAX_LEVEL}, got {}", self.ops_per_level[i]));
+        }
+        if self.squares_per_level.len() > self.levels as usize {
+            return err(
+                "squares_per_level",
+                format!("has {} entries but there are only {} levels", self.squares_per_level.len(), self.levels),
+            );
+        }
+        for level in 1..=self.levels {
+            let (ops, squares) = (self.ops(level), self.squares(level));
+            if squares > ops + 1 {
+                return err(
+                    "squares_per_level",
+                    format!("level {level} has {squares} squares but only {} operands", ops + 1),
+                );
+            }
+        }
         if self.facts_per_doc > MAX_FACTS_PER_DOC {
             return err("facts_per_doc", format!("must be at most {MAX_FACTS_PER_DOC}, got {}", self.facts_per_doc));
         }
-        let ops = self.ops()?;
+        let ops = self.operators()?;
         if ops.is_empty() {
             return err("operators", "must name at least one of `+-*`".into());
         }
@@ -197,8 +246,18 @@ impl TaskConfig {
         Ok(())
     }
 
+    /// Binary operations of `level`'s problems.
+    pub fn ops(&self, level: u32) -> u32 {
+        self.ops_per_level.get(level.saturating_sub(1) as usize).copied().unwrap_or(level)
+    }
+
+    /// Operands written as squares in `level`'s problems.
+    pub fn squares(&self, level: u32) -> u32 {
+        self.squares_per_level.get(level.saturating_sub(1) as usize).copied().unwrap_or(0)
+    }
+
     /// The operators, in `+ - *` order.
-    pub(crate) fn ops(&self) -> Result<Vec<Op>> {
+    pub(crate) fn operators(&self) -> Result<Vec<Op>> {
         let mut seen = Vec::new();
         for c in self.operators.chars() {
             let op = Op::from_symbol(c).ok_or_else(|| {
@@ -212,17 +271,18 @@ impl TaskConfig {
         Ok([Op::Add, Op::Sub, Op::Mul].into_iter().filter(|op| seen.contains(op)).collect())
     }
 
-    /// Number of SFT, RL and test problems of `level` (`1..=levels`): the per-level counts when
-    /// given, else the totals spread evenly.
-    pub fn level_counts(&self, level: u32) -> (usize, usize, usize) {
+    /// Number of SFT, RL, test and validation problems of `level` (`1..=levels`): the per-level
+    /// counts when given, else the totals spread evenly.
+    pub fn level_counts(&self, level: u32) -> LevelCounts {
         let count = |per_level: &[usize], n: usize| {
             per_level.get(level.saturating_sub(1) as usize).copied().unwrap_or_else(|| share(n, self.levels, level))
         };
-        (
-            count(&self.sft_per_level, self.n_sft),
-            count(&self.rl_per_level, self.n_rl),
-            count(&self.test_per_level, self.n_test),
-        )
+        LevelCounts {
+            sft: count(&self.sft_per_level, self.n_sft),
+            rl: count(&self.rl_per_level, self.n_rl),
+            test: count(&self.test_per_level, self.n_test),
+            val: count(&self.val_per_level, self.n_val),
+        }
     }
 
     /// Worked pre-training problems of `level`.
@@ -233,10 +293,24 @@ impl TaskConfig {
     /// An upper bound on the characters of prompt + worked solution at `level`: what a
     /// context window must hold. With the defaults, level 4 is bounded by 70 characters.
     pub fn max_chars(&self, level: u32) -> usize {
-        let l = level as usize;
-        let question = (l + 1) * digits(self.max_operand) + l + 2 * l.saturating_sub(1);
+        let (ops, squares) = (self.ops(level) as usize, self.squares(level) as usize);
+        let question = (ops + 1) * digits(self.max_operand) + ops + 2 * ops.saturating_sub(1) + 2 * squares;
         let template = self.prompt_template.chars().count().saturating_sub(QUESTION_PLACEHOLDER.len());
         let line = 3 * digits(self.max_value) + 2;
-        template + question + l * (line + 1) + "#### ".len() + digits(self.max_value)
+        let lines = ops + squares;
+        template + question + lines * (line + 1) + "#### ".len() + digits(self.max_value)
     }
+}
+
+/// How many problems of one level each split gets ([`TaskConfig::level_counts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LevelCounts {
+    /// Worked solutions (`D_SFT`).
+    pub sft: usize,
+    /// RL prompts.
+    pub rl: usize,
+    /// Test prompts.
+    pub test: usize,
+    /// Validation prompts.
+    pub val: usize,
 }

@@ -14,7 +14,7 @@ const ENUMERATE_LIMIT: u64 = 1 << 20;
 /// the draws allowed to find one admissible problem.
 const STALL_DRAWS: u64 = 200_000;
 
-/// The generated data: four splits with pairwise disjoint questions.
+/// The generated data: five splits with pairwise disjoint questions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskSplits {
     /// Pre-training documents (one string each, possibly several lines, never a blank line):
@@ -27,6 +27,8 @@ pub struct TaskSplits {
     pub rl: Vec<RlPrompt>,
     /// Held-out test prompts, like `rl`, balanced across levels.
     pub test: Vec<RlPrompt>,
+    /// Held-out validation prompts, like `test` (for choosing hyper-parameters).
+    pub val: Vec<RlPrompt>,
     /// The problems behind the splits, in the same order.
     pub problems: SplitProblems,
 }
@@ -42,6 +44,8 @@ pub struct SplitProblems {
     pub rl: Vec<Problem>,
     /// Behind [`TaskSplits::test`].
     pub test: Vec<Problem>,
+    /// Behind [`TaskSplits::val`].
+    pub val: Vec<Problem>,
 }
 
 #[derive(Clone, Debug)]
@@ -66,10 +70,18 @@ fn shapes(n: u32) -> Vec<Shape> {
     out
 }
 
-/// Fills `shape` in order: operators and leaves left to right as they will be written.
-fn fill(shape: &Shape, ops: &mut impl Iterator<Item = Op>, leaves: &mut impl Iterator<Item = i64>) -> Expr {
+/// Fills `shape` in order: operators and leaves left to right as they will be written; a leaf
+/// whose `squared` entry is set becomes `leaf^2`.
+fn fill(
+    shape: &Shape,
+    ops: &mut impl Iterator<Item = Op>,
+    leaves: &mut impl Iterator<Item = (i64, bool)>,
+) -> Expr {
     match shape {
-        Shape::Leaf => Expr::Num(leaves.next().unwrap_or(0)),
+        Shape::Leaf => match leaves.next().unwrap_or((0, false)) {
+            (n, false) => Expr::Num(n),
+            (n, true) => Expr::pow(Expr::Num(n), 2),
+        },
         Shape::Node(l, r) => {
             let lhs = fill(l, ops, leaves);
             let op = ops.next().unwrap_or(Op::Add);
@@ -79,34 +91,46 @@ fn fill(shape: &Shape, ops: &mut impl Iterator<Item = Op>, leaves: &mut impl Ite
     }
 }
 
-/// The problems of one level: expression trees with `level` operators, filtered by the limits.
+/// The problems of one level: expression trees with the level's binary operators and squared
+/// operands, filtered by the limits.
 struct LevelSpace<'a> {
     cfg: &'a TaskConfig,
     level: u32,
+    /// Binary operators per problem.
+    n_ops: u32,
     shapes: Vec<Shape>,
     ops: Vec<Op>,
+    /// Which operands are squared: every bit mask over the `n_ops + 1` operands with the level's
+    /// number of squares set.
+    square_masks: Vec<u32>,
     /// Size of the raw space when small enough to enumerate.
     raw: Option<u64>,
 }
 
 impl<'a> LevelSpace<'a> {
     fn new(cfg: &'a TaskConfig, level: u32) -> Result<Self> {
-        let shapes = shapes(level);
-        let ops = cfg.ops()?;
+        let n_ops = cfg.ops(level);
+        let shapes = shapes(n_ops);
+        let ops = cfg.operators()?;
+        let square_masks: Vec<u32> =
+            (0u32..1 << (n_ops + 1)).filter(|m| m.count_ones() == cfg.squares(level)).collect();
         let n_leaf = (cfg.max_operand + 1) as u128;
         let raw = (shapes.len() as u128)
-            .checked_mul((ops.len() as u128).checked_pow(level).unwrap_or(u128::MAX))
-            .and_then(|x| x.checked_mul(n_leaf.checked_pow(level + 1)?))
+            .checked_mul((ops.len() as u128).checked_pow(n_ops).unwrap_or(u128::MAX))
+            .and_then(|x| x.checked_mul(square_masks.len() as u128))
+            .and_then(|x| x.checked_mul(n_leaf.checked_pow(n_ops + 1)?))
             .filter(|&x| x <= u128::from(ENUMERATE_LIMIT))
             .map(|x| x as u64);
-        Ok(LevelSpace { cfg, level, shapes, ops, raw })
+        Ok(LevelSpace { cfg, level, n_ops, shapes, ops, square_masks, raw })
     }
 
     fn build(&self, mut pick: impl FnMut(u64) -> u64) -> Expr {
         let shape = &self.shapes[pick(self.shapes.len() as u64) as usize];
-        let ops: Vec<Op> = (0..self.level).map(|_| self.ops[pick(self.ops.len() as u64) as usize]).collect();
+        let ops: Vec<Op> = (0..self.n_ops).map(|_| self.ops[pick(self.ops.len() as u64) as usize]).collect();
+        let mask = self.square_masks[pick(self.square_masks.len() as u64) as usize];
         let n_leaf = (self.cfg.max_operand + 1) as u64;
-        let leaves: Vec<i64> = (0..=self.level).map(|_| pick(n_leaf) as i64).collect();
+        let leaves: Vec<(i64, bool)> =
+            (0..=self.n_ops).map(|i| (pick(n_leaf) as i64, mask & (1 << i) != 0)).collect();
         fill(shape, &mut ops.into_iter(), &mut leaves.into_iter())
     }
 
@@ -130,6 +154,9 @@ impl<'a> LevelSpace<'a> {
         if !cfg.parentheses && e.needs_parentheses() {
             return None;
         }
+        if !squares_at_least_two(e) {
+            return None;
+        }
         let (steps, _) = e.solve().ok()?;
         let ok = steps.iter().all(|s| {
             (0..=cfg.max_value).contains(&s.result) && (s.op != Op::Mul || s.lhs.max(s.rhs) <= cfg.max_factor)
@@ -137,7 +164,9 @@ impl<'a> LevelSpace<'a> {
         if !ok {
             return None;
         }
-        Problem::from_expr(e, e.render()).ok()
+        let mut problem = Problem::from_expr(e, e.render()).ok()?;
+        problem.level = self.level;
+        Some(problem)
     }
 
     /// `needed` distinct problems in a seeded order; an error if the level has fewer.
@@ -149,10 +178,12 @@ impl<'a> LevelSpace<'a> {
             BridgeError::config(
                 "tasks",
                 format!(
-                    "level {} has {found} distinct problems with max_operand={}, max_factor={}, max_value={}, \
-                     operators={:?}, parentheses={}, but the splits need {needed} ({breakdown}); lower the \
-                     counts or widen the limits",
+                    "level {} ({} operations, {} squares) has {found} distinct problems with max_operand={}, \
+                     max_factor={}, max_value={}, operators={:?}, parentheses={}, but the splits need {needed} \
+                     ({breakdown}); lower the counts or widen the limits",
                     self.level,
+                    self.n_ops,
+                    self.cfg.squares(self.level),
                     self.cfg.max_operand,
                     self.cfg.max_factor,
                     self.cfg.max_value,
@@ -207,18 +238,28 @@ impl<'a> LevelSpace<'a> {
     }
 }
 
+/// Whether every squared operand is at least 2: `0^2` and `1^2` equal their base, so a model
+/// that ignores the exponent would answer them right without the skill the level is about.
+fn squares_at_least_two(e: &Expr) -> bool {
+    match e {
+        Expr::Num(_) => true,
+        Expr::Bin { lhs, rhs, .. } => squares_at_least_two(lhs) && squares_at_least_two(rhs),
+        Expr::Pow { base, .. } => !matches!(**base, Expr::Num(0 | 1)) && squares_at_least_two(base),
+    }
+}
+
 fn level_metadata(level: u32) -> Metadata {
     let mut m = Metadata::new();
     m.insert("level".into(), serde_json::Value::from(level));
     m
 }
 
-/// Generates the four splits of `cfg` (see the [module docs](super) for the design).
+/// Generates the five splits of `cfg` (see the [module docs](super) for the design).
 ///
 /// Deterministic in `cfg`. Each level draws its distinct questions from its own stream
-/// (`tasks/level/{k}`) and deals them out in the order test, SFT, RL, pre-training, so the test
-/// set does not change when only the other counts do. Errors: an invalid config, or a level with
-/// fewer distinct problems than its splits need.
+/// (`tasks/level/{k}`) and deals them out in the order test, validation, SFT, RL, pre-training,
+/// so the test set does not change when only the other counts do. Errors: an invalid config, or a
+/// level with fewer distinct problems than its splits need.
 pub fn generate(cfg: &TaskConfig) -> Result<TaskSplits> {
     cfg.validate()?;
     let template = cfg.prompt_template.as_str();
@@ -226,18 +267,21 @@ pub fn generate(cfg: &TaskConfig) -> Result<TaskSplits> {
     let mut problems = SplitProblems::default();
     for space in &spaces {
         let level = space.level;
-        let (n_sft, n_rl, n_test) = cfg.level_counts(level);
+        let n = cfg.level_counts(level);
         let n_pre = cfg.pretrain_count(level);
-        let breakdown = format!("test {n_test}, sft {n_sft}, rl {n_rl}, pretrain {n_pre}");
+        let breakdown = format!("test {}, val {}, sft {}, rl {}, pretrain {n_pre}", n.test, n.val, n.sft, n.rl);
         let mut rng = BridgeRng::for_stream(cfg.seed, &format!("tasks/level/{level}"));
-        let needed = n_test + n_sft + n_rl + n_pre;
+        let needed = n.test + n.val + n.sft + n.rl + n_pre;
+        let (n_test, n_val, n_sft, n_rl) = (n.test, n.val, n.sft, n.rl);
         let mut pool = space.distinct(&mut rng, needed, &breakdown)?.into_iter();
         problems.test.extend(pool.by_ref().take(n_test));
+        problems.val.extend(pool.by_ref().take(n_val));
         problems.sft.extend(pool.by_ref().take(n_sft));
         problems.rl.extend(pool.by_ref().take(n_rl));
         problems.pretrain.extend(pool);
     }
     BridgeRng::for_stream(cfg.seed, "tasks/order/test").shuffle(&mut problems.test);
+    BridgeRng::for_stream(cfg.seed, "tasks/order/val").shuffle(&mut problems.val);
     BridgeRng::for_stream(cfg.seed, "tasks/order/sft").shuffle(&mut problems.sft);
     BridgeRng::for_stream(cfg.seed, "tasks/order/rl").shuffle(&mut problems.rl);
 
@@ -274,7 +318,8 @@ pub fn generate(cfg: &TaskConfig) -> Result<TaskSplits> {
     };
     let rl = prompts("rl", &problems.rl);
     let test = prompts("test", &problems.test);
-    Ok(TaskSplits { pretrain, sft, rl, test, problems })
+    let val = prompts("val", &problems.val);
+    Ok(TaskSplits { pretrain, sft, rl, test, val, problems })
 }
 
 /// One line of `sft.jsonl`, `rl.jsonl` or `test.jsonl` (GSM8K form plus `level`).
@@ -306,7 +351,7 @@ impl TaskSplits {
     ///
     /// * `sft.jsonl`: `{"id", "question", "answer", "level"}`, `answer` the worked solution
     ///   ending in `#### N` (GSM8K form);
-    /// * `rl.jsonl`, `test.jsonl`: the same keys, `answer` just `#### N`;
+    /// * `rl.jsonl`, `test.jsonl`, `val.jsonl`: the same keys, `answer` just `#### N`;
     /// * `pretrain.txt`: the documents, separated by one blank line (read back with
     ///   [`read_pretrain`]).
     ///
@@ -319,6 +364,7 @@ impl TaskSplits {
         write_file(&dir.join("sft.jsonl"), &jsonl(self.sft.iter().map(|e| e.id.clone()), &p.sft, true)?)?;
         write_file(&dir.join("rl.jsonl"), &jsonl(self.rl.iter().map(|e| e.id.clone()), &p.rl, false)?)?;
         write_file(&dir.join("test.jsonl"), &jsonl(self.test.iter().map(|e| e.id.clone()), &p.test, false)?)?;
+        write_file(&dir.join("val.jsonl"), &jsonl(self.val.iter().map(|e| e.id.clone()), &p.val, false)?)?;
         let mut text = self.pretrain.join("\n\n");
         text.push('\n');
         write_file(&dir.join("pretrain.txt"), &text)

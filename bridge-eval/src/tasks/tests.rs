@@ -125,6 +125,70 @@ fn splits_are_disjoint() {
     }
 }
 
+/// The quickstart's shape: levels 1-2 plain (1 and 2 operations), levels 3-4 one and two
+/// operations with one squared operand.
+fn with_squares(seed: u64) -> TaskConfig {
+    TaskConfig {
+        seed,
+        max_operand: 9,
+        max_value: 99,
+        n_pretrain: 300,
+        pretrain_problems: vec![40, 100],
+        n_sft: 80,
+        n_rl: 80,
+        n_test: 80,
+        n_val: 40,
+        ops_per_level: vec![1, 2, 1, 2],
+        squares_per_level: vec![0, 0, 1, 1],
+        ..TaskConfig::default()
+    }
+}
+
+#[test]
+fn squared_levels_are_worked_as_multiplications_and_never_pretrained() {
+    let cfg = with_squares(2);
+    let s = generate(&cfg).unwrap();
+    let count = |ps: &[Problem]| (1..=4).map(|l| ps.iter().filter(|p| p.level == l).count()).collect::<Vec<_>>();
+    for (split, n) in [(&s.problems.sft, 20), (&s.problems.rl, 20), (&s.problems.test, 20), (&s.problems.val, 10)] {
+        assert_eq!(count(split), vec![n; 4]);
+    }
+    assert_eq!(s.val.len(), 40);
+    for p in s.problems.sft.iter().chain(&s.problems.test).chain(&s.problems.val) {
+        let e = Expr::parse(&p.question).unwrap();
+        let squares = p.question.matches("^2").count() as u32;
+        assert_eq!(squares, cfg.squares(p.level), "{p:?}");
+        assert_eq!(e.n_powers() as u32, squares);
+        assert_eq!(p.question.matches(['+', '-', '*']).count() as u32, cfg.ops(p.level), "{p:?}");
+        // Independently recomputed: every line is right, and a square `a^2` is the line `a*a=…`.
+        let (answer, lines) = check_worked(&p.solution(), &cfg);
+        assert_eq!(answer, p.answer);
+        assert_eq!(lines as u32, cfg.ops(p.level) + squares);
+        for part in p.question.split(['+', '-', '*', '(', ')']).filter(|t| t.ends_with("^2")) {
+            let a = part.trim_end_matches("^2");
+            assert!(p.solution().contains(&format!("{a}*{a}=")), "{p:?}");
+            assert!(a.parse::<i64>().unwrap() >= 2, "{p:?}");
+        }
+        assert!(cfg.max_chars(p.level) >= p.prompt(&cfg.prompt_template).len() + p.solution().len());
+    }
+    // The pre-training text never shows `^`: the squared levels are a new skill.
+    assert!(s.pretrain.iter().all(|d| !d.contains('^')));
+    assert!(s.problems.pretrain.iter().all(|p| p.level <= 2));
+    // Disjoint splits, validation included.
+    let mut seen = HashSet::new();
+    let p = &s.problems;
+    for q in p.pretrain.iter().chain(&p.sft).chain(&p.rl).chain(&p.test).chain(&p.val).map(|p| p.question.as_str()) {
+        assert!(seen.insert(q), "question {q:?} appears twice");
+    }
+    // The test set does not move when the validation split is added.
+    let no_val = generate(&TaskConfig { n_val: 0, ..cfg.clone() }).unwrap();
+    assert_eq!(no_val.test, s.test);
+    // A level cannot have more squares than operands.
+    let err = generate(&TaskConfig { squares_per_level: vec![0, 0, 3, 0], ..cfg.clone() }).unwrap_err();
+    assert!(err.to_string().contains("squares_per_level"), "{err}");
+    let err = generate(&TaskConfig { ops_per_level: vec![1, 2], ..cfg }).unwrap_err();
+    assert!(err.to_string().contains("ops_per_level"), "{err}");
+}
+
 #[test]
 fn every_character_is_in_the_alphabet() {
     let mut alphabet: Vec<char> = ALPHABET.chars().collect();
@@ -132,13 +196,15 @@ fn every_character_is_in_the_alphabet() {
     alphabet.dedup();
     assert_eq!(alphabet.iter().collect::<String>(), ALPHABET, "ALPHABET is sorted and has no repeats");
     let mut used = HashSet::new();
-    for t in all_texts(default_splits()) {
+    let squares = generate(&with_squares(0)).unwrap();
+    for t in all_texts(default_splits()).into_iter().chain(all_texts(&squares)) {
         for c in t.chars() {
             assert!(ALPHABET.contains(c), "{c:?} in {t:?}");
             used.insert(c);
         }
     }
     assert_eq!(used.len(), ALPHABET.chars().count(), "every character of the alphabet is used");
+    assert!(all_texts(default_splits()).iter().all(|t| !t.contains('^')), "no square unless asked for");
     for d in &default_splits().pretrain {
         assert!(!d.contains("\n\n") && !d.is_empty() && !d.ends_with('\n'), "{d:?}");
     }
@@ -252,7 +318,7 @@ fn per_level_counts_are_honoured_and_splits_stay_disjoint() {
     assert_eq!(generate(&even).unwrap(), generate(&explicit).unwrap());
     // Level 1's capacity still bounds its splits, whatever the other levels get.
     let err = generate(&TaskConfig { n_test: 240, test_per_level: vec![180, 30, 30], ..cfg }).unwrap_err();
-    assert!(err.to_string().contains("level 1 has only 238"), "{err}");
+    assert!(err.to_string().contains("level 1 (1 operations, 0 squares) has only 238"), "{err}");
 }
 
 #[test]
@@ -294,7 +360,7 @@ fn too_many_problems_is_an_error_not_a_hang() {
     let cfg = TaskConfig { n_rl: 2600, ..TaskConfig::default() };
     let err = generate(&cfg).unwrap_err();
     assert!(matches!(err, BridgeError::Config { .. }), "{err}");
-    assert!(err.to_string().contains("level 1 has only 772"), "{err}");
+    assert!(err.to_string().contains("level 1 (1 operations, 0 squares) has only 772"), "{err}");
     // A sampled level (raw space too large to enumerate) with 14 admissible questions.
     let cfg = TaskConfig {
         levels: 4,
@@ -308,13 +374,13 @@ fn too_many_problems_is_an_error_not_a_hang() {
         ..TaskConfig::default()
     };
     let err = generate(&cfg).unwrap_err();
-    assert!(err.to_string().contains("level 1 has only 1"), "{err}");
+    assert!(err.to_string().contains("level 1 (1 operations, 0 squares) has only 1"), "{err}");
     let cfg = TaskConfig { n_test: 0, n_rl: 4 * 20, ..cfg };
     let err = generate(&cfg).unwrap_err();
-    assert!(err.to_string().contains("level 1 has only 1"), "{err}");
+    assert!(err.to_string().contains("level 1 (1 operations, 0 squares) has only 1"), "{err}");
     let cfg = TaskConfig { levels: 4, n_rl: 0, n_test: 0, n_sft: 0, pretrain_problems: vec![1, 1, 1, 20], ..cfg };
     let err = generate(&TaskConfig { n_pretrain: 23, ..cfg }).unwrap_err();
-    assert!(err.to_string().contains("level 4 has too few (only 0 found"), "{err}");
+    assert!(err.to_string().contains("level 4 (4 operations, 0 squares) has too few (only 0 found"), "{err}");
 }
 
 #[test]
