@@ -32,7 +32,7 @@
 
 use crate::config::DecoderConfig;
 use crate::lora::{LoraAdapter, LoraLayer, LoraPair};
-use crate::tensors::{HostTensor, TensorMap};
+use crate::tensors::{HostTensor, TensorMap, transpose};
 use bridge_core::policy::{CausalLm, Completion, SamplingParams, SequenceBatch, TextCodec, TokenScores};
 use bridge_core::{BridgeError, BridgeRng, Result};
 use burn::module::ModuleMapper;
@@ -103,20 +103,9 @@ impl Proj {
     }
 }
 
-/// `[rows, cols]` row-major values → their transpose `[cols, rows]`.
-fn transpose_host(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; values.len()];
-    for (r, row) in values.chunks_exact(cols.max(1)).enumerate().take(rows) {
-        for (c, &v) in row.iter().enumerate() {
-            out[c * rows + r] = v;
-        }
-    }
-    out
-}
-
 /// A projection weight `[in, out]` from HF-layout values `[out, in]`.
 fn proj_weight_from_hf(values: &[f32], out: usize, inp: usize, device: &Device) -> Param<Tensor<2>> {
-    Param::from_tensor(tensor_from_host(transpose_host(values, out, inp), [inp, out], device))
+    Param::from_tensor(tensor_from_host(transpose(values, out, inp), [inp, out], device))
 }
 
 /// The scale vector of an RMSNorm (`weight [d]`); epsilon comes from the config.
@@ -486,7 +475,7 @@ impl DecoderWeights {
         let put_proj = |map: &mut TensorMap, name: String, p: &Proj| -> Result<()> {
             let w = param_to_host(&p.weight)?; // [in, out]
             let [inp, out] = p.weight.dims();
-            map.insert(format!("{name}.weight"), HostTensor::new(vec![out, inp], transpose_host(&w.data, inp, out))?);
+            map.insert(format!("{name}.weight"), HostTensor::new(vec![out, inp], transpose(&w.data, inp, out))?);
             if let Some(b) = &p.bias {
                 map.insert(format!("{name}.bias"), param_to_host(b)?);
             }

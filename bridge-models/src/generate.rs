@@ -79,7 +79,6 @@ use burn::tensor::{DType, Device, Distribution, Int, Tensor, TensorCreationOptio
 use rayon::prelude::*;
 
 pub(crate) mod host;
-pub(crate) mod matmul;
 
 /// Which forward pass decodes (see the [module docs](self#two-engines)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -603,7 +602,7 @@ impl<'a> Generator<'a> {
                             StepLogits::Host(v) => v,
                         };
                         // log Z of every row of the step, once (vectorised)
-                        let log_z = host::log_partitions(&host, vocab);
+                        let log_z = crate::kernels::rows::log_partitions(&host, vocab);
                         let pick = |(c, &k): (usize, &usize)| {
                             let row_logits = &host[logit_row[c] * vocab..(logit_row[c] + 1) * vocab];
                             let mut row_rng = rows[k].rng.clone();

@@ -12,6 +12,7 @@ pub mod fused;
 pub mod generate;
 pub mod gguf;
 pub mod hf;
+mod kernels;
 pub mod lora;
 pub mod precision;
 pub mod tensors;

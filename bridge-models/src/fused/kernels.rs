@@ -21,13 +21,19 @@
 //! keeps each row's log-partition, the backward recomputes the block's logits and forms
 //! `dlogits = g·(onehot − softmax)`.
 //!
+//! The row arithmetic and its derivatives (RMSNorm, rotary, softmax, SwiGLU, projections,
+//! log-partitions) are the crate's CPU row kernels (`crate::kernels::rows`), shared with the
+//! host decoding engine; this module lays the work out over whole sequences, keeps the
+//! activations and composes the backward.
+//!
 //! Determinism: every product runs on [`matmul_view`] (fixed summation order whatever the thread
 //! count); row-parallel loops write disjoint rows; sums over rows (norm scales, biases, the
 //! embedding's scatter) run in a fixed serial order.
 
 use super::pool::{copy_of, give, take, take_zeroed};
-use crate::generate::host::{dot, exp_f32, max_of};
-use crate::generate::matmul::{View, matmul_view, vectorised};
+use crate::kernels::math::exp_f32;
+use crate::kernels::matmul::{View, matmul_view, vectorised};
+use crate::kernels::rows;
 use rayon::prelude::*;
 
 /// Rows per block of the head's logits.
@@ -259,86 +265,30 @@ impl Saved {
 // Building blocks (sequential: a group runs on one thread)
 // ---------------------------------------------------------------------------------------------
 
-/// `out = x / rms(x) · w` per row; returns each row's inverse RMS.
+/// [`rows::rms_norm`] of every row; returns each row's inverse RMS (a pooled buffer).
 fn rms_norm_forward(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) -> Vec<f32> {
-    let h = w.len();
-    let mut inv = take(x.len() / h);
+    let mut inv = take(x.len() / w.len());
     vectorised(
         #[inline(always)]
-        || {
-            for ((or, xr), inv) in out.chunks_exact_mut(h).zip(x.chunks_exact(h)).zip(inv.iter_mut()) {
-                *inv = 1.0 / (dot(xr, xr) / h as f32 + eps).sqrt();
-                or.iter_mut().zip(xr).zip(w).for_each(|((o, &x), &w)| *o = x * *inv * w);
-            }
-        },
+        || rows::rms_norm(x, w, eps, out, Some(&mut inv)),
     );
     inv
 }
 
-/// The input gradient of [`rms_norm_forward`]: `dx (+)= ∂/∂x` for the output gradient `dy`.
+/// [`rows::rms_norm_dx`], vectorised.
 fn rms_norm_dx(x: &[f32], inv: &[f32], w: &[f32], dy: &[f32], dx: &mut [f32], accumulate: bool) {
-    let h = w.len();
     vectorised(
         #[inline(always)]
-        || {
-            let mut gw = vec![0.0f32; h];
-            for (((dxr, xr), dyr), &inv) in
-                dx.chunks_exact_mut(h).zip(x.chunks_exact(h)).zip(dy.chunks_exact(h)).zip(inv)
-            {
-                gw.iter_mut().zip(dyr).zip(w).for_each(|((g, &dy), &w)| *g = dy * w);
-                let c = inv * inv * inv * dot(xr, &gw) / h as f32;
-                if accumulate {
-                    dxr.iter_mut().zip(xr).zip(&gw).for_each(|((d, &x), &g)| *d += inv * g - c * x);
-                } else {
-                    dxr.iter_mut().zip(xr).zip(&gw).for_each(|((d, &x), &g)| *d = inv * g - c * x);
-                }
-            }
-        },
+        || rows::rms_norm_dx(x, inv, w, dy, dx, accumulate),
     );
 }
 
-/// The scale's gradient of [`rms_norm_forward`]: `dw += Σ_rows dy·x·inv`.
+/// [`rows::rms_norm_dw`], vectorised.
 fn rms_norm_dw(x: &[f32], inv: &[f32], dy: &[f32], dw: &mut [f32]) {
-    let h = dw.len();
     vectorised(
         #[inline(always)]
-        || {
-            for ((xr, dyr), &inv) in x.chunks_exact(h).zip(dy.chunks_exact(h)).zip(inv) {
-                dw.iter_mut().zip(xr).zip(dyr).for_each(|((g, &x), &dy)| *g += dy * x * inv);
-            }
-        },
+        || rows::rms_norm_dw(x, inv, dy, dw),
     );
-}
-
-/// Adds the column sums of `dy [N, out]` to `db`.
-fn add_column_sums(dy: &[f32], db: &mut [f32]) {
-    vectorised(
-        #[inline(always)]
-        || {
-            for row in dy.chunks_exact(db.len()) {
-                db.iter_mut().zip(row).for_each(|(b, &g)| *b += g);
-            }
-        },
-    )
-}
-
-/// `x ← exp(x − shift)` for every element; returns their sum (sixteen interleaved partial sums).
-#[inline(always)]
-fn exp_shifted_in_place(x: &mut [f32], shift: f32) -> f32 {
-    let mut lanes = [0.0f32; 16];
-    let mut chunks = x.chunks_exact_mut(16);
-    for c in &mut chunks {
-        for (l, v) in lanes.iter_mut().zip(c.iter_mut()) {
-            *v = exp_f32(*v - shift);
-            *l += *v;
-        }
-    }
-    let mut tail = 0.0f32;
-    for v in chunks.into_remainder() {
-        *v = exp_f32(*v - shift);
-        tail += *v;
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// `y [n, out] = x·W + b + s·(x·Aᵀ)·Bᵀ`; returns `x·Aᵀ` when adapted.
@@ -354,14 +304,7 @@ fn proj_forward(
     par: bool,
 ) -> Option<Vec<f32>> {
     let (inp, out) = (slots.inp, slots.out);
-    matmul_view(y, out, View::rows(x, inp), View::rows(slots.weight.of(p), out), n, inp, out, false, 1.0, par);
-    if let Some(b) = slots.bias {
-        let b = b.of(p);
-        vectorised(
-            #[inline(always)]
-            || y.chunks_exact_mut(out).for_each(|row| row.iter_mut().zip(b).for_each(|(y, &b)| *y += b)),
-        );
-    }
+    rows::affine(y, x, slots.weight.of(p), slots.bias.map(|b| b.of(p)), n, inp, out, false, par);
     slots.lora.map(|(a, bm)| {
         let mut down = take(n * rank);
         matmul_view(&mut down, rank, View::rows(x, inp), View::rows(a.of(p), inp).t(), n, inp, rank, false, 1.0, par);
@@ -426,7 +369,11 @@ fn proj_dw(slots: &ProjSlots, scale: f32, rank: usize, parts: &[ProjRows<'_>], g
             true,
         );
         if let Some(b) = slots.bias {
-            add_column_sums(r.dy, &mut g[at(b)]);
+            let db = &mut g[at(b)];
+            vectorised(
+                #[inline(always)]
+                || rows::add_column_sums(r.dy, db),
+            );
         }
         if let (Some((a, bm)), Some(down), Some(ddown)) = (slots.lora, r.down, r.ddown) {
             let db = View::rows(r.dy, out).t();
@@ -452,65 +399,23 @@ fn split_ranges<'a>(mut g: &'a mut [f32], ranges: &[(usize, usize)]) -> Vec<&'a 
     out
 }
 
-/// HF's `x·cos + rotate_half(x)·sin` for every head of every row of `x [n, heads·d]` (rows are
-/// whole sequences: row `i` is at position `i mod T`).
+/// [`rows::rope`] (at scale 1) for every head of every row of `x [n, heads·d]` (rows are whole
+/// sequences: row `i` is at position `i mod T`).
 fn rope_forward(x: &mut [f32], heads: usize, d: usize, seq: usize, cos: &[f32], sin: &[f32]) {
-    let half = d / 2;
     for (row, xr) in x.chunks_exact_mut(heads * d).enumerate() {
         let t = row % seq;
         let (c, s) = (&cos[t * d..(t + 1) * d], &sin[t * d..(t + 1) * d]);
-        for head in xr.chunks_exact_mut(d) {
-            let (lo, hi) = head.split_at_mut(half);
-            for j in 0..half {
-                let (a, b) = (lo[j], hi[j]);
-                lo[j] = a * c[j] - b * s[j];
-                hi[j] = b * c[j + half] + a * s[j + half];
-            }
-        }
+        xr.chunks_exact_mut(d).for_each(|head| rows::rope(head, c, s, 1.0));
     }
 }
 
 /// Backward of [`rope_forward`], in place on the gradient.
 fn rope_backward(dx: &mut [f32], heads: usize, d: usize, seq: usize, cos: &[f32], sin: &[f32]) {
-    let half = d / 2;
     for (row, xr) in dx.chunks_exact_mut(heads * d).enumerate() {
         let t = row % seq;
         let (c, s) = (&cos[t * d..(t + 1) * d], &sin[t * d..(t + 1) * d]);
-        for head in xr.chunks_exact_mut(d) {
-            let (lo, hi) = head.split_at_mut(half);
-            for j in 0..half {
-                let (dl, dh) = (lo[j], hi[j]);
-                lo[j] = dl * c[j] + dh * s[j + half];
-                hi[j] = dh * c[j + half] - dl * s[j];
-            }
-        }
+        xr.chunks_exact_mut(d).for_each(|head| rows::rope_backward(head, c, s));
     }
-}
-
-/// `silu(g)·u` elementwise.
-fn swiglu_forward(gate: &[f32], up: &[f32], act: &mut [f32]) {
-    vectorised(
-        #[inline(always)]
-        || {
-            for ((a, &g), &u) in act.iter_mut().zip(gate).zip(up) {
-                *a = g / (1.0 + exp_f32(-g)) * u;
-            }
-        },
-    )
-}
-
-/// Backward of [`swiglu_forward`]: `dact → (dgate, dup)`.
-fn swiglu_backward(gate: &[f32], up: &[f32], dact: &[f32], dgate: &mut [f32], dup: &mut [f32]) {
-    vectorised(
-        #[inline(always)]
-        || {
-            for ((((dg, du), &g), &u), &da) in dgate.iter_mut().zip(dup.iter_mut()).zip(gate).zip(up).zip(dact) {
-                let sig = 1.0 / (1.0 + exp_f32(-g));
-                *du = da * g * sig;
-                *dg = da * u * sig * (1.0 + g * (1.0 - sig));
-            }
-        },
-    )
 }
 
 /// Softmax over the first `visible` scores of a row, zeros after them. Rows are right-padded,
@@ -519,9 +424,7 @@ fn swiglu_backward(gate: &[f32], up: &[f32], dact: &[f32], dgate: &mut [f32], du
 #[inline(always)]
 fn softmax_prefix(row: &mut [f32], visible: usize) {
     let (head, tail) = row.split_at_mut(visible);
-    let max = max_of(head);
-    let inv = 1.0 / exp_shifted_in_place(head, max);
-    head.iter_mut().for_each(|p| *p *= inv);
+    rows::softmax_in_place(head);
     tail.fill(0.0);
 }
 
@@ -618,12 +521,7 @@ fn attention_backward(
             matmul_view(&mut ds, t, doh, vh.t(), t, d, t, false, 1.0, false);
             vectorised(
                 #[inline(always)]
-                || {
-                    for (dsr, pr) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
-                        let dot = dot(dsr, pr);
-                        dsr.iter_mut().zip(pr).for_each(|(x, &y)| *x = y * (*x - dot));
-                    }
-                },
+                || ds.chunks_exact_mut(t).zip(p.chunks_exact(t)).for_each(|(dsr, pr)| rows::softmax_backward(pr, dsr)),
             );
             // dq = s·dS·k ; dk += s·dSᵀ·q
             matmul_view(&mut dqb[h * d..], qw, View::rows(&ds, t), kh, t, t, d, false, scale, false);
@@ -670,12 +568,8 @@ fn group_forward(
     let (s, r) = (lay.lora_scale, lay.lora_rank);
     let valid = &plan.valid[first..first + n];
 
-    let embed = lay.embed.of(p);
     let mut x = take(n * hdim);
-    x.chunks_exact_mut(hdim).zip(&plan.ids[first..first + n]).for_each(|(row, &id)| {
-        let id = id as usize;
-        row.copy_from_slice(&embed[id * hdim..(id + 1) * hdim]);
-    });
+    rows::embed_rows(lay.embed.of(p), hdim, &plan.ids[first..first + n], &mut x);
 
     let mut layers = Vec::with_capacity(if save { lay.layers.len() } else { 0 });
     for l in &lay.layers {
@@ -704,7 +598,10 @@ fn group_forward(
         let dg = proj_forward(p, &l.gate, s, r, &n2, n, &mut gate, par);
         let du = proj_forward(p, &l.up, s, r, &n2, n, &mut up, par);
         let mut act = take(n * inter);
-        swiglu_forward(&gate, &up, &mut act);
+        vectorised(
+            #[inline(always)]
+            || rows::swiglu(&gate, &up, &mut act),
+        );
         let mut y = copy_of(&x2);
         let mut mlp = take(n * hdim);
         let dd = proj_forward(p, &l.down, s, r, &act, n, &mut mlp, par);
@@ -772,10 +669,10 @@ pub(crate) fn forward(p: &[f32], lay: &ParamLayout, plan: &BatchPlan, with_entro
             let block = &logits[..rows * vocab];
             let lse_b = &mut lse[start..start + rows];
             let per_task = (16_384 / vocab).max(1);
-            lse_b.par_chunks_mut(per_task).zip(block.par_chunks(vocab * per_task)).for_each(|(z, rows)| {
+            lse_b.par_chunks_mut(per_task).zip(block.par_chunks(vocab * per_task)).for_each(|(z, chunk)| {
                 vectorised(
                     #[inline(always)]
-                    || z.iter_mut().zip(rows.chunks_exact(vocab)).for_each(|(z, row)| *z = log_sum_exp(row)),
+                    || z.iter_mut().zip(chunk.chunks_exact(vocab)).for_each(|(z, row)| *z = rows::log_sum_exp(row)),
                 )
             });
             for (i, row) in block.chunks_exact(vocab).enumerate() {
@@ -805,19 +702,6 @@ pub(crate) fn forward(p: &[f32], lay: &ParamLayout, plan: &BatchPlan, with_entro
         None
     };
     ForwardOut { logprobs, entropy, saved }
-}
-
-/// `log Σ exp(row)` with the max subtracted.
-#[inline(always)]
-fn log_sum_exp(row: &[f32]) -> f32 {
-    let max = max_of(row);
-    let mut lanes = [0.0f32; 16];
-    let chunks = row.chunks_exact(16);
-    let tail: f32 = chunks.remainder().iter().map(|&l| exp_f32(l - max)).sum();
-    for c in chunks {
-        lanes.iter_mut().zip(c).for_each(|(s, &l)| *s += exp_f32(l - max));
-    }
-    max + (lanes.iter().sum::<f32>() + tail).ln()
 }
 
 /// Logits `[rows, V]` of the final-norm rows `nb`; returns `nb·Aᵀ` for an adapted untied head.
@@ -892,7 +776,10 @@ fn group_layer_backward(
     let mut dact = take(n * inter);
     let dd_down = proj_dx(p, &l.down, s, r, &dy, n, &mut dact, false, par);
     let (mut dgate, mut dup) = (take(n * inter), take(n * inter));
-    swiglu_backward(&sl.gate, &sl.up, &dact, &mut dgate, &mut dup);
+    vectorised(
+        #[inline(always)]
+        || rows::swiglu_backward(&sl.gate, &sl.up, &dact, &mut dgate, &mut dup),
+    );
     give(dact);
     let mut dn2 = take(n * hdim);
     let dd_gate = proj_dx(p, &l.gate, s, r, &dgate, n, &mut dn2, false, par);
