@@ -10,16 +10,15 @@ pub mod decoder;
 #[cfg(feature = "flex")]
 pub mod fused;
 pub mod generate;
-pub mod gguf;
-pub mod hf;
+mod io;
 mod kernels;
 pub mod lora;
 pub mod precision;
 pub mod tensors;
-pub mod tokenizer;
 
 pub use config::{Architecture, DecoderConfig, RopeScaling};
 pub use decoder::{Decoder, DecoderWeights, ScoringEngine};
-pub use hf::{load_hf_dir, open_model, save_hf_dir};
+pub use io::hf::{load_hf_dir, open_model, save_hf_dir};
+pub use io::{gguf, hf, tokenizer};
 pub use lora::{LoraAdapter, LoraConfig, LoraTarget, merge};
 pub use precision::WeightDType;
