@@ -6,13 +6,17 @@
 //! training engine of [`fused`] and generation the fused decoding engine of [`generate`].
 
 pub mod config;
+// Moved to weights/; split into layers in the next commit.
+#[path = "weights/base.rs"]
 pub mod decoder;
 #[cfg(feature = "flex")]
 pub mod fused;
 pub mod generate;
 mod io;
 mod kernels;
+#[path = "weights/lora.rs"]
 pub mod lora;
+#[path = "weights/precision.rs"]
 pub mod precision;
 pub mod tensors;
 
