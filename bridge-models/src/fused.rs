@@ -27,8 +27,9 @@ pub(crate) mod kernels;
 mod op;
 mod pool;
 
-use crate::decoder::{Decoder, DecoderWeights, Proj, RmsNorm};
-use crate::lora::{LoraAdapter, LoraPair};
+use crate::decoder::Decoder;
+use crate::weights::lora::{LoraAdapter, LoraPair};
+use crate::weights::{DecoderWeights, Proj, RmsNorm};
 use bridge_core::policy::{SequenceBatch, TokenScores};
 use bridge_core::{BridgeError, Result};
 use burn::module::Param;
@@ -123,7 +124,7 @@ fn batch_plan(lm: &Decoder, batch: &SequenceBatch) -> BatchPlan {
         ids.extend(std::iter::repeat_n(batch.pad_id(), t - row.tokens.len()));
         valid.extend((0..t).map(|j| j < row.tokens.len()));
     }
-    let (cos, sin) = lm.rope_rows(&(0..t).collect::<Vec<_>>());
+    let (cos, sin) = lm.rope().rows(&(0..t).collect::<Vec<_>>());
     BatchPlan { batch: b, seq: t, ids, valid, cos, sin }
 }
 
@@ -165,8 +166,8 @@ pub(crate) fn token_scores(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::DecoderConfig;
-    use crate::lora::LoraConfig;
+    use crate::config::DecoderConfig;
+    use crate::weights::lora::LoraConfig;
     use bridge_core::BridgeRng;
     use bridge_core::policy::TokenSequence;
     use bridge_core::testing::CharCodec;

@@ -6,6 +6,7 @@
 //! the map in one place, whatever the file format was.
 
 use bridge_core::{BridgeError, Result};
+use burn::tensor::{Device, Tensor, TensorData};
 use std::collections::BTreeMap;
 
 /// A dense f32 array with its shape, in row-major order.
@@ -43,6 +44,11 @@ impl HostTensor {
 
 /// Tensors keyed by their HF parameter names.
 pub type TensorMap = BTreeMap<String, HostTensor>;
+
+/// A float tensor of `shape` on `device` holding the row-major `values`.
+pub(crate) fn tensor_from_host<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
 
 /// `[rows, cols]` row-major values → their transpose `[cols, rows]`, in 32 × 32 tiles (a naive
 /// loop misses the cache on every write for an embedding-sized matrix).

@@ -42,11 +42,12 @@
 //! dropped by remapping logical rows to physical ones (no copy); only the repetition of prompt
 //! rows for `n` samples copies cache rows.
 
-use crate::decoder::{Decoder, DecoderWeights, Proj, RmsNorm};
+use crate::decoder::Decoder;
 use crate::kernels::matmul::{VectorKernel, run_vectorised};
 use crate::kernels::rows::{affine, embed_rows, rms_norm, rms_norm_in_place, rope, softmax_in_place, swiglu};
-use crate::lora::LoraAdapter;
 use crate::tensors::transpose;
+use crate::weights::lora::LoraAdapter;
+use crate::weights::{DecoderWeights, Proj, RmsNorm};
 use bridge_core::{BridgeError, Result};
 use burn::module::Param;
 use burn::tensor::{DType, Tensor};
@@ -251,7 +252,7 @@ impl HostModel {
             .zip(&rows)
             .flat_map(|(st, row)| (st.first_slot..st.first_slot + st.ids.len()).map(|j| j - row.offset))
             .collect();
-        let (cos, sin) = lm.rope_rows(&positions);
+        let (cos, sin) = lm.rope().rows(&positions);
         let tokens = positions.len();
         let groups = if tokens * self.token_work() >= PARALLEL_MIN_WORK {
             rayon::current_num_threads().min(steps.len()).max(1)
@@ -599,7 +600,7 @@ fn weighted_sum(p: &[f32], values: &[f32], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hf::load_hf_dir;
+    use crate::io::hf::load_hf_dir;
     use bridge_core::BridgeRng;
     use burn::tensor::{Device, Int, TensorData};
 
@@ -643,7 +644,7 @@ mod tests {
             let v = cfg.vocab_size;
             let lm = Decoder::new(cfg, Box::new(Ids(v))).unwrap();
             let adapter = lm
-                .init_adapter(&crate::lora::LoraConfig::default(), &device, &mut BridgeRng::seed_from_u64(5))
+                .init_adapter(&crate::weights::lora::LoraConfig::default(), &device, &mut BridgeRng::seed_from_u64(5))
                 .unwrap()
                 .with_random_b(0.2, &mut BridgeRng::seed_from_u64(6));
             for a in [None, Some(&adapter)] {

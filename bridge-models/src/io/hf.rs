@@ -8,8 +8,8 @@
 //! regex remapping layer between the two that hides which tensor is missing or mis-shaped.
 
 use crate::config::DecoderConfig;
-use crate::decoder::DecoderWeights;
 use crate::tensors::{HostTensor, TensorMap};
+use crate::weights::DecoderWeights;
 use bridge_core::{BridgeError, Result};
 use burn::tensor::Device;
 use half::{bf16, f16};

@@ -4,7 +4,7 @@
 
 use super::hf::{read_safetensors, write_atomic, write_safetensors};
 use crate::config::DecoderConfig;
-use crate::lora::{LoraAdapter, LoraConfig, LoraTarget};
+use crate::weights::lora::{LoraAdapter, LoraConfig, LoraTarget};
 use bridge_core::{BridgeError, Result};
 use burn::tensor::Device;
 use serde_json::{Value, json};

@@ -11,6 +11,7 @@
 //! tensors ([`LoraAdapter::to_tensor_map`], [`LoraAdapter::from_tensor_map`]); the I/O layer
 //! writes and reads the directory ([`LoraAdapter::save_peft`], [`LoraAdapter::load_peft`]).
 
+use super::precision::cast_module;
 use crate::config::DecoderConfig;
 use crate::tensors::{HostTensor, TensorMap};
 use bridge_core::{BridgeError, BridgeRng, Result};
@@ -256,7 +257,7 @@ impl LoraAdapter {
     ///
     /// [`DecoderWeights::cast`]: crate::DecoderWeights::cast
     pub fn cast(self, dtype: burn::tensor::FloatDType) -> Self {
-        crate::decoder::cast_module(self, dtype)
+        cast_module(self, dtype)
     }
 
     /// The dtype of the adapter's parameters (`None` for an adapter without any pair).
@@ -414,10 +415,4 @@ impl LoraAdapter {
         }
         Ok(Self { layers, config: lora.clone() })
     }
-}
-
-/// Folds the adapter w into the base θ: a new [`DecoderWeights`](crate::decoder::DecoderWeights) with `W + (alpha/r)·B·A` for
-/// every adapted projection (see [`DecoderWeights::merge`](crate::decoder::DecoderWeights::merge)).
-pub fn merge(base: &crate::decoder::DecoderWeights, adapter: &LoraAdapter) -> Result<crate::decoder::DecoderWeights> {
-    base.merge(adapter)
 }

@@ -1,0 +1,185 @@
+//! The [`Decoder`]: the architecture of a decoder-only transformer (Llama, Qwen2/2.5, Qwen3) as
+//! BRIDGE uses it, without its weights: config, tokenizer, rotary tables and the choice of
+//! scoring engine.
+//!
+//! The weights are arguments of every call, split as BRIDGE needs them: [`DecoderWeights`] is
+//! the base θ and [`LoraAdapter`] the adapter w (`crate::weights`), so that θ and w are trained
+//! together and one adapter can be applied to two bases without copying.
+//!
+//! This module only defines the type, its constructor and the checks every engine runs first.
+//! The layers above add what it computes: `crate::forward` the tensor forward pass
+//! ([`Decoder::forward_logits`]), `crate::fused` and `crate::generate` the CPU training and
+//! decoding engines, and `crate::causal_lm` its [`CausalLm`](bridge_core::policy::CausalLm) implementation, which dispatches
+//! to them.
+
+use crate::config::DecoderConfig;
+use crate::rope::Rope;
+use crate::weights::DecoderWeights;
+use crate::weights::lora::{LoraAdapter, LoraConfig};
+use bridge_core::policy::TextCodec;
+use bridge_core::{BridgeError, BridgeRng, Result};
+use burn::tensor::{DType, Device};
+
+/// Which implementation computes [`token_scores`](bridge_core::policy::CausalLm::token_scores)
+/// and its gradient.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ScoringEngine {
+    /// [`ScoringEngine::Fused`] for `f32` weights on the `flex` CPU backend,
+    /// [`ScoringEngine::Tensor`] otherwise.
+    #[default]
+    Auto,
+    /// burn tensor operations: any backend and dtype; every output differentiable.
+    Tensor,
+    /// One fused operation over host `f32` buffers (the `fused` module).
+    Fused,
+}
+
+impl std::str::FromStr for ScoringEngine {
+    type Err = BridgeError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "tensor" => Ok(Self::Tensor),
+            "fused" => Ok(Self::Fused),
+            other => {
+                Err(BridgeError::InvalidInput(format!("unknown scoring engine `{other}` (auto, tensor or fused)")))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ScoringEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Tensor => "tensor",
+            Self::Fused => "fused",
+        })
+    }
+}
+
+/// Whether `device` is burn's `flex` CPU backend (with or without autodiff).
+pub(crate) fn is_flex(device: &Device) -> bool {
+    format!("{device:?}").contains("Flex(")
+}
+
+/// Whether the fused scoring engine can run on `device` (flex, in a build with this crate's
+/// `flex` feature).
+fn fused_runs_on(device: &Device) -> bool {
+    cfg!(feature = "flex") && is_flex(device)
+}
+
+impl ScoringEngine {
+    /// Whether the fused engine scores weights of `dtype` on `device`; fails when
+    /// [`ScoringEngine::Fused`] is asked for where it cannot run.
+    pub(crate) fn uses_fused(self, dtype: DType, device: &Device) -> Result<bool> {
+        match self {
+            Self::Tensor => Ok(false),
+            Self::Auto => Ok(dtype == DType::F32 && fused_runs_on(device)),
+            Self::Fused if dtype != DType::F32 => Err(BridgeError::InvalidInput(format!(
+                "the fused scoring engine runs f32 weights, these are {dtype:?}"
+            ))),
+            Self::Fused if !fused_runs_on(device) => Err(BridgeError::InvalidInput(format!(
+                "the fused scoring engine runs on the flex CPU backend, not on {device:?}"
+            ))),
+            Self::Fused => Ok(true),
+        }
+    }
+}
+
+/// The architecture of a decoder: config, rotary tables and codec. The weights are passed to
+/// every call (see [`CausalLm`](bridge_core::policy::CausalLm)).
+pub struct Decoder {
+    config: DecoderConfig,
+    codec: Box<dyn TextCodec>,
+    scoring: ScoringEngine,
+    rope: Rope,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("config", &self.config)
+            .field("codec_vocab_size", &self.codec.vocab_size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Decoder {
+    /// The architecture `config` with the tokenizer `codec`. Fails when the codec's vocabulary
+    /// is larger than the embedding.
+    pub fn new(config: DecoderConfig, codec: Box<dyn TextCodec>) -> Result<Self> {
+        config.validate()?;
+        if codec.vocab_size() > config.vocab_size {
+            return Err(BridgeError::Tokenizer(format!(
+                "the tokenizer has {} tokens but the model's embedding only {} rows",
+                codec.vocab_size(),
+                config.vocab_size
+            )));
+        }
+        let rope = Rope::new(&config);
+        Ok(Self { config, codec, scoring: ScoringEngine::Auto, rope })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.config
+    }
+
+    /// The tokenizer (what [`CausalLm::codec`](bridge_core::policy::CausalLm::codec) returns).
+    pub(crate) fn text_codec(&self) -> &dyn TextCodec {
+        self.codec.as_ref()
+    }
+
+    /// The rotary tables every engine reads.
+    pub(crate) fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
+    /// This decoder scoring with `engine` ([`ScoringEngine::Auto`] by default).
+    pub fn with_scoring_engine(mut self, engine: ScoringEngine) -> Self {
+        self.scoring = engine;
+        self
+    }
+
+    /// The engine [`CausalLm::token_scores`](bridge_core::policy::CausalLm::token_scores) runs on (see [`ScoringEngine`]).
+    pub fn scoring_engine(&self) -> ScoringEngine {
+        self.scoring
+    }
+
+    /// A random base θ (see [`DecoderWeights::init`]).
+    pub fn init_weights(&self, device: &Device, rng: &mut BridgeRng) -> Result<DecoderWeights> {
+        DecoderWeights::init(&self.config, device, rng)
+    }
+
+    /// A fresh LoRA adapter w for this architecture (see [`LoraAdapter::init`]).
+    pub fn init_adapter(&self, lora: &LoraConfig, device: &Device, rng: &mut BridgeRng) -> Result<LoraAdapter> {
+        LoraAdapter::init(&self.config, lora, device, rng)
+    }
+
+    /// Checks that `base` (and `adapter`) fit this architecture and share one dtype.
+    pub(crate) fn check_weights(&self, base: &DecoderWeights, adapter: Option<&LoraAdapter>) -> Result<()> {
+        base.check(&self.config)?;
+        if let Some(a) = adapter {
+            a.check(&self.config)?;
+            if let Some(dtype) = a.dtype()
+                && dtype != base.dtype()
+            {
+                return Err(BridgeError::Model(format!(
+                    "the adapter is {dtype:?} but the base weights are {:?}: cast both to one dtype",
+                    base.dtype()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every id lies inside the vocabulary.
+    pub(crate) fn check_ids(&self, ids: impl IntoIterator<Item = u32>) -> Result<()> {
+        let v = self.config.vocab_size;
+        if let Some(bad) = ids.into_iter().find(|&x| x as usize >= v) {
+            return Err(BridgeError::Model(format!("token id {bad} is outside the vocabulary of {v}")));
+        }
+        Ok(())
+    }
+}
