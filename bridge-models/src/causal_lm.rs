@@ -4,9 +4,11 @@
 //! - `token_scores` (every loss): the fused CPU training engine (`crate::fused`) for `f32`
 //!   weights on burn's `flex` backend unless [`ScoringEngine`](crate::decoder::ScoringEngine)
 //!   says otherwise, the tensor forward (`crate::forward`) everywhere else.
-//! - `sample`: the generation loop of [`crate::generate`], which picks its own decoding engine.
+//! - `sample`: a fresh [`Generator`] (the generation loop of [`crate::generate`], which picks
+//!   its own decoding engine).
 
 use crate::decoder::Decoder;
+use crate::generate::Generator;
 use crate::weights::DecoderWeights;
 use crate::weights::lora::LoraAdapter;
 use bridge_core::policy::{CausalLm, Completion, SamplingParams, SequenceBatch, TextCodec, TokenScores};
@@ -36,7 +38,7 @@ impl CausalLm for Decoder {
         self.tensor_token_scores(base, adapter, batch, with_entropy)
     }
 
-    /// Samples with the KV-cache engine of [`crate::generate`] (prefill once per prompt, then
+    /// Samples with a fresh [`Generator`], the KV-cache engine of [`crate::generate`] (prefill once per prompt, then
     /// incremental decoding of all `n` samples of every prompt together; see that module for the
     /// padding scheme and the seeded draw order). Sampling is restricted to the codec's
     /// vocabulary (embedding rows beyond it are padding); the recorded log-probability is the
@@ -51,6 +53,7 @@ impl CausalLm for Decoder {
         params: &SamplingParams,
         rng: &mut BridgeRng,
     ) -> Result<Vec<Completion>> {
-        crate::generate::generate(self, base, adapter, prompts, params, rng)
+        params.validate()?;
+        Generator::new(self, base, adapter)?.generate(prompts, params, rng)
     }
 }

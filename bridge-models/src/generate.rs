@@ -1,7 +1,7 @@
 //! Batched KV-cache generation that runs the training forward pass, layer for layer.
 //!
-//! [`Decoder::sample`](bridge_core::policy::CausalLm::sample) is implemented here. The engine
-//! ([`Generator`]) prefills every prompt once, then decodes one token per step for all rows
+//! [`Decoder::sample`](bridge_core::policy::CausalLm::sample) runs a fresh [`Generator`], which
+//! prefills every prompt once, then decodes one token per step for all rows
 //! together, attending over a per-layer key/value cache. Every layer goes through
 //! [`Decoder`]'s own layer function (the one `token_scores` uses): the only difference from
 //! training is where the keys and values come from, so rollouts and training share one model.
@@ -677,18 +677,4 @@ impl<'a> Generator<'a> {
             })
             .collect()
     }
-}
-
-/// [`CausalLm::sample`](bridge_core::policy::CausalLm::sample) for a [`Decoder`]: a fresh [`Generator`] over `base` (and `adapter`)
-/// running [`Generator::generate`].
-pub fn generate(
-    lm: &Decoder,
-    base: &DecoderWeights,
-    adapter: Option<&LoraAdapter>,
-    prompts: &[Vec<u32>],
-    params: &SamplingParams,
-    rng: &mut BridgeRng,
-) -> Result<Vec<Completion>> {
-    params.validate()?;
-    Generator::new(lm, base, adapter)?.generate(prompts, params, rng)
 }
