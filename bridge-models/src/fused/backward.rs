@@ -23,7 +23,6 @@ use super::layout::{
     AttnDims, BatchPlan, DOWN, GATE, Groups, HEAD_BLOCK_ROWS, K, LayerSlots, O, ParamLayout, ProjSlots, Q, Slot, UP, V,
 };
 use super::pool::{copy_of, give, take, take_zeroed};
-use crate::kernels::math::exp_f32;
 use crate::kernels::matmul::{View, matmul_view, vectorised};
 use crate::kernels::rows;
 use rayon::prelude::*;
@@ -407,25 +406,12 @@ pub(crate) fn backward(
             let lse = &saved.lse[start..start + rows];
             block.par_chunks_mut(vocab).enumerate().for_each(|(i, row)| {
                 let (w, we, h) = weight(i);
-                let z = lse[i];
+                let idx = start + i;
+                let target = ((idx % t) + 1 < t).then(|| plan.ids[idx + 1] as usize);
                 vectorised(
                     #[inline(always)]
-                    || {
-                        if we == 0.0 {
-                            row.iter_mut().for_each(|l| *l = -w * exp_f32(*l - z));
-                        } else {
-                            row.iter_mut().for_each(|l| {
-                                let logp = *l - z;
-                                let prob = exp_f32(logp);
-                                *l = -w * prob - we * prob * (logp + h);
-                            });
-                        }
-                    },
+                    || rows::log_softmax_backward(row, lse[i], target, w, we, h),
                 );
-                let idx = start + i;
-                if (idx % t) + 1 < t {
-                    row[plan.ids[idx + 1] as usize] += w;
-                }
             });
             let dl = &logits[..rows * vocab];
             let dnb = &mut dnf[off * hdim..(off + rows) * hdim];

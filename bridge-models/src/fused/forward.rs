@@ -24,7 +24,6 @@
 
 use super::layout::{AttnDims, BatchPlan, Groups, HEAD_BLOCK_ROWS, ParamLayout, ProjSlots};
 use super::pool::{copy_of, give, take};
-use crate::kernels::math::exp_f32;
 use crate::kernels::matmul::{View, matmul_view, vectorised};
 use crate::kernels::rows;
 use rayon::prelude::*;
@@ -355,9 +354,7 @@ pub(crate) fn forward(p: &[f32], lay: &ParamLayout, plan: &BatchPlan, with_entro
                 let out = b * (t - 1) + tt;
                 logprobs[out] = row[target] - lse_b[i];
                 if let Some(e) = entropy.as_mut() {
-                    let z = lse_b[i];
-                    let mean: f32 = row.iter().map(|&l| exp_f32(l - z) * l).sum();
-                    e[out] = z - mean;
+                    e[out] = rows::entropy(row, lse_b[i]);
                 }
             }
         }

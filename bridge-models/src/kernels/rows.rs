@@ -1,5 +1,6 @@
 //! The decoder layer's operations over row-major `f32` rows, each written once for both CPU
-//! engines, with its backward next to it where training needs one.
+//! engines, with its backward next to it where training needs one (and the training head's
+//! log-probability, entropy and their gradient).
 //!
 //! Every function is a plain `#[inline(always)]` loop: callers run it inside
 //! [`vectorised`](super::matmul::vectorised) (or a [`VectorKernel`]) so that it is compiled for
@@ -183,6 +184,33 @@ pub(crate) fn log_sum_exp(row: &[f32]) -> f32 {
     max + sum_by(row, |l| exp_f32(l - max)).ln()
 }
 
+/// The entropy `H = z − Σ softmax(l)·l` of one row of logits `l` with log-partition `z`
+/// (from [`log_sum_exp`]).
+#[inline(always)]
+pub(crate) fn entropy(row: &[f32], z: f32) -> f32 {
+    let mean: f32 = row.iter().map(|&l| exp_f32(l - z) * l).sum();
+    z - mean
+}
+
+/// Backward of a row's log-probability of `target` and its [`entropy`]: overwrites the logits
+/// `row` (log-partition `z`, entropy `h`) with the gradient of `w·log p[target] + we·H`,
+/// `w·(onehot − p) − we·p·(log p + H)`.
+#[inline(always)]
+pub(crate) fn log_softmax_backward(row: &mut [f32], z: f32, target: Option<usize>, w: f32, we: f32, h: f32) {
+    if we == 0.0 {
+        row.iter_mut().for_each(|l| *l = -w * exp_f32(*l - z));
+    } else {
+        row.iter_mut().for_each(|l| {
+            let logp = *l - z;
+            let prob = exp_f32(logp);
+            *l = -w * prob - we * prob * (logp + h);
+        });
+    }
+    if let Some(t) = target {
+        row[t] += w;
+    }
+}
+
 /// `log Σⱼ exp(x[r, j])` of every row `r` of `logits [R, vocab]` (NaN for a row whose largest
 /// value is not finite): the normaliser of the log-probabilities the generation loop records.
 /// The exponentials are [`exp_f32`]'s (2 ulp), summed in `f64` (a vocabulary-sized sum of
@@ -353,6 +381,22 @@ mod tests {
             down[i] -= step;
             let fd = (objective(&g, &up) - objective(&g, &down)) / (2.0 * f64::from(step));
             assert!((fd - f64::from(du[i])).abs() <= 1e-3, "swiglu dup[{i}]: {fd} vs {}", du[i]);
+        }
+        // a row's log-probability of a target and its entropy: w·log p[2] + we·H
+        let (l0, (w, we)) = (values(11, 15), (0.7f32, -1.3f32));
+        let objective = |l: &[f32]| -> f64 {
+            let z = log_sum_exp(l);
+            f64::from(w) * f64::from(l[2] - z) + f64::from(we) * f64::from(entropy(l, z))
+        };
+        let z = log_sum_exp(&l0);
+        let mut dl = l0.clone();
+        log_softmax_backward(&mut dl, z, Some(2), w, we, entropy(&l0, z));
+        for i in 0..11 {
+            let (mut up, mut down) = (l0.clone(), l0.clone());
+            up[i] += step;
+            down[i] -= step;
+            let fd = (objective(&up) - objective(&down)) / (2.0 * f64::from(step));
+            assert!((fd - f64::from(dl[i])).abs() <= 1e-3, "log-softmax dl[{i}]: {fd} vs {}", dl[i]);
         }
         // softmax: Σ c·softmax(x)
         let (s, cs) = (values(13, 13), values(13, 14));
