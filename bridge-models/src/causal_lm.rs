@@ -38,9 +38,9 @@ impl CausalLm for Decoder {
         self.tensor_token_scores(base, adapter, batch, with_entropy)
     }
 
-    /// Samples with a fresh [`Generator`], the KV-cache engine of [`crate::generate`] (prefill once per prompt, then
-    /// incremental decoding of all `n` samples of every prompt together; see that module for the
-    /// padding scheme and the seeded draw order). Sampling is restricted to the codec's
+    /// Samples with a fresh [`Generator`], the KV-cache engine of [`crate::generate`] (prefill
+    /// once per prompt, then incremental decoding of all `n` samples of every prompt together;
+    /// see that module for the padding scheme and the seeded draw order). Sampling is restricted to the codec's
     /// vocabulary (embedding rows beyond it are padding); the recorded log-probability is the
     /// policy's own over the full vocabulary at temperature 1, as `token_scores` computes it.
     /// A completion stops at the codec's EOS ids, the config's `eos_token_id`s, `stop_token_ids`

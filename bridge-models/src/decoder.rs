@@ -9,8 +9,8 @@
 //! This module only defines the type, its constructor and the checks every engine runs first.
 //! The layers above add what it computes: `crate::forward` the tensor forward pass
 //! ([`Decoder::forward_logits`]), `crate::fused` and `crate::generate` the CPU training and
-//! decoding engines, and `crate::causal_lm` its [`CausalLm`](bridge_core::policy::CausalLm) implementation, which dispatches
-//! to them.
+//! decoding engines, and `crate::causal_lm` its
+//! [`CausalLm`](bridge_core::policy::CausalLm) implementation, which dispatches to them.
 
 use crate::config::DecoderConfig;
 use crate::rope::Rope;
@@ -142,7 +142,8 @@ impl Decoder {
         self
     }
 
-    /// The engine [`CausalLm::token_scores`](bridge_core::policy::CausalLm::token_scores) runs on (see [`ScoringEngine`]).
+    /// The engine [`CausalLm::token_scores`](bridge_core::policy::CausalLm::token_scores) runs
+    /// on (see [`ScoringEngine`]).
     pub fn scoring_engine(&self) -> ScoringEngine {
         self.scoring
     }

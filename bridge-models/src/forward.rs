@@ -46,7 +46,10 @@ use burn::tensor::{Bool, DType, Device, FloatDType, Int, Tensor};
 /// on a rank-3 input runs a batched matmul that re-packs the weight per batch and, for a
 /// non-contiguous weight, copies it; its backward does the same with the transposed weight.
 /// In 2-D every operand (including a transposed view) goes to the strided gemm without a copy.
-pub(crate) fn linear_rows<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<D> {
+///
+/// # Shapes
+/// `x [.., in]`, `w [in, out]`, `b [out]` → `[.., out]`.
+fn linear_rows<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<Tensor<1>>) -> Tensor<D> {
     let mut dims = x.dims();
     let inp = dims[D - 1];
     let rows = dims.iter().product::<usize>() / inp.max(1);
@@ -68,6 +71,9 @@ fn affine_rows<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<Tensor<1>>)
 
 impl Proj {
     /// `x·W + b`, plus `scale·(x·Aᵀ)·Bᵀ` when a LoRA pair is given.
+    ///
+    /// # Shapes
+    /// `x [.., in] → [.., out]` (`W [in, out]`, `A [r, in]`, `B [out, r]`).
     pub fn forward<const D: usize>(&self, x: Tensor<D>, lora: Option<(&LoraPair, f64)>) -> Tensor<D> {
         let bias = self.bias.as_ref().map(Param::val);
         match lora {
@@ -85,6 +91,9 @@ impl RmsNorm {
     /// `x / sqrt(mean(x²) + eps) · weight` over the last dimension. In f32 (and f64, for gradient
     /// checks) everything stays in the dtype of `x`; in a half dtype the normalisation runs in f32
     /// and is cast back before the scale, as `transformers` does.
+    ///
+    /// # Shapes
+    /// `x [.., d] → [.., d]` (`weight [d]`).
     pub fn forward<const D: usize>(&self, x: Tensor<D>, eps: f64) -> Tensor<D> {
         let dtype = x.dtype();
         let x = upcast_half(x);
@@ -303,11 +312,14 @@ impl Decoder {
     }
 
     /// Logits `[B, T, vocab]` of `ids [B, T]` under `π(·; base, adapter)`, differentiable when the
-    /// weights live on an autodiff device; f32 whatever the weights' dtype. `attention_mask [B, T]` marks real tokens (`true`) of
-    /// right-padded rows; positions are `0..T` in every row.
+    /// weights live on an autodiff device; f32 whatever the weights' dtype. `attention_mask
+    /// [B, T]` marks real tokens (`true`) of right-padded rows; positions are `0..T` in every row.
     ///
     /// Fails (instead of panicking) on ids outside the vocabulary, mismatched mask shapes and
     /// weights or adapters that do not fit the config.
+    ///
+    /// # Shapes
+    /// `ids [B, T]`, `attention_mask [B, T]` → logits `[B, T, vocab]`.
     pub fn forward_logits(
         &self,
         base: &DecoderWeights,

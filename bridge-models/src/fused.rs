@@ -24,7 +24,8 @@
 //!
 //! # When it runs
 //! [`ScoringEngine::Auto`](crate::decoder::ScoringEngine) (the default) uses it for `f32`
-//! weights on burn's `flex` CPU backend; other backends and dtypes (the GPU, bf16, f64 gradient checks) use the tensor engine.
+//! weights on burn's `flex` CPU backend; other backends and dtypes (the GPU, bf16, f64 gradient
+//! checks) use the tensor engine.
 //! The entropy (when asked for) is an output of the same node, differentiable too.
 
 mod backward;

@@ -5,7 +5,8 @@
 //!   file).
 //! - [`gguf`]: llama.cpp's GGUF files (parser, dequantisers, config and tokenizer conversion).
 //! - [`tokenizer`]: the text codec of an HF directory or a GGUF file, with its chat template.
-//! - `peft`: PEFT adapter directories ([`LoraAdapter::save_peft`](crate::lora::LoraAdapter::save_peft),
+//! - `peft`: PEFT adapter directories
+//!   ([`LoraAdapter::save_peft`](crate::lora::LoraAdapter::save_peft),
 //!   [`LoraAdapter::load_peft`](crate::lora::LoraAdapter::load_peft)).
 //!
 //! Every loader produces a [`TensorMap`](crate::tensors::TensorMap) under HF (or PEFT) names,

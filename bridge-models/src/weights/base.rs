@@ -378,8 +378,8 @@ impl DecoderWeights {
     }
 
     /// These weights with every parameter in `dtype` (e.g. [`FloatDType::BF16`] for GPU
-    /// generation; see [`precision`](crate::weights::precision) for what stays in f32). Saving converts back to
-    /// f32 files. Training in a half dtype works (gradients and AdamW state follow the weights'
+    /// generation; see [`precision`](crate::weights::precision) for what stays in f32). Saving
+    /// converts back to f32 files. Training in a half dtype works (gradients and AdamW state follow the weights'
     /// dtype) but keeps no f32 master copy, so updates smaller than bf16's resolution are lost:
     /// prefer training the f32 weights and casting a snapshot for rollouts or evaluation.
     pub fn cast(self, dtype: FloatDType) -> Self {
