@@ -6,12 +6,16 @@
 //! pass over memory. The fused engine instead:
 //!
 //! 1. flattens the base θ and the adapter w into one vector (a differentiable `cat` of every
-//!    parameter, so that gradients reach each parameter through burn's own graph);
-//! 2. runs the whole decoder forward over host `f32` buffers (`kernels::forward`), keeping
+//!    parameter, so that gradients reach each parameter through burn's own graph; the slots
+//!    are described by `layout`);
+//! 2. runs the whole decoder forward over host `f32` buffers (`forward`), keeping
 //!    the activations the backward needs, and returns the per-target log-probabilities as the
-//!    output of one graph node;
+//!    output of one graph node (`op`: the burn backend extension);
 //! 3. in the backward pass, turns the log-probabilities' gradient into the gradient of the flat
-//!    vector (`kernels::backward`), which burn splits back to the parameters.
+//!    vector (`backward`), which burn splits back to the parameters.
+//!
+//! The row arithmetic of both passes is the crate's CPU row kernels (`crate::kernels`), which
+//! the host decoding engine runs too; activations come from a pool of reused buffers (`pool`).
 //!
 //! Everything a loss does with the log-probabilities (SFT's NLL, GRPO's clipped ratio and KL,
 //! BRIDGE's weighted sums) stays in burn: the engine only replaces the model. Its results equal
@@ -19,21 +23,25 @@
 //! parameter's gradient, and check the backward against finite differences).
 //!
 //! # When it runs
-//! [`ScoringEngine::Auto`](crate::decoder::ScoringEngine) (the default) uses it for `f32` weights on burn's `flex` CPU backend;
-//! other backends and dtypes (the GPU, bf16, f64 gradient checks) use the tensor engine.
+//! [`ScoringEngine::Auto`](crate::decoder::ScoringEngine) (the default) uses it for `f32`
+//! weights on burn's `flex` CPU backend; other backends and dtypes (the GPU, bf16, f64 gradient
+//! checks) use the tensor engine.
 //! The entropy (when asked for) is an output of the same node, differentiable too.
 
-pub(crate) mod kernels;
+mod backward;
+mod forward;
+mod layout;
 mod op;
 mod pool;
 
-use crate::decoder::{Decoder, DecoderWeights, Proj, RmsNorm};
-use crate::lora::{LoraAdapter, LoraPair};
+use crate::decoder::Decoder;
+use crate::weights::lora::{LoraAdapter, LoraPair};
+use crate::weights::{DecoderWeights, Proj, RmsNorm};
 use bridge_core::policy::{SequenceBatch, TokenScores};
 use bridge_core::{BridgeError, Result};
 use burn::module::Param;
 use burn::tensor::Tensor;
-use kernels::{BatchPlan, LayerSlots, ParamLayout, ProjSlots, Slot};
+use layout::{BatchPlan, FusedCall, LayerSlots, ParamLayout, ProjSlots, Slot};
 use std::sync::Arc;
 
 /// Collects the parameters in a fixed order (their flattened tensors) and their slots.
@@ -123,17 +131,8 @@ fn batch_plan(lm: &Decoder, batch: &SequenceBatch) -> BatchPlan {
         ids.extend(std::iter::repeat_n(batch.pad_id(), t - row.tokens.len()));
         valid.extend((0..t).map(|j| j < row.tokens.len()));
     }
-    let (cos, sin) = lm.rope_rows(&(0..t).collect::<Vec<_>>());
+    let (cos, sin) = lm.rope().rows(&(0..t).collect::<Vec<_>>());
     BatchPlan { batch: b, seq: t, ids, valid, cos, sin }
-}
-
-/// One call of the fused operation: the model's layout, the batch, and whether the entropies
-/// are computed too.
-#[derive(Debug)]
-pub(crate) struct FusedCall {
-    pub(crate) layout: ParamLayout,
-    pub(crate) plan: BatchPlan,
-    pub(crate) with_entropy: bool,
 }
 
 /// [`CausalLm::token_scores`](bridge_core::policy::CausalLm::token_scores) through the fused
@@ -165,8 +164,8 @@ pub(crate) fn token_scores(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::DecoderConfig;
-    use crate::lora::LoraConfig;
+    use crate::config::DecoderConfig;
+    use crate::weights::lora::LoraConfig;
     use bridge_core::BridgeRng;
     use bridge_core::policy::TokenSequence;
     use bridge_core::testing::CharCodec;
@@ -177,7 +176,7 @@ mod tests {
     }
 
     /// `Σ c·logprobs + Σ e·entropy` in f64.
-    fn objective(out: &kernels::ForwardOut, c: &[f32], e: &[f32]) -> f64 {
+    fn objective(out: &forward::ForwardOut, c: &[f32], e: &[f32]) -> f64 {
         let lp: f64 = out.logprobs.iter().zip(c).map(|(&x, &c)| f64::from(x) * f64::from(c)).sum();
         let h: f64 = out.entropy.as_ref().unwrap().iter().zip(e).map(|(&x, &e)| f64::from(x) * f64::from(e)).sum();
         lp + h
@@ -222,8 +221,8 @@ mod tests {
             let m = batch.batch_size() * (batch.seq_len() - 1);
             let c: Vec<f32> = (0..m).map(|i| ((i * 7 % 5) as f32 - 2.0) / 2.0).collect();
             let e: Vec<f32> = (0..m).map(|i| ((i * 3 % 4) as f32 - 1.5) / 3.0).collect();
-            let out = kernels::forward(&p, &layout, &plan, true, true);
-            let g = kernels::backward(&p, &layout, &plan, out.saved.as_ref().unwrap(), &c, Some(&e));
+            let out = forward::forward(&p, &layout, &plan, true, true);
+            let g = backward::backward(&p, &layout, &plan, out.saved.as_ref().unwrap(), &c, Some(&e));
 
             let mut slots = vec![layout.embed, layout.norm];
             for l in &layout.layers {
@@ -250,9 +249,9 @@ mod tests {
                     (slot.offset..slot.offset + slot.len).max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs())).unwrap();
                 let x = p[i];
                 p[i] = x + h;
-                let up = objective(&kernels::forward(&p, &layout, &plan, true, false), &c, &e);
+                let up = objective(&forward::forward(&p, &layout, &plan, true, false), &c, &e);
                 p[i] = x - h;
-                let down = objective(&kernels::forward(&p, &layout, &plan, true, false), &c, &e);
+                let down = objective(&forward::forward(&p, &layout, &plan, true, false), &c, &e);
                 p[i] = x;
                 let fd = ((up - down) / (2.0 * f64::from(h))) as f32;
                 assert!(

@@ -1,7 +1,7 @@
 //! Batched KV-cache generation that runs the training forward pass, layer for layer.
 //!
-//! [`Decoder::sample`](bridge_core::policy::CausalLm::sample) is implemented here. The engine
-//! ([`Generator`]) prefills every prompt once, then decodes one token per step for all rows
+//! [`Decoder::sample`](bridge_core::policy::CausalLm::sample) runs a fresh [`Generator`], which
+//! prefills every prompt once, then decodes one token per step for all rows
 //! together, attending over a per-layer key/value cache. Every layer goes through
 //! [`Decoder`]'s own layer function (the one `token_scores` uses): the only difference from
 //! training is where the keys and values come from, so rollouts and training share one model.
@@ -69,9 +69,11 @@
 //! samplings running at once in one process interleave their draws (each is still a correct
 //! sample, but no longer reproducible).
 
-use crate::decoder::{Decoder, DecoderWeights, ForwardCtx, MASKED, query_tables, rotate_half_matrix, to_dtype};
-use crate::lora::LoraAdapter;
-use bridge_core::policy::{CausalLm, Completion, FinishReason, SamplingParams, TokenSelection};
+use crate::decoder::{Decoder, is_flex};
+use crate::forward::{ForwardCtx, MASKED, causal_mask, query_tables, rotate_half_matrix, to_dtype};
+use crate::weights::DecoderWeights;
+use crate::weights::lora::LoraAdapter;
+use bridge_core::policy::{Completion, FinishReason, SamplingParams, TokenSelection};
 use bridge_core::sampling::{hits_stop_string, sample_token};
 use bridge_core::{BridgeError, BridgeRng, Result};
 use burn::module::Module;
@@ -79,7 +81,6 @@ use burn::tensor::{DType, Device, Distribution, Int, Tensor, TensorCreationOptio
 use rayon::prelude::*;
 
 pub(crate) mod host;
-pub(crate) mod matmul;
 
 /// Which forward pass decodes (see the [module docs](self#two-engines)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -230,7 +231,7 @@ fn host_vec(t: Tensor<2>) -> Result<Vec<f32>> {
 
 /// Whether `device` is a CPU backend (flex, ndarray), where host selection costs no transfer.
 fn is_cpu_backend(device: &Device) -> bool {
-    crate::decoder::is_flex(device) || format!("{device:?}").contains("NdArray(")
+    is_flex(device) || format!("{device:?}").contains("NdArray(")
 }
 
 /// Chooses one token per row of `logits [R, V]` on the device (see
@@ -421,7 +422,7 @@ impl<'a> Generator<'a> {
         }
         let (hkv, d, cap) = (cfg.num_key_value_heads, cfg.head_dim, capacity);
         let device = &self.device;
-        let pad = i64::from(self.lm.codec().pad_token_id().min(cfg.vocab_size as u32 - 1));
+        let pad = i64::from(self.lm.text_codec().pad_token_id().min(cfg.vocab_size as u32 - 1));
         let offsets: Vec<usize> = prompts.iter().map(|q| p - q.len()).collect();
         let mut ids = Vec::with_capacity(b * p);
         for q in prompts {
@@ -430,23 +431,14 @@ impl<'a> Generator<'a> {
         }
         // Per-row rotary tables for every slot of the cache, and the pad mask.
         let positions: Vec<usize> = offsets.iter().flat_map(|&o| (0..cap).map(move |j| j.saturating_sub(o))).collect();
-        let (cos, sin) = self.lm.rope_rows(&positions);
+        let (cos, sin) = self.lm.rope().rows(&positions);
         let cos: Tensor<4> = Tensor::from_data(TensorData::new(cos, [b, 1, cap, d]), device);
         let sin: Tensor<4> = Tensor::from_data(TensorData::new(sin, [b, 1, cap, d]), device);
         let dtype = self.dtype;
         let (cos_q, sin_q, score_scale) = query_tables(&cos, &sin, d, dtype);
         let mask: Vec<f32> =
             offsets.iter().flat_map(|&o| (0..cap).map(move |j| if j < o { MASKED } else { 0.0 })).collect();
-        let mut prefill_mask = vec![0.0f32; b * p * p];
-        for (r, &o) in offsets.iter().enumerate() {
-            for i in 0..p {
-                for j in 0..p {
-                    if j > i || j < o {
-                        prefill_mask[(r * p + i) * p + j] = MASKED;
-                    }
-                }
-            }
-        }
+        let prefill_mask = causal_mask(b, p, |r, j| j < offsets[r]);
         // allocated in the weights' dtype directly (no f32 cache to cast)
         let zeros =
             || Tensor::<4>::zeros([b, hkv, cap, d], TensorCreationOptions::new(device.clone()).with_dtype(dtype));
@@ -521,7 +513,7 @@ impl<'a> Generator<'a> {
 
     /// Samples `params.n` completions per prompt (output order: prompt by prompt, sample by
     /// sample), with the seeding described in the [module docs](self). The semantics are those
-    /// of [`CausalLm::sample`].
+    /// of [`CausalLm::sample`](bridge_core::policy::CausalLm::sample).
     pub fn generate(
         &mut self,
         prompts: &[Vec<u32>],
@@ -534,7 +526,7 @@ impl<'a> Generator<'a> {
         }
         self.check_prompts(prompts)?;
         let lm = self.lm;
-        let codec = lm.codec();
+        let codec = lm.text_codec();
         let vocab = lm.config().vocab_size;
         let sample_vocab = codec.vocab_size().min(vocab);
         let mut stop_ids: Vec<u32> = codec.eos_token_ids().to_vec();
@@ -603,7 +595,7 @@ impl<'a> Generator<'a> {
                             StepLogits::Host(v) => v,
                         };
                         // log Z of every row of the step, once (vectorised)
-                        let log_z = host::log_partitions(&host, vocab);
+                        let log_z = crate::kernels::rows::log_partitions(&host, vocab);
                         let pick = |(c, &k): (usize, &usize)| {
                             let row_logits = &host[logit_row[c] * vocab..(logit_row[c] + 1) * vocab];
                             let mut row_rng = rows[k].rng.clone();
@@ -685,18 +677,4 @@ impl<'a> Generator<'a> {
             })
             .collect()
     }
-}
-
-/// [`CausalLm::sample`] for a [`Decoder`]: a fresh [`Generator`] over `base` (and `adapter`)
-/// running [`Generator::generate`].
-pub fn generate(
-    lm: &Decoder,
-    base: &DecoderWeights,
-    adapter: Option<&LoraAdapter>,
-    prompts: &[Vec<u32>],
-    params: &SamplingParams,
-    rng: &mut BridgeRng,
-) -> Result<Vec<Completion>> {
-    params.validate()?;
-    Generator::new(lm, base, adapter)?.generate(prompts, params, rng)
 }

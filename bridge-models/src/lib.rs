@@ -2,23 +2,52 @@
 //!
 //! Decoder-only transformers (Llama, Qwen2/2.5, Qwen3) in burn, with a trainable base θ and a
 //! LoRA adapter w kept as separate modules, weights from HF directories and GGUF files, and the
-//! tokenizer with its chat template. On the CPU, `token_scores` (every loss) runs the fused
-//! training engine of [`fused`] and generation the fused decoding engine of [`generate`].
+//! tokenizer with its chat template. [`Decoder`] implements
+//! [`CausalLm`](bridge_core::policy::CausalLm): on the CPU, `token_scores` (every loss) runs a
+//! fused training engine and `sample` a fused decoding engine ([`generate`]); on other backends
+//! and dtypes both run burn tensor operations.
+//!
+//! # Layers
+//! Each module uses only modules of the layers below it (no import cycle; checked by
+//! `tests/module_graph.rs`, which also prints the graph):
+//!
+//! 1. [`config`] (architecture hyper-parameters) and [`tensors`] (host tensors under HF names).
+//! 2. [`weights`]: θ ([`DecoderWeights`]), w ([`lora`]) and dtype casts ([`precision`]); init,
+//!    shape checks, HF/PEFT-named maps, merging. No forward pass, no file.
+//! 3. I/O on the weights: [`hf`] (safetensors directories), [`gguf`], [`tokenizer`], and PEFT
+//!    adapter directories. Beside it, independent of everything, the CPU row kernels
+//!    (`kernels`: the gemm wrapper, RMSNorm, rotary, softmax, SwiGLU, `exp`, … with their
+//!    backwards), written once for both CPU engines.
+//! 4. The rotary tables (`rope`) and [`decoder`]: the [`Decoder`] type (config, codec, rotary
+//!    tables, engine choice) and the checks every engine runs first.
+//! 5. The tensor forward (`forward`): [`Decoder::forward_logits`] and the layer function that
+//!    training and the tensor decoding engine share.
+//! 6. The engines: the fused CPU training engine (`fused`) and [`generate`] (the generation
+//!    loop, its tensor engine, and the host decoding engine `generate::host`); both CPU engines
+//!    are built on the row kernels.
+//! 7. `causal_lm`: `impl CausalLm for Decoder`, which sends each call to an engine.
+//!
+//! The modules `hf`, `gguf` and `tokenizer` live under `io/`, and `lora` and `precision` under
+//! `weights/`; they are re-exported here at their historical paths.
 
+mod causal_lm;
 pub mod config;
 pub mod decoder;
+mod forward;
 #[cfg(feature = "flex")]
-pub mod fused;
+mod fused;
 pub mod generate;
-pub mod gguf;
-pub mod hf;
-pub mod lora;
-pub mod precision;
+mod io;
+mod kernels;
+mod rope;
 pub mod tensors;
-pub mod tokenizer;
+pub mod weights;
 
 pub use config::{Architecture, DecoderConfig, RopeScaling};
-pub use decoder::{Decoder, DecoderWeights, ScoringEngine};
-pub use hf::{load_hf_dir, open_model, save_hf_dir};
-pub use lora::{LoraAdapter, LoraConfig, LoraTarget, merge};
-pub use precision::WeightDType;
+pub use decoder::{Decoder, ScoringEngine};
+pub use io::hf::{load_hf_dir, open_model, save_hf_dir};
+pub use io::{gguf, hf, tokenizer};
+pub use weights::lora::{LoraAdapter, LoraConfig, LoraTarget};
+pub use weights::precision::WeightDType;
+pub use weights::{DecoderWeights, merge};
+pub use weights::{lora, precision};

@@ -1,8 +1,10 @@
 //! The fused engine as a burn backend extension: a forward on `flex`, and on `Autodiff<flex>`
-//! the same forward plus one graph node whose backward is [`kernels::backward`].
+//! the same forward plus one graph node whose backward is [`backward`].
 
-use super::FusedCall;
-use super::{kernels, pool};
+use super::backward::backward;
+use super::forward::{Saved, forward};
+use super::layout::FusedCall;
+use super::pool;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -45,8 +47,8 @@ fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 }
 
 /// The forward: `logprobs`, followed by the entropies when `call` asks for them.
-fn run_forward(params: &[f32], call: &FusedCall, save: bool) -> (FlexTensor, Option<kernels::Saved>) {
-    let out = in_pool(|| kernels::forward(params, &call.layout, &call.plan, call.with_entropy, save));
+fn run_forward(params: &[f32], call: &FusedCall, save: bool) -> (FlexTensor, Option<Saved>) {
+    let out = in_pool(|| forward(params, &call.layout, &call.plan, call.with_entropy, save));
     let mut values = out.logprobs;
     if let Some(e) = out.entropy {
         values.extend_from_slice(&e);
@@ -65,7 +67,7 @@ impl FusedScoringBackend for Flex {
 #[derive(Clone)]
 struct FusedState {
     params: FlexTensor,
-    saved: Arc<kernels::Saved>,
+    saved: Arc<Saved>,
     call: Arc<FusedCall>,
 }
 
@@ -93,9 +95,7 @@ impl Backward<Flex, 1> for FusedBackward {
             };
             let params = host_values(&state.params);
             let call = &state.call;
-            flex_tensor(in_pool(|| {
-                kernels::backward(&params, &call.layout, &call.plan, &state.saved, dlogprobs, dentropy)
-            }))
+            flex_tensor(in_pool(|| backward(&params, &call.layout, &call.plan, &state.saved, dlogprobs, dentropy)))
         });
         // The activations go back to the pool unless a clone of the state is still alive.
         if let Ok(saved) = Arc::try_unwrap(state.saved) {

@@ -10,6 +10,11 @@
 //! gate/up fused into one), on the `gemm` kernels burn-flex itself uses. The adapter is merged
 //! into the weights once per engine (`W + scale·B·A`), so decoding pays nothing for it.
 //!
+//! The row arithmetic (RMSNorm, rotary, softmax, SwiGLU, projections, `exp`) is the crate's
+//! CPU row kernels (`crate::kernels`), the same functions the fused training engine runs; this
+//! module adds what is particular to decoding: the KV cache, attention of one new token over
+//! it, and the split of a step's rows over threads.
+//!
 //! # Exactness
 //! The arithmetic is the training forward's up to `f32` rounding order (fused weights, the
 //! merged adapter, a polynomial `exp` within 2 ulp): `tests/generate.rs` checks that the
@@ -37,9 +42,12 @@
 //! dropped by remapping logical rows to physical ones (no copy); only the repetition of prompt
 //! rows for `n` samples copies cache rows.
 
-use super::matmul::{VectorKernel, matmul, run_vectorised};
-use crate::decoder::{Decoder, DecoderWeights, Proj, RmsNorm};
-use crate::lora::LoraAdapter;
+use crate::decoder::Decoder;
+use crate::kernels::matmul::{VectorKernel, run_vectorised};
+use crate::kernels::rows::{affine, embed_rows, rms_norm, rms_norm_in_place, rope, softmax_in_place, swiglu};
+use crate::tensors::transpose;
+use crate::weights::lora::LoraAdapter;
+use crate::weights::{DecoderWeights, Proj, RmsNorm};
 use bridge_core::{BridgeError, Result};
 use burn::module::Param;
 use burn::tensor::{DType, Tensor};
@@ -103,12 +111,7 @@ impl Linear {
     /// `dst[m, out] = x[m, in]·W + b`, or `dst += x·W + b` when `accumulate`; `parallel`: see
     /// [`matmul`].
     fn apply(&self, x: &[f32], m: usize, dst: &mut [f32], accumulate: bool, parallel: bool) {
-        matmul(dst, x, &self.weight, m, self.inp, self.out, accumulate, parallel);
-        if let Some(b) = &self.bias {
-            for row in dst[..m * self.out].chunks_exact_mut(self.out) {
-                row.iter_mut().zip(b).for_each(|(y, &b)| *y += b);
-            }
-        }
+        affine(dst, x, &self.weight, self.bias.as_deref(), m, self.inp, self.out, accumulate, parallel);
     }
 }
 
@@ -249,7 +252,7 @@ impl HostModel {
             .zip(&rows)
             .flat_map(|(st, row)| (st.first_slot..st.first_slot + st.ids.len()).map(|j| j - row.offset))
             .collect();
-        let (cos, sin) = lm.rope_rows(&positions);
+        let (cos, sin) = lm.rope().rows(&positions);
         let tokens = positions.len();
         let groups = if tokens * self.token_work() >= PARALLEL_MIN_WORK {
             rayon::current_num_threads().min(steps.len()).max(1)
@@ -310,10 +313,7 @@ impl HostModel {
             .flat_map(|(r, st)| (st.first_slot..st.first_slot + st.ids.len()).map(move |j| (r, j)))
             .collect();
         s.x.resize(m * h, 0.0);
-        for (xr, &id) in s.x.chunks_exact_mut(h).zip(steps.iter().flat_map(|st| st.ids)) {
-            let id = id as usize;
-            xr.copy_from_slice(&self.embed[id * h..(id + 1) * h]);
-        }
+        embed_rows(&self.embed, h, steps.iter().flat_map(|st| st.ids), &mut s.x);
         s.normed.resize(m * h, 0.0);
         s.qkv.resize(m * width, 0.0);
         s.attn.resize(m * qd, 0.0);
@@ -321,7 +321,7 @@ impl HostModel {
         s.act.resize(m * self.intermediate, 0.0);
         let layer_size = self.kv_heads * cap * d;
         for (li, layer) in self.layers.iter().enumerate() {
-            rms_norm_rows(&s.x, &layer.input_norm, self.eps, &mut s.normed);
+            rms_norm(&s.x, &layer.input_norm, self.eps, &mut s.normed, None);
             layer.qkv.apply(&s.normed, m, &mut s.qkv, false, parallel);
             for (i, (row, &(r, slot))) in s.qkv.chunks_exact_mut(width).zip(&tokens).enumerate() {
                 let (q, kv) = row.split_at_mut(qd);
@@ -356,16 +356,12 @@ impl HostModel {
             }
             layer.o.apply(&s.attn, m, &mut s.x, true, parallel);
 
-            rms_norm_rows(&s.x, &layer.post_norm, self.eps, &mut s.normed);
+            rms_norm(&s.x, &layer.post_norm, self.eps, &mut s.normed, None);
             layer.gate_up.apply(&s.normed, m, &mut s.gate_up, false, parallel);
             let inter = self.intermediate;
             for (gu, act) in s.gate_up.chunks_exact(2 * inter).zip(s.act.chunks_exact_mut(inter)) {
                 let (gate, up) = gu.split_at(inter);
-                act.copy_from_slice(gate);
-                exp_neg_in_place(act);
-                for ((a, &g), &u) in act.iter_mut().zip(gate).zip(up) {
-                    *a = g / (1.0 + *a) * u; // silu(g)·u = g·σ(g)·u
-                }
+                swiglu(gate, up, act);
             }
             layer.down.apply(&s.act, m, &mut s.x, true, parallel);
         }
@@ -375,7 +371,7 @@ impl HostModel {
         let mut end = 0;
         for (dst, st) in s.last.chunks_exact_mut(h).zip(steps) {
             end += st.ids.len();
-            rms_norm_rows(&s.x[(end - 1) * h..end * h], &self.norm, self.eps, dst);
+            rms_norm(&s.x[(end - 1) * h..end * h], &self.norm, self.eps, dst, None);
         }
         self.head.apply(&s.last, n, out, false, parallel);
     }
@@ -419,11 +415,7 @@ impl HostModel {
                 scores[j..j + w].copy_from_slice(&acc[..w]);
                 j += w;
             }
-            let max = max_of(scores);
-            scores.iter_mut().for_each(|s| *s = max - *s);
-            exp_neg_in_place(scores);
-            let inv_sum = 1.0 / sum_of(scores);
-            scores.iter_mut().for_each(|s| *s *= inv_sum);
+            softmax_in_place(scores);
             weighted_sum(scores, vs, oh);
         }
     }
@@ -475,43 +467,6 @@ impl HostModel {
         let logits = self.forward(lm, cache, &steps)?;
         cache.len += 1;
         Ok(logits)
-    }
-}
-
-/// `log Σⱼ exp(x[r, j])` of every row `r` of `logits [R, vocab]` (NaN for a row whose largest
-/// value is not finite): the normaliser of the recorded log-probabilities, shared by both
-/// engines' host token selection. The exponentials are [`exp_f32`]'s (2 ulp), summed in `f64`.
-pub(crate) fn log_partitions(logits: &[f32], vocab: usize) -> Vec<f64> {
-    run_vectorised(LogPartitions { logits, vocab })
-}
-
-struct LogPartitions<'a> {
-    logits: &'a [f32],
-    vocab: usize,
-}
-
-impl VectorKernel for LogPartitions<'_> {
-    type Output = Vec<f64>;
-    #[inline(always)]
-    fn run(self) -> Vec<f64> {
-        let mut out = Vec::with_capacity(self.logits.len() / self.vocab.max(1));
-        for row in self.logits.chunks_exact(self.vocab.max(1)) {
-            let max = max_of(row);
-            if !max.is_finite() {
-                out.push(f64::NAN);
-                continue;
-            }
-            let mut lanes = [0.0f64; 8];
-            let chunks = row.chunks_exact(8);
-            let tail: f64 = chunks.remainder().iter().map(|&x| f64::from(exp_f32(x - max))).sum();
-            for c in chunks {
-                for (l, &x) in lanes.iter_mut().zip(c) {
-                    *l += f64::from(exp_f32(x - max));
-                }
-            }
-            out.push(f64::from(max) + (lanes.iter().sum::<f64>() + tail).ln());
-        }
-        out
     }
 }
 
@@ -621,92 +576,6 @@ impl HostCache {
     }
 }
 
-/// `[rows, cols]` row-major → its transpose `[cols, rows]`, in 32 × 32 tiles (a naive loop
-/// misses the cache on every write for an embedding-sized matrix).
-fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 32;
-    let mut out = vec![0.0f32; x.len()];
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = x[r * cols + c];
-                }
-            }
-        }
-    }
-    out
-}
-
-/// `out[r] = x[r] / sqrt(mean(x[r]²) + eps) · w` for every row `r` of `x`.
-#[inline(always)]
-fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let h = w.len();
-    for (xr, or) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
-        let inv = 1.0 / (dot(xr, xr) / h as f32 + eps).sqrt();
-        or.iter_mut().zip(xr).zip(w).for_each(|((o, &x), &w)| *o = x * inv * w);
-    }
-}
-
-#[inline(always)]
-fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
-    let inv = 1.0 / (dot(x, x) / x.len() as f32 + eps).sqrt();
-    x.iter_mut().zip(w).for_each(|(x, &w)| *x = *x * inv * w);
-}
-
-/// HF's rotary embedding `x·cos + rotate_half(x)·sin`, times `scale`, in place.
-#[inline(always)]
-fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], scale: f32) {
-    let half = x.len() / 2;
-    let (lo, hi) = x.split_at_mut(half);
-    for j in 0..half {
-        let (a, b) = (lo[j], hi[j]);
-        lo[j] = (a * cos[j] - b * sin[j]) * scale;
-        hi[j] = (b * cos[j + half] + a * sin[j + half]) * scale;
-    }
-}
-
-/// A dot product in sixteen interleaved partial sums (a fixed order the compiler vectorises).
-#[inline(always)]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ac.zip(bc) {
-        for ((acc, &x), &y) in acc.iter_mut().zip(x).zip(y) {
-            *acc += x * y;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// The largest element (−∞ for none), in sixteen lanes (NaNs are not propagated: the scores are
-/// finite).
-#[inline(always)]
-pub(crate) fn max_of(x: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let chunks = x.chunks_exact(16);
-    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-    for c in chunks {
-        for (m, &v) in lanes.iter_mut().zip(c) {
-            *m = if v > *m { v } else { *m };
-        }
-    }
-    lanes.iter().fold(tail, |m, &v| if v > m { v } else { m })
-}
-
-/// The sum of the elements, in sixteen interleaved partial sums.
-#[inline(always)]
-fn sum_of(x: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 16];
-    let chunks = x.chunks_exact(16);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        lanes.iter_mut().zip(c).for_each(|(l, &v)| *l += v);
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
 /// `out = Σⱼ p[j]·v[j]` over the rows `v[j]` (`out.len()` values each) of `values`, with the
 /// accumulators kept in registers, sixteen columns at a time.
 #[inline(always)]
@@ -728,85 +597,12 @@ fn weighted_sum(p: &[f32], values: &[f32], out: &mut [f32]) {
     }
 }
 
-/// `x ← exp(−x)` for every element (see [`exp_f32`]).
-#[inline(always)]
-fn exp_neg_in_place(x: &mut [f32]) {
-    x.iter_mut().for_each(|v| *v = exp_f32(-*v));
-}
-
-/// `eˣ` in `f32` to within 2 ulp for `x ∈ [−87, 88]` (Cephes' `expf`: Cody–Waite reduction by
-/// ln 2, a degree-5 polynomial, the exponent written into the bits), branch-free so that loops
-/// over slices vectorise. Arguments are clamped to `[−87, 88]` first: smaller ones give
-/// `e⁻⁸⁷ ≈ 1.6e-38` instead of a denormal or zero, larger ones `e⁸⁸` instead of overflowing
-/// (both are what softmax and SiLU need); NaN stays NaN.
-#[inline(always)]
-pub(crate) fn exp_f32(x: f32) -> f32 {
-    const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer in the low bits
-    let x = x.clamp(-87.0, 88.0);
-    let t = x * LOG2_E + ROUND;
-    let n = t - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let e = p * r * r + r + 1.0;
-    let k = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    e * f32::from_bits(((k + 127) as u32) << 23)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hf::load_hf_dir;
+    use crate::io::hf::load_hf_dir;
     use bridge_core::BridgeRng;
     use burn::tensor::{Device, Int, TensorData};
-
-    #[test]
-    fn tiled_transpose_is_the_transpose() {
-        for (rows, cols) in [(1, 1), (3, 70), (65, 33), (100, 7)] {
-            let x: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
-            let t = transpose(&x, rows, cols);
-            for r in 0..rows {
-                for c in 0..cols {
-                    assert_eq!(t[c * rows + r], x[r * cols + c]);
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn log_partitions_match_an_f64_log_sum_exp() {
-        let vocab = 37;
-        let logits: Vec<f32> = (0..3 * vocab).map(|i| ((i * 7919) % 101) as f32 / 7.0 - 6.0).collect();
-        let got = log_partitions(&logits, vocab);
-        for (row, &z) in logits.chunks(vocab).zip(&got) {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let want = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
-            assert!((z - want).abs() < 1e-6, "{z} vs {want}");
-        }
-        let bad = [1.0f32, f32::INFINITY, 0.0];
-        assert!(log_partitions(&bad, 3)[0].is_nan());
-    }
-
-    #[test]
-    fn exp_f32_is_within_two_ulp_of_exp() {
-        let mut worst = 0.0f64;
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let want = f64::from(x).exp();
-            let got = f64::from(exp_f32(x));
-            worst = worst.max(((got - want) / want).abs());
-            x += 0.001_3;
-        }
-        assert!(worst <= 2.0 * f64::from(f32::EPSILON), "relative error {worst:e}");
-        assert_eq!(exp_f32(0.0), 1.0);
-        assert!(exp_f32(f32::NAN).is_nan());
-        assert!(exp_f32(-1000.0) > 0.0 && exp_f32(-1000.0) < 2e-38);
-        assert!(exp_f32(1000.0).is_finite());
-    }
 
     struct Ids(usize);
     impl bridge_core::policy::TextCodec for Ids {
@@ -848,7 +644,7 @@ mod tests {
             let v = cfg.vocab_size;
             let lm = Decoder::new(cfg, Box::new(Ids(v))).unwrap();
             let adapter = lm
-                .init_adapter(&crate::lora::LoraConfig::default(), &device, &mut BridgeRng::seed_from_u64(5))
+                .init_adapter(&crate::weights::lora::LoraConfig::default(), &device, &mut BridgeRng::seed_from_u64(5))
                 .unwrap()
                 .with_random_b(0.2, &mut BridgeRng::seed_from_u64(6));
             for a in [None, Some(&adapter)] {

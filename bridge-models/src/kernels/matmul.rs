@@ -1,5 +1,5 @@
-//! A safe, bounds-checked `f32` matrix product over host slices for the CPU engines (decoding:
-//! [`super::host`]; training: [`crate::fused`]), on the `gemm` crate's kernels (the ones
+//! A safe, bounds-checked `f32` matrix product over host slices for the CPU engines (the fused
+//! training engine and the host decoding engine), on the `gemm` crate's kernels (the ones
 //! burn-flex multiplies with).
 //!
 //! This is the workspace's one module with `unsafe`, for two things:

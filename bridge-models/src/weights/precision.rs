@@ -1,11 +1,24 @@
-//! The dtype of a model's weights, as configs and command lines name it.
+//! The dtype of a model's weights, as configs and command lines name it ([`WeightDType`]), the
+//! cast of a whole module to one dtype, and what the forward computes in which precision.
 //!
-//! f32 is the default everywhere; bf16 (and f16) are for inference and rollouts on the GPU: see
-//! [`DecoderWeights::cast`](crate::DecoderWeights::cast) for what the forward then computes in
-//! which precision.
+//! # Precision
+//! The weights are f32 by default; [`DecoderWeights::cast`] (and [`LoraAdapter::cast`]) convert
+//! them to another float dtype, typically bf16 on the GPU. The tensor forward then follows
+//! `transformers`' mixed precision exactly where it matters: activations, projections, rotary
+//! embedding and SiLU run in the weights' dtype; RMSNorm computes its statistic in f32 and casts
+//! back before the scale (`weight * x.to(input_dtype)`); attention scores are upcast to f32 for
+//! the mask and the softmax (`softmax(..., dtype=float32).to(q.dtype)`); a projection's product
+//! and bias are summed in f32 and rounded once (`addmm`), SiLU and products with a scalar are
+//! computed in f32 and rounded once; the logits returned by
+//! [`Decoder::forward_logits`](crate::Decoder::forward_logits) and every log-probability are
+//! f32. The CPU engines (fused training, host decoding) run f32 weights only.
+//!
+//! [`DecoderWeights::cast`]: crate::DecoderWeights::cast
+//! [`LoraAdapter::cast`]: crate::LoraAdapter::cast
 
 use bridge_core::{BridgeError, Result};
-use burn::tensor::FloatDType;
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -69,6 +82,25 @@ impl fmt::Display for WeightDType {
             Self::F16 => "f16",
         })
     }
+}
+
+/// Casts every float parameter to one dtype, keeping parameter ids and `require_grad` flags.
+struct CastFloats(FloatDType);
+
+impl ModuleMapper for CastFloats {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|t| {
+            let grad = t.is_require_grad();
+            let t = t.cast(dtype).detach();
+            if grad { t.require_grad() } else { t }
+        })
+    }
+}
+
+/// `module` with every float parameter cast to `dtype` (detached: a new leaf per parameter).
+pub(crate) fn cast_module<M: Module>(module: M, dtype: FloatDType) -> M {
+    module.map(&mut CastFloats(dtype))
 }
 
 #[cfg(test)]

@@ -7,17 +7,17 @@
 //!
 //! Adapters are saved on their own in the PEFT format (`adapter_model.safetensors` with keys
 //! `base_model.model.model.layers.{i}.{self_attn|mlp}.{target}.lora_{A|B}.weight`, and
-//! `adapter_config.json`), so `peft.PeftModel.from_pretrained` loads them.
+//! `adapter_config.json`), so `peft.PeftModel.from_pretrained` loads them: this module names the
+//! tensors ([`LoraAdapter::to_tensor_map`], [`LoraAdapter::from_tensor_map`]); the I/O layer
+//! writes and reads the directory ([`LoraAdapter::save_peft`], [`LoraAdapter::load_peft`]).
 
+use super::precision::cast_module;
 use crate::config::DecoderConfig;
-use crate::hf::{read_safetensors, write_atomic, write_safetensors};
 use crate::tensors::{HostTensor, TensorMap};
 use bridge_core::{BridgeError, BridgeRng, Result};
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use std::path::Path;
 
 /// A linear projection of a decoder layer that LoRA can adapt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -257,7 +257,7 @@ impl LoraAdapter {
     ///
     /// [`DecoderWeights::cast`]: crate::DecoderWeights::cast
     pub fn cast(self, dtype: burn::tensor::FloatDType) -> Self {
-        crate::decoder::cast_module(self, dtype)
+        cast_module(self, dtype)
     }
 
     /// The dtype of the adapter's parameters (`None` for an adapter without any pair).
@@ -348,73 +348,15 @@ impl LoraAdapter {
         Ok(map)
     }
 
-    /// Saves the adapter as a PEFT directory (`adapter_config.json`, `adapter_model.safetensors`),
-    /// writing each file atomically.
-    pub fn save_peft(&self, dir: impl AsRef<Path>, cfg: &DecoderConfig) -> Result<()> {
-        let dir = dir.as_ref();
-        self.check(cfg)?;
-        std::fs::create_dir_all(dir).map_err(|e| BridgeError::io(dir, e))?;
-        let targets: Vec<&str> = LoraTarget::ALL
-            .iter()
-            .filter(|t| self.layers.iter().any(|l| l.pair(**t).is_some()))
-            .map(|t| t.name())
-            .collect();
-        let config = json!({
-            "peft_type": "LORA",
-            "task_type": "CAUSAL_LM",
-            "r": self.config.rank,
-            "lora_alpha": self.config.alpha,
-            "target_modules": targets,
-            "lora_dropout": 0.0,
-            "bias": "none",
-            "fan_in_fan_out": false,
-            "use_rslora": false,
-            "inference_mode": true,
-            "init_lora_weights": true,
-            "modules_to_save": null,
-            "base_model_name_or_path": null,
-            "revision": null,
-        });
-        let text = serde_json::to_string_pretty(&config)
-            .map_err(|e| BridgeError::checkpoint(dir, format!("serialising adapter_config.json: {e}")))?;
-        write_safetensors(&dir.join("adapter_model.safetensors"), &self.to_tensor_map()?, None)?;
-        write_atomic(&dir.join("adapter_config.json"), text.as_bytes())
-    }
-
-    /// Loads a PEFT LoRA directory saved by [`LoraAdapter::save_peft`] or by PEFT itself for a
-    /// base of architecture `cfg`.
-    pub fn load_peft(dir: impl AsRef<Path>, cfg: &DecoderConfig, device: &Device) -> Result<Self> {
-        let dir = dir.as_ref();
-        let cfg_path = dir.join("adapter_config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| BridgeError::io(&cfg_path, e))?;
-        let v: Value =
-            serde_json::from_str(&text).map_err(|e| BridgeError::weights(&cfg_path, format!("not valid JSON: {e}")))?;
-        let field = |k: &str| v.get(k).filter(|x| !x.is_null());
-        let bad = |k: &str, m: String| BridgeError::weights(&cfg_path, format!("`{k}`: {m}"));
-        if let Some(t) = field("peft_type").and_then(Value::as_str)
-            && t != "LORA"
-        {
-            return Err(bad("peft_type", format!("expected LORA, got {t}")));
-        }
-        if field("use_rslora").and_then(Value::as_bool).unwrap_or(false) {
-            return Err(bad("use_rslora", "rank-stabilised LoRA is not supported".into()));
-        }
-        let rank =
-            field("r").and_then(Value::as_u64).ok_or_else(|| bad("r", "missing or not an integer".into()))? as usize;
-        let alpha = field("lora_alpha").and_then(Value::as_f64).unwrap_or(8.0);
-        let targets: Vec<String> = match field("target_modules") {
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|x| x.as_str().map(str::to_owned).ok_or_else(|| bad("target_modules", "expected strings".into())))
-                .collect::<Result<_>>()?,
-            Some(Value::String(s)) if s == "all-linear" => default_targets(),
-            other => return Err(bad("target_modules", format!("expected a list of module names, got {other:?}"))),
-        };
-        let lora = LoraConfig { rank, alpha, targets };
-        let resolved = lora.validate().map_err(|e| bad("target_modules", e.to_string()))?;
-
-        let st_path = dir.join("adapter_model.safetensors");
-        let map = read_safetensors(&st_path)?;
+    /// The adapter of configuration `lora` for a base of architecture `cfg` from PEFT-named host
+    /// tensors (`base_model.model.model.layers.{i}.{module}.{target}.lora_{A|B}[.default].weight`).
+    ///
+    /// Every targeted projection needs both factors with the shapes `cfg` and the rank imply, and
+    /// every tensor of the map must belong to the adapter; errors are [`BridgeError::Model`]
+    /// naming the tensor.
+    pub fn from_tensor_map(cfg: &DecoderConfig, lora: &LoraConfig, map: &TensorMap, device: &Device) -> Result<Self> {
+        let resolved = lora.validate()?;
+        let rank = lora.rank;
         let mut used = 0usize;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
@@ -427,27 +369,23 @@ impl LoraAdapter {
                     (Some(a), Some(b)) => {
                         let [out, inp] = target_dims(cfg, t);
                         if a.shape != [rank, inp] || b.shape != [out, rank] {
-                            return Err(BridgeError::weights(
-                                &st_path,
-                                format!(
-                                    "`{ka}` / `{kb}` have shapes {:?} / {:?}, expected {:?} / {:?}",
-                                    a.shape,
-                                    b.shape,
-                                    [rank, inp],
-                                    [out, rank]
-                                ),
-                            ));
+                            return Err(BridgeError::Model(format!(
+                                "`{ka}` / `{kb}` have shapes {:?} / {:?}, expected {:?} / {:?}",
+                                a.shape,
+                                b.shape,
+                                [rank, inp],
+                                [out, rank]
+                            )));
                         }
                         *layer.slot(t) =
                             Some(LoraPair { lora_a: host_param(a, device), lora_b: host_param(b, device) });
                         used += 2;
                     }
                     (None, None) if !resolved.contains(&t) => {}
-                    (None, None) => {
-                        return Err(BridgeError::weights(&st_path, format!("tensor `{ka}` is missing")));
+                    (None, None) | (None, Some(_)) => {
+                        return Err(BridgeError::Model(format!("tensor `{ka}` is missing")));
                     }
-                    (Some(_), None) => return Err(BridgeError::weights(&st_path, format!("tensor `{kb}` is missing"))),
-                    (None, Some(_)) => return Err(BridgeError::weights(&st_path, format!("tensor `{ka}` is missing"))),
+                    (Some(_), None) => return Err(BridgeError::Model(format!("tensor `{kb}` is missing"))),
                 }
             }
             layers.push(layer);
@@ -471,17 +409,10 @@ impl LoraAdapter {
                 })
                 .cloned()
                 .unwrap_or_default();
-            return Err(BridgeError::weights(
-                &st_path,
-                format!("tensor `{extra}` does not belong to a LoRA adapter of this model"),
-            ));
+            return Err(BridgeError::Model(format!(
+                "tensor `{extra}` does not belong to a LoRA adapter of this model"
+            )));
         }
-        Ok(Self { layers, config: lora })
+        Ok(Self { layers, config: lora.clone() })
     }
-}
-
-/// Folds the adapter w into the base θ: a new [`DecoderWeights`](crate::decoder::DecoderWeights) with `W + (alpha/r)·B·A` for
-/// every adapted projection (see [`DecoderWeights::merge`](crate::decoder::DecoderWeights::merge)).
-pub fn merge(base: &crate::decoder::DecoderWeights, adapter: &LoraAdapter) -> Result<crate::decoder::DecoderWeights> {
-    base.merge(adapter)
 }

@@ -8,10 +8,11 @@
 //! regex remapping layer between the two that hides which tensor is missing or mis-shaped.
 
 use crate::config::DecoderConfig;
-use crate::decoder::DecoderWeights;
 use crate::tensors::{HostTensor, TensorMap};
+use crate::weights::DecoderWeights;
 use bridge_core::{BridgeError, Result};
 use burn::tensor::Device;
+use half::{bf16, f16};
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
@@ -25,28 +26,6 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 /// Name of the config of an HF directory.
 pub const CONFIG_FILE: &str = "config.json";
 
-/// IEEE half → f32.
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = u32::from(h >> 15) << 31;
-    let exp = u32::from((h >> 10) & 0x1f);
-    let mant = u32::from(h & 0x3ff);
-    let bits = match (exp, mant) {
-        (0, 0) => sign,
-        (0, _) => {
-            // subnormal: normalise the mantissa
-            let (mut e, mut m) = (127 - 15 + 1, mant);
-            while m & 0x400 == 0 {
-                m <<= 1;
-                e -= 1;
-            }
-            sign | (e << 23) | ((m & 0x3ff) << 13)
-        }
-        (0x1f, _) => sign | 0x7f80_0000 | (mant << 13),
-        _ => sign | ((exp + 127 - 15) << 23) | (mant << 13),
-    };
-    f32::from_bits(bits)
-}
-
 fn decode_values(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     let v = match dtype {
         Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
@@ -54,10 +33,8 @@ fn decode_values(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
             .collect(),
-        Dtype::BF16 => {
-            bytes.chunks_exact(2).map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)).collect()
-        }
-        Dtype::F16 => bytes.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         _ => return None,
     };
     Some(v)
@@ -209,7 +186,7 @@ pub fn save_hf_dir(dir: impl AsRef<Path>, config: &DecoderConfig, weights: &Deco
 }
 
 /// Opens a model from `path`: an HF directory or a `.gguf` file (dequantised to f32, see
-/// [`crate::gguf`]). This is the one entry point for "a model on disk".
+/// [`gguf`](super::gguf)). This is the one entry point for "a model on disk".
 pub fn open_model(path: impl AsRef<Path>, device: &Device) -> Result<(DecoderConfig, DecoderWeights)> {
     let path = path.as_ref();
     if path.is_dir() {
@@ -220,7 +197,7 @@ pub fn open_model(path: impl AsRef<Path>, device: &Device) -> Result<(DecoderCon
     }
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
         // The tokenizer of a GGUF file comes from `tokenizer::HfCodec::from_gguf`.
-        let file = crate::gguf::GgufFile::open(path)?;
+        let file = super::gguf::GgufFile::open(path)?;
         let config = DecoderConfig::from_hf_json(&file.hf_config()?)?;
         let weights = DecoderWeights::from_tensor_map(&config, &file.hf_tensors()?, device)?;
         return Ok((config, weights));
@@ -234,13 +211,14 @@ mod tests {
 
     #[test]
     fn half_precision_conversions() {
-        assert_eq!(f16_to_f32(0x3c00), 1.0);
-        assert_eq!(f16_to_f32(0xc000), -2.0);
-        assert_eq!(f16_to_f32(0x7bff), 65504.0);
-        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
-        assert_eq!(f16_to_f32(0x0200), 2f32.powi(-15));
-        assert!(f16_to_f32(0x7e00).is_nan());
-        assert_eq!(f16_to_f32(0xfc00), f32::NEG_INFINITY);
+        let f16_value = |h: u16| decode_values(Dtype::F16, &h.to_le_bytes()).unwrap()[0];
+        assert_eq!(f16_value(0x3c00), 1.0);
+        assert_eq!(f16_value(0xc000), -2.0);
+        assert_eq!(f16_value(0x7bff), 65504.0);
+        assert_eq!(f16_value(0x0001), 2f32.powi(-24));
+        assert_eq!(f16_value(0x0200), 2f32.powi(-15));
+        assert!(f16_value(0x7e00).is_nan());
+        assert_eq!(f16_value(0xfc00), f32::NEG_INFINITY);
         let bf = decode_values(Dtype::BF16, &[0x80, 0x3f]).unwrap();
         assert_eq!(bf, vec![1.0]);
     }

@@ -10,7 +10,7 @@
 //! `messages`, `add_generation_prompt`, `bos_token` and `eos_token`. A model without a template
 //! gets plain ChatML.
 
-use crate::gguf::GgufFile;
+use super::gguf::GgufFile;
 use bridge_core::{BridgeError, Result, TextCodec};
 use minijinja::value::Kwargs;
 use minijinja::{Environment, ErrorKind, Value as JValue, context};
