@@ -375,8 +375,18 @@ impl QuickstartConfig {
                 lora: LoraConfig { rank: 8, alpha: 16.0, ..LoraConfig::default() },
                 kl_coef: 0.0,
             },
-            hyper: Self::uniform_hyper(6e-4, 0.5),
-            sweep: SweepSpec { lrs: vec![1e-4, 3e-4, 1e-3], lambdas: vec![0.25, 0.5, 0.75] },
+            // `--sweep --seeds 3`'s choice on the validation split (docs/quickstart.md, "The
+            // search"; docs/results/quickstart/sweep.json).
+            hyper: [
+                (Method::Sft, Hyper { lr: 1e-3, lambda: None }),
+                (Method::RlZero, Hyper { lr: 3e-5, lambda: None }),
+                (Method::ColdStart, Hyper { lr: 3e-4, lambda: None }),
+                (Method::Alternating, Hyper { lr: 1e-3, lambda: None }),
+                (Method::Bridge, Hyper { lr: 1e-3, lambda: Some(0.75) }),
+            ]
+            .into_iter()
+            .collect(),
+            sweep: SweepSpec { lrs: vec![3e-5, 1e-4, 3e-4, 1e-3, 3e-3], lambdas: vec![0.25, 0.5, 0.75] },
             reward_noise: 0.0,
             eval_max_new_tokens: 48,
             eval_batch_size: 100,
@@ -445,6 +455,7 @@ impl QuickstartConfig {
                 lora: LoraConfig { rank: 2, alpha: 2.0, ..LoraConfig::default() },
                 ..full.budget
             },
+            hyper: Self::uniform_hyper(1e-3, 0.5),
             sweep: SweepSpec { lrs: vec![1e-3, 3e-3], lambdas: vec![0.5] },
             eval_max_new_tokens: 12,
             eval_batch_size: 8,
@@ -589,6 +600,11 @@ pub struct CurvePoint {
     pub step: u64,
     /// Training wall time so far (evaluation excluded), seconds.
     pub seconds: f64,
+    /// Training CPU time so far (all threads, evaluation excluded), seconds, where the platform
+    /// tells ([`process_cpu_seconds`]): a cross-check of `seconds` that other load on the machine
+    /// does not inflate.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
     /// Overall accuracy (on the test split, or the validation split in a sweep).
     pub accuracy: f64,
     /// Accuracy of level 1, 2, ….
@@ -607,6 +623,9 @@ pub struct MethodRun {
     pub curve: Vec<CurvePoint>,
     /// Training wall time, seconds (evaluation excluded).
     pub train_seconds: f64,
+    /// Training CPU time, seconds (all threads, evaluation excluded; `None` where unknown).
+    #[serde(default)]
+    pub train_cpu_seconds: Option<f64>,
     /// Time spent evaluating, seconds.
     pub eval_seconds: f64,
 }
@@ -677,6 +696,10 @@ pub struct QuickstartReport {
     pub claims_table: String,
     /// Wall time of the whole invocation, seconds.
     pub total_seconds: f64,
+    /// The machine's load average (1, 5, 15 minutes) when the run ended (Linux; empty
+    /// elsewhere): how much else was running while the wall times were measured.
+    #[serde(default)]
+    pub load_average: Vec<f64>,
     /// `results.json`.
     pub results_path: PathBuf,
     /// The accuracy-against-time PNG.
@@ -708,6 +731,25 @@ pub fn source_commit() -> String {
         }
         _ => "unknown".into(),
     }
+}
+
+/// CPU time of this process so far (user + system, every thread), seconds: `/proc/self/stat`
+/// fields 14–15 in clock ticks of 1/100 s (Linux's `USER_HZ`); `None` on other platforms.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // `rest` starts at field 3, so fields 14 and 15 are at 11 and 12.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
+/// The load average (1, 5, 15 minutes) from `/proc/loadavg`; empty where there is none.
+fn load_average() -> Vec<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// Runs `f` inside a rayon pool of exactly `threads` threads (the results depend on it).
@@ -751,6 +793,7 @@ fn run_in_pool(cfg: &QuickstartConfig, progress: &mut (dyn FnMut(&str) + Send)) 
         table,
         claims_table,
         total_seconds: 0.0,
+        load_average: load_average(),
         results_path: results_path.clone(),
         plot_path,
     };
@@ -875,7 +918,8 @@ impl<'a> SeedSetup<'a> {
     fn run_methods(&self, progress: &mut (dyn FnMut(&str) + Send)) -> Result<SeedRun> {
         let (cfg, seed) = (self.cfg, self.seed);
         let t0 = Instant::now();
-        let base_point = self.evaluate(Split::Test, 0, 0.0, &self.theta0, None)?;
+        let mut base_point = self.evaluate(Split::Test, 0, 0.0, &self.theta0, None)?;
+        base_point.cpu_seconds = Some(0.0);
         let base_eval_seconds = t0.elapsed().as_secs_f64();
         progress(&format!(
             "[seed {seed}] base: test accuracy {:.3} (levels {}) [{base_eval_seconds:.1} s to evaluate]",
@@ -894,6 +938,7 @@ impl<'a> SeedSetup<'a> {
                     hyper: None,
                     curve: vec![base_point.clone()],
                     train_seconds: 0.0,
+                    train_cpu_seconds: Some(0.0),
                     eval_seconds: base_eval_seconds,
                 },
             };
@@ -922,7 +967,13 @@ impl<'a> SeedSetup<'a> {
         let levels = (1..=self.cfg.task.levels)
             .map(|l| m.get(&format!("eval_{name}_level_{l}_accuracy")).copied().unwrap_or(0.0))
             .collect();
-        Ok(CurvePoint { step, seconds, accuracy: m.get("eval_accuracy").copied().unwrap_or(0.0), levels })
+        Ok(CurvePoint {
+            step,
+            seconds,
+            cpu_seconds: None,
+            accuracy: m.get("eval_accuracy").copied().unwrap_or(0.0),
+            levels,
+        })
     }
 
     /// The reward of the RL methods: the verifier's accuracy, flipped with probability
@@ -982,11 +1033,12 @@ impl<'a> SeedSetup<'a> {
         };
         let mut writer = MetricsWriter::create(run_dir)?;
         let mut curve = vec![start.clone()];
-        let mut eval_seconds = 0.0;
+        let (mut eval_seconds, mut eval_cpu) = (0.0, 0.0);
         let label = method.label();
         let what = if split == Split::Val { "validation" } else { "test" };
         let setting = hyper.label();
         let started = Instant::now();
+        let cpu_started = process_cpu_seconds();
         run_steps(
             &self.lm,
             algorithm.as_mut(),
@@ -994,10 +1046,14 @@ impl<'a> SeedSetup<'a> {
             &inputs,
             &loop_cfg,
             |_, s| {
-                let t = Instant::now();
+                let (t, cpu) = (Instant::now(), process_cpu_seconds());
                 let train_s = (t - started).as_secs_f64() - eval_seconds;
-                let point = self.evaluate(split, s.step, train_s, &s.theta, s.adapter.as_ref())?;
+                let mut point = self.evaluate(split, s.step, train_s, &s.theta, s.adapter.as_ref())?;
+                point.cpu_seconds = cpu.zip(cpu_started).map(|(now, start)| now - start - eval_cpu);
                 eval_seconds += t.elapsed().as_secs_f64();
+                if let (Some(before), Some(after)) = (cpu, process_cpu_seconds()) {
+                    eval_cpu += after - before;
+                }
                 progress(&format!(
                     "[seed {seed}] {label:<11} ({setting}) step {:>4}/{}: {what} accuracy {:.3} (levels {}) after \
                      {train_s:.1} s",
@@ -1019,7 +1075,8 @@ impl<'a> SeedSetup<'a> {
             },
         )?;
         let train_seconds = curve.last().map_or(0.0, |p| p.seconds);
-        Ok(MethodRun { method, hyper: Some(*hyper), curve, train_seconds, eval_seconds })
+        let train_cpu_seconds = curve.last().and_then(|p| p.cpu_seconds);
+        Ok(MethodRun { method, hyper: Some(*hyper), curve, train_seconds, train_cpu_seconds, eval_seconds })
     }
 }
 
@@ -1226,6 +1283,18 @@ mod tests {
         let json = serde_json::to_string(&cfg).unwrap();
         assert!(json.contains("\"rl_zero\":{\"lr\"") && json.contains("\"lambda\""), "{json}");
         assert_eq!(serde_json::from_str::<QuickstartConfig>(&json).unwrap(), cfg);
+    }
+
+    #[test]
+    fn cpu_time_is_read_and_grows() {
+        let Some(a) = process_cpu_seconds() else { return };
+        let mut x = 0u64;
+        let t = Instant::now();
+        while t.elapsed().as_secs_f64() < 0.3 {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let b = process_cpu_seconds().unwrap();
+        assert!(b - a >= 0.1 && b - a < 60.0, "{a} → {b} ({x})");
     }
 
     #[test]

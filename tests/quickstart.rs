@@ -28,7 +28,7 @@ fn miniature_quickstart_writes_results_plot_and_a_row_per_method() {
     }
     assert!(report.table.contains('±'), "two seeds give mean ± std:\n{}", report.table);
     // Every claim is stated, with one value per seed where it is defined.
-    assert_eq!(report.claims.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["a1", "a2", "a3", "a4", "b", "c"]);
+    assert_eq!(report.claims.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["a1", "a2", "a3", "a4", "b1", "b2", "c"]);
     for c in &report.claims {
         if c.id != "c" {
             assert_eq!(c.values.len(), 2, "{c:?}");

@@ -233,8 +233,9 @@ mod tests {
         let run = |method, accuracy| MethodRun {
             method,
             hyper: None,
-            curve: vec![CurvePoint { step: 1, seconds: 1.0, accuracy, levels: vec![accuracy] }],
+            curve: vec![CurvePoint { step: 1, seconds: 1.0, cpu_seconds: None, accuracy, levels: vec![accuracy] }],
             train_seconds: 1.0,
+            train_cpu_seconds: None,
             eval_seconds: 0.0,
         };
         let seed = |seed, rl, cold| SeedRun {

@@ -90,7 +90,8 @@ fn sweep_in_pool(cfg: &QuickstartConfig, progress: &mut (dyn FnMut(&str) + Send)
     let mut done = 0;
     for &seed in &seeds {
         let setup = SeedSetup::new(cfg, seed, progress)?;
-        let base: CurvePoint = setup.evaluate(Split::Val, 0, 0.0, &setup.theta0, None)?;
+        let mut base: CurvePoint = setup.evaluate(Split::Val, 0, 0.0, &setup.theta0, None)?;
+        base.cpu_seconds = Some(0.0);
         progress(&format!("[seed {seed}] base: validation accuracy {:.3}", base.accuracy));
         base_val_accuracy.push(base.accuracy);
         for point in &mut points {
