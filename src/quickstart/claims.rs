@@ -111,7 +111,10 @@ fn judge(
         (s.mean - half, s.mean + half)
     });
     let verdict = match (interval, sense) {
-        _ if !undefined.is_empty() && sense == Sense::Positive && undefined.len() * 2 >= values.len() + undefined.len() => {
+        _ if !undefined.is_empty()
+            && sense == Sense::Positive
+            && undefined.len() * 2 >= values.len() + undefined.len() =>
+        {
             // The measure is undefined on at least half the seeds because the claimed event did
             // not happen there (e.g. BRIDGE never reached the target).
             Verdict::NotHeld
@@ -152,7 +155,8 @@ fn paired(seeds: &[SeedRun], a: Method, b: Method) -> Vec<f64> {
 ///   accuracy over the evaluations of the first half of the RL stage (less noisy; the paper's dip
 ///   is one RL epoch after the switch, which is later than one evaluation here);
 /// * (c) time: BRIDGE reaches the best baseline's final accuracy sooner than that baseline does
-///   (the baseline's training time to its own first point at that accuracy, minus BRIDGE's).
+///   (the baseline's training CPU time to its own first point at that accuracy, minus BRIDGE's;
+///   CPU time because wall time on a shared machine depends on the other load).
 pub fn claims(seeds: &[SeedRun], budget: &BudgetSpec) -> Vec<Claim> {
     let mut out = vec![
         judge(
@@ -186,10 +190,8 @@ pub fn claims(seeds: &[SeedRun], budget: &BudgetSpec) -> Vec<Claim> {
             Sense::Equal,
         ),
     ];
-    let vs_best: Vec<f64> = seeds
-        .iter()
-        .filter_map(|s| Some(100.0 * (s.final_accuracy(Method::Bridge)? - best_baseline(s)?.1)))
-        .collect();
+    let vs_best: Vec<f64> =
+        seeds.iter().filter_map(|s| Some(100.0 * (s.final_accuracy(Method::Bridge)? - best_baseline(s)?.1))).collect();
     out.push(judge(
         "a4",
         "BRIDGE ends above every baseline",
@@ -263,8 +265,8 @@ pub fn claims(seeds: &[SeedRun], budget: &BudgetSpec) -> Vec<Claim> {
         "c",
         "BRIDGE reaches the best baseline's final accuracy in less training time",
         "Qwen3-8B: BRIDGE 49.9 % in 33.5 h vs Cold-start 45.5 % in 39.1 h",
-        "training seconds the best baseline needs to reach its final accuracy minus BRIDGE's",
-        "s",
+        "training CPU seconds the best baseline needs to reach its final accuracy minus BRIDGE's",
+        "CPU s",
         faster,
         undefined,
         Sense::Positive,

@@ -72,11 +72,7 @@ fn shapes(n: u32) -> Vec<Shape> {
 
 /// Fills `shape` in order: operators and leaves left to right as they will be written; a leaf
 /// whose `squared` entry is set becomes `leaf^2`.
-fn fill(
-    shape: &Shape,
-    ops: &mut impl Iterator<Item = Op>,
-    leaves: &mut impl Iterator<Item = (i64, bool)>,
-) -> Expr {
+fn fill(shape: &Shape, ops: &mut impl Iterator<Item = Op>, leaves: &mut impl Iterator<Item = (i64, bool)>) -> Expr {
     match shape {
         Shape::Leaf => match leaves.next().unwrap_or((0, false)) {
             (n, false) => Expr::Num(n),
@@ -129,8 +125,7 @@ impl<'a> LevelSpace<'a> {
         let ops: Vec<Op> = (0..self.n_ops).map(|_| self.ops[pick(self.ops.len() as u64) as usize]).collect();
         let mask = self.square_masks[pick(self.square_masks.len() as u64) as usize];
         let n_leaf = (self.cfg.max_operand + 1) as u64;
-        let leaves: Vec<(i64, bool)> =
-            (0..=self.n_ops).map(|i| (pick(n_leaf) as i64, mask & (1 << i) != 0)).collect();
+        let leaves: Vec<(i64, bool)> = (0..=self.n_ops).map(|i| (pick(n_leaf) as i64, mask & (1 << i) != 0)).collect();
         fill(shape, &mut ops.into_iter(), &mut leaves.into_iter())
     }
 
