@@ -35,10 +35,13 @@ fn judge_line(line: &str, lineno: usize, opts: &VerifyOptions) -> Value {
         "pred": v.pred().map(|p| p.normalized.clone()),
         "gold": v.gold().map(|g| g.normalized.clone()),
     });
-    if let bridge_eval::verify::Verdict::Unparseable { reason, .. } = &v
-        && let Some(obj) = out.as_object_mut()
-    {
-        obj.insert("message".to_string(), Value::String(reason.clone()));
+    let message = match &v {
+        bridge_eval::verify::Verdict::Unparseable { reason, .. } => Some(reason.clone()),
+        bridge_eval::verify::Verdict::TooLong { limit, .. } => Some(format!("answer too long (limit {limit})")),
+        _ => None,
+    };
+    if let (Some(m), Some(obj)) = (message, out.as_object_mut()) {
+        obj.insert("message".to_string(), Value::String(m));
     }
     out
 }
