@@ -10,6 +10,10 @@
 //! echo '{"prediction": "so \\boxed{4}", "gold": "#### 4"}' | cargo run --release --example verify
 //! ```
 
+#[path = "cli/verify.rs"]
+mod cli;
+
+use clap::Parser;
 use std::io::{self, BufRead, BufWriter, Write};
 
 use bridge_eval::verify::{VerifyOptions, verify};
@@ -47,6 +51,7 @@ fn judge_line(line: &str, lineno: usize, opts: &VerifyOptions) -> Value {
 }
 
 fn main() -> io::Result<()> {
+    cli::Args::parse();
     let opts = VerifyOptions::default();
     let stdin = io::stdin();
     let mut out = BufWriter::new(io::stdout().lock());

@@ -218,14 +218,18 @@ pub fn encode_prompts(
     let source = dataset.path.as_ref().map_or_else(|| dataset.name.clone(), |p| p.display().to_string());
     let records = &dataset.records[..config.limit.map_or(dataset.len(), |n| n.min(dataset.len()))];
     if records.is_empty() {
-        return Err(BridgeError::InvalidInput(format!("evaluation set {source}: no record to evaluate")));
+        return Err(BridgeError::InvalidInput(format!("evaluation set {source}: no records to evaluate")));
     }
     let mut texts = Vec::with_capacity(records.len());
     let mut prompts = Vec::with_capacity(records.len());
     for r in records {
-        let bad = |what: String| BridgeError::InvalidInput(format!("evaluation set {source}, record {}: {what}", r.id));
+        let at = || format!("evaluation set {source}, record {}", r.id);
+        let bad = |what: String| BridgeError::InvalidInput(format!("{}: {what}", at()));
         let text = config.prompt.render_question(&r.question, codec).map_err(|e| bad(format!("the prompt: {e}")))?;
-        let ids = codec.encode(&text).map_err(|e| bad(format!("the prompt does not encode: {e}")))?;
+        let ids = codec.encode(&text).map_err(|e| match e {
+            BridgeError::Tokenizer(m) => BridgeError::Tokenizer(format!("{}: the prompt does not encode: {m}", at())),
+            e => bad(format!("the prompt does not encode: {e}")),
+        })?;
         if ids.is_empty() {
             return Err(bad("the prompt encodes to no tokens".into()));
         }
