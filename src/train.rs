@@ -594,6 +594,15 @@ fn prepare(cfg: &TrainConfig, mode: RunMode) -> Result<Prepared> {
     let codec = lm.codec();
     let algorithm = cfg.algorithm.name.config_name();
 
+    // A data set smaller than what one step takes (the user may mean it: the cursor wraps).
+    let mut small = |field: &str, d: &DatasetConfig, have: usize, what: &str, per_step: &str, need: usize| {
+        if have < need {
+            warnings.push(format!(
+                "{field}: {} holds {have} {what}, fewer than {per_step} = {need}: every step repeats some",
+                d.path.display()
+            ));
+        }
+    };
     let sft = match &cfg.data.sft {
         Some(d) if cfg.algorithm.uses_sft() => {
             let tokenizer = SftTokenizer::new(codec, &cfg.sft.tokenize)?;
@@ -601,45 +610,30 @@ fn prepare(cfg: &TrainConfig, mode: RunMode) -> Result<Prepared> {
                 BridgeError::InvalidInput(m) => BridgeError::config("data.sft", format!("{}: {m}", d.path.display())),
                 e => e,
             })?;
-            if tokenized.len() < cfg.sft.batch_size {
-                warnings.push(format!(
-                    "data.sft: {} holds {} usable examples, fewer than sft.batch_size = {}: every step repeats some",
-                    d.path.display(),
-                    tokenized.len(),
-                    cfg.sft.batch_size
-                ));
-            }
-            InMemorySource::new(tokenized.sequences().to_vec())
+            small("data.sft", d, tokenized.len(), "usable examples", "sft.batch_size", cfg.sft.batch_size);
+            Some(InMemorySource::new(tokenized.sequences().to_vec()))
         }
-        Some(_) => {
-            warnings
-                .push(format!("data.sft is set, but algorithm `{algorithm}` trains on no SFT data: it is not read"));
-            InMemorySource::new(Vec::new())
-        }
-        None => InMemorySource::new(Vec::new()),
+        _ => None,
     };
     let mut longest_rl_prompt = 0;
-    let prompts: InMemorySource<RlPrompt> = match &cfg.data.rl {
+    let prompts = match &cfg.data.rl {
         Some(d) if cfg.algorithm.uses_rl() => {
             let (prompts, ids) = d.load_rl_encoded(codec)?;
             longest_rl_prompt = ids.iter().map(Vec::len).max().unwrap_or(0);
-            if prompts.len() < cfg.rl.prompts_per_step {
-                warnings.push(format!(
-                    "data.rl: {} holds {} prompts, fewer than rl.prompts_per_step = {}: every step repeats some",
-                    d.path.display(),
-                    prompts.len(),
-                    cfg.rl.prompts_per_step
-                ));
-            }
-            prompts
+            small("data.rl", d, prompts.len(), "prompts", "rl.prompts_per_step", cfg.rl.prompts_per_step);
+            Some(prompts)
         }
-        Some(_) => {
-            warnings
-                .push(format!("data.rl is set, but algorithm `{algorithm}` trains on no RL prompts: it is not read"));
-            InMemorySource::new(Vec::new())
-        }
-        None => InMemorySource::new(Vec::new()),
+        _ => None,
     };
+    for (field, set, used) in
+        [("data.sft", cfg.data.sft.is_some(), sft.is_some()), ("data.rl", cfg.data.rl.is_some(), prompts.is_some())]
+    {
+        if set && !used {
+            warnings.push(format!("{field} is set, but algorithm `{algorithm}` does not train on it: it is not read"));
+        }
+    }
+    let sft = sft.unwrap_or_else(|| InMemorySource::new(Vec::new()));
+    let prompts: InMemorySource<RlPrompt> = prompts.unwrap_or_else(|| InMemorySource::new(Vec::new()));
     let mut eval_sets = Vec::with_capacity(cfg.data.eval.len());
     let mut eval_prompt_len = 0;
     for e in &cfg.data.eval {

@@ -198,17 +198,18 @@ fn bad_inputs_fail_before_training() {
         &["test.jsonl:1", "not in the alphabet"],
     );
     // SFT and RL records that do not encode name the file, the line and the field.
-    let mut lines: Vec<String> = sft_lines.lines().map(str::to_owned).collect();
-    lines[2] = bad_char(&lines[2]);
-    let sft = write("sft-bad.jsonl", &lines.join("\n"));
+    let corrupt = |name: &str, lines: &str, index: usize| {
+        let mut lines: Vec<String> = lines.lines().map(str::to_owned).collect();
+        lines[index] = bad_char(&lines[index]);
+        write(name, &lines.join("\n"))
+    };
+    let sft = corrupt("sft-bad.jsonl", &sft_lines, 2);
     refused(
         &edit(&good, |c| c.data.sft.as_mut().unwrap().path = sft.clone()),
         RunMode::Fresh,
         &["sft-bad.jsonl:3", "field `question`"],
     );
-    let mut lines: Vec<String> = rl_lines.lines().map(str::to_owned).collect();
-    lines[1] = bad_char(&lines[1]);
-    let rl = write("rl-bad.jsonl", &lines.join("\n"));
+    let rl = corrupt("rl-bad.jsonl", &rl_lines, 1);
     refused(
         &edit(&good, |c| c.data.rl.as_mut().unwrap().path = rl.clone()),
         RunMode::Fresh,
@@ -235,6 +236,14 @@ fn bad_inputs_fail_before_training() {
     let summary = train(&edit(&good, |c| c.data.rl.as_mut().unwrap().path = one.clone()), RunMode::Fresh).unwrap();
     assert_eq!(summary.steps, 2);
     assert!(summary.warnings.iter().any(|w| w.contains("rl.prompts_per_step")), "{:?}", summary.warnings);
+    // So is a data set the algorithm does not read.
+    let rl_only = edit(&good, |c| {
+        c.algorithm.name = bridge::train::AlgorithmName::RlZero;
+        c.run.run_dir = dir.join("run-rl-zero");
+        c.run.steps = 1;
+    });
+    let summary = train(&rl_only, RunMode::Fresh).unwrap();
+    assert!(summary.warnings.iter().any(|w| w.starts_with("data.sft is set")), "{:?}", summary.warnings);
 }
 
 /// `--resume` needs a checkpoint at or before `run.steps`; a directory left by another run is
