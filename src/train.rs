@@ -9,20 +9,20 @@
 
 use bridge_bilevel::{
     AuxRollouts, Bridge, ColdStart, LoopConfig, Metrics, NaiveAlternating, OptimConfig, RlZero, RunEvent, RunInputs,
-    SftOnly, SftRlMixing, TrainingAlgorithm, init_state, latest_checkpoint, run_steps,
+    SftOnly, SftRlMixing, TrainingAlgorithm, init_state, latest_checkpoint, read_checkpoint_meta, run_steps,
 };
 use bridge_core::reward::WeightedRewards;
 use bridge_core::{
-    BridgeError, BridgeRng, CausalLm, CharCodec, CooperativeGain, DeviceChoice, InMemorySource, JointSftRl,
-    LambdaScheduleConfig, Result, RewardFunction, RlPrompt, TextCodec,
+    BridgeError, BridgeRng, CausalLm, CharCodec, CooperativeGain, DeviceChoice, ExampleSource, InMemorySource,
+    JointSftRl, LambdaScheduleConfig, Result, RewardFunction, RlPrompt, TextCodec,
 };
 use bridge_eval::metrics::{MetricsWriter, ProgressReporter};
 use bridge_eval::reward::{AccuracyReward, FormatReward, RewardScale};
-use bridge_eval::runner::{DatasetFormat, EvalConfig, EvalDataset, evaluate_datasets};
+use bridge_eval::runner::{DatasetFormat, EvalConfig, EvalDataset, encode_prompts, evaluate_datasets};
 use bridge_models::tokenizer::HfCodec;
 use bridge_models::{Decoder, DecoderConfig, DecoderWeights, LoraConfig};
 use bridge_rl::GrpoConfig;
-use bridge_sft::{DatasetConfig, SftTokenizer, TokenizeConfig, TokenizedSource};
+use bridge_sft::{DatasetConfig, SftTokenizer, TokenizeConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -164,6 +164,37 @@ pub enum AlgorithmName {
     Bridge,
 }
 
+impl AlgorithmName {
+    /// Every algorithm, in the order of the docs.
+    pub const ALL: [AlgorithmName; 7] =
+        [Self::Sft, Self::RlZero, Self::ColdStart, Self::Alternating, Self::Mixing, Self::BridgeNoMeta, Self::Bridge];
+
+    /// The config spelling (`rl_zero`, `cold_start`, …).
+    pub fn config_name(self) -> &'static str {
+        match self {
+            Self::Sft => "sft",
+            Self::RlZero => "rl_zero",
+            Self::ColdStart => "cold_start",
+            Self::Alternating => "alternating",
+            Self::Mixing => "mixing",
+            Self::BridgeNoMeta => "bridge_no_meta",
+            Self::Bridge => "bridge",
+        }
+    }
+}
+
+impl std::str::FromStr for AlgorithmName {
+    type Err = BridgeError;
+
+    /// The config spelling (`rl_zero`, …); an error lists them.
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|a| a.config_name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|a| a.config_name()).collect();
+            BridgeError::config("algorithm.name", format!("unknown algorithm `{s}` (expected {})", names.join(", ")))
+        })
+    }
+}
+
 /// The outer objectives, by config name.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -228,6 +259,14 @@ impl AlgorithmSection {
                 Box::new(Bridge { outer, aux_rollouts: self.aux_rollouts, gradient_path: self.gradient_path })
             }
         }
+    }
+
+    /// Checks the fields, naming the bad one (`algorithm.mu`).
+    pub fn validate(&self) -> Result<()> {
+        if !(self.mu.is_finite() && self.mu >= 0.0) {
+            return Err(BridgeError::config("algorithm.mu", format!("must be a finite number ≥ 0, got {}", self.mu)));
+        }
+        Ok(())
     }
 
     fn uses_sft(&self) -> bool {
@@ -332,6 +371,16 @@ impl TrainConfig {
                 s.validate(name)?;
             }
         }
+        if self.run.steps == 0 {
+            return Err(BridgeError::config("run.steps", "must be ≥ 1"));
+        }
+        if self.run.keep_checkpoints == 0 {
+            return Err(BridgeError::config(
+                "run.keep_checkpoints",
+                "must be ≥ 1 (the newest checkpoint is what --resume continues from)",
+            ));
+        }
+        self.algorithm.validate()?;
         if self.sft.batch_size == 0 {
             return Err(BridgeError::config("sft.batch_size", "must be ≥ 1"));
         }
@@ -339,12 +388,15 @@ impl TrainConfig {
         self.rl.validate("rl")?;
         self.lora.validate()?;
         if self.algorithm.uses_sft() && self.data.sft.is_none() {
-            return Err(BridgeError::config("data.sft", format!("algorithm {:?} needs SFT data", self.algorithm.name)));
+            return Err(BridgeError::config(
+                "data.sft",
+                format!("algorithm `{}` needs SFT data", self.algorithm.name.config_name()),
+            ));
         }
         if self.algorithm.uses_rl() && self.data.rl.is_none() {
             return Err(BridgeError::config(
                 "data.rl",
-                format!("algorithm {:?} needs RL prompts", self.algorithm.name),
+                format!("algorithm `{}` needs RL prompts", self.algorithm.name.config_name()),
             ));
         }
         if self.run.time_limit_s.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
@@ -403,6 +455,8 @@ pub struct RunSummary {
     pub wall_seconds: f64,
     /// The run directory.
     pub run_dir: PathBuf,
+    /// What the checks before training warned about (also printed to stderr).
+    pub warnings: Vec<String>,
 }
 
 /// Evaluation metrics of (θ, w) on `sets`: `eval_accuracy` (mean over sets) and per-set values.
@@ -433,14 +487,211 @@ pub fn evaluate_metrics(
     Ok(m)
 }
 
-/// Runs (or, with `resume`, continues) the training the config describes.
-pub fn train(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
+/// How [`train`] treats the run directory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunMode {
+    /// A new run: the directory must not hold a previous one (its `metrics.jsonl`,
+    /// `checkpoints/`, `config.resolved.toml`, `curves.png` or `final/`).
+    #[default]
+    Fresh,
+    /// Continue the run in the directory from its newest complete checkpoint; the directory
+    /// must hold one, at a step no later than `run.steps`.
+    Resume,
+    /// A new run that replaces a previous one: that run's files (those listed for
+    /// [`RunMode::Fresh`]) are deleted once every check has passed, just before training.
+    Overwrite,
+}
+
+/// The files and directories of a run inside its run directory.
+pub const RUN_OUTPUTS: [&str; 5] = ["config.resolved.toml", "metrics.jsonl", "checkpoints", "curves.png", "final"];
+
+/// The outputs of a previous run present in `run_dir` (names from [`RUN_OUTPUTS`]).
+fn previous_run(run_dir: &Path) -> Vec<&'static str> {
+    RUN_OUTPUTS.into_iter().filter(|name| run_dir.join(name).exists()).collect()
+}
+
+/// Everything a run needs, loaded and checked before its first step.
+struct Prepared {
+    device: burn::tensor::Device,
+    lm: Decoder,
+    theta0: DecoderWeights,
+    sft: InMemorySource<bridge_core::TokenSequence>,
+    prompts: InMemorySource<RlPrompt>,
+    eval_sets: Vec<EvalDataset>,
+    /// The checkpoint a resumed run starts from.
+    checkpoint: Option<PathBuf>,
+    warnings: Vec<String>,
+}
+
+/// Checks the run directory against `mode` without touching it: the checkpoint to resume from,
+/// or an error (a resume without a checkpoint, or past `run.steps`; a fresh run over a previous
+/// one; a path that is not a directory).
+fn check_run_dir(cfg: &TrainConfig, mode: RunMode) -> Result<Option<PathBuf>> {
+    let run_dir = &cfg.run.run_dir;
+    let field = "run.run_dir";
+    if let Some(file) = run_dir.ancestors().find(|a| a.is_file()) {
+        return Err(BridgeError::config(
+            field,
+            format!("{} cannot be a run directory: {} is a file", run_dir.display(), file.display()),
+        ));
+    }
+    match mode {
+        RunMode::Resume => {
+            if !run_dir.is_dir() {
+                return Err(BridgeError::config(field, format!("cannot resume: {} does not exist", run_dir.display())));
+            }
+            let ckpt = latest_checkpoint(run_dir)?.ok_or_else(|| {
+                BridgeError::config(
+                    field,
+                    format!(
+                        "cannot resume: {} holds no checkpoint (no complete checkpoints/latest); start it afresh \
+                         with --overwrite",
+                        run_dir.display()
+                    ),
+                )
+            })?;
+            let step = read_checkpoint_meta(&ckpt)?.step;
+            if step > cfg.run.steps {
+                return Err(BridgeError::config(
+                    "run.steps",
+                    format!(
+                        "{} is below the step of the checkpoint to resume from ({step}, {}): pass --steps {step} or more",
+                        cfg.run.steps,
+                        ckpt.display()
+                    ),
+                ));
+            }
+            Ok(Some(ckpt))
+        }
+        RunMode::Fresh => {
+            let found = previous_run(run_dir);
+            if !found.is_empty() {
+                return Err(BridgeError::config(
+                    field,
+                    format!(
+                        "{} already holds a run ({}): pass --resume to continue it, --overwrite to replace it, \
+                         or choose another run_dir",
+                        run_dir.display(),
+                        found.join(", ")
+                    ),
+                ));
+            }
+            Ok(None)
+        }
+        RunMode::Overwrite => Ok(None),
+    }
+}
+
+/// Loads the model and every data set, and checks everything a run will read before its first
+/// step: tokenisation of the SFT and RL data and of every evaluation prompt, the lengths against
+/// the model's context, the data sizes against the batch sizes.
+fn prepare(cfg: &TrainConfig, mode: RunMode) -> Result<Prepared> {
     cfg.validate()?;
+    let checkpoint = check_run_dir(cfg, mode)?;
+    let mut warnings = Vec::new();
+    let device = cfg.run.device.autodiff_device()?;
+    let (lm, theta0) = open_lm(&cfg.model, &device, cfg.run.seed)?;
+    let codec = lm.codec();
+    let algorithm = cfg.algorithm.name.config_name();
+
+    // A data set smaller than what one step takes (the user may mean it: the cursor wraps).
+    let mut small = |field: &str, d: &DatasetConfig, have: usize, what: &str, per_step: &str, need: usize| {
+        if have < need {
+            warnings.push(format!(
+                "{field}: {} holds {have} {what}, fewer than {per_step} = {need}: every step repeats some",
+                d.path.display()
+            ));
+        }
+    };
+    let sft = match &cfg.data.sft {
+        Some(d) if cfg.algorithm.uses_sft() => {
+            let tokenizer = SftTokenizer::new(codec, &cfg.sft.tokenize)?;
+            let tokenized = d.load_sft_tokenized(&tokenizer).map_err(|e| match e {
+                BridgeError::InvalidInput(m) => BridgeError::config("data.sft", format!("{}: {m}", d.path.display())),
+                e => e,
+            })?;
+            small("data.sft", d, tokenized.len(), "usable examples", "sft.batch_size", cfg.sft.batch_size);
+            Some(InMemorySource::new(tokenized.sequences().to_vec()))
+        }
+        _ => None,
+    };
+    let mut longest_rl_prompt = 0;
+    let prompts = match &cfg.data.rl {
+        Some(d) if cfg.algorithm.uses_rl() => {
+            let (prompts, ids) = d.load_rl_encoded(codec)?;
+            longest_rl_prompt = ids.iter().map(Vec::len).max().unwrap_or(0);
+            small("data.rl", d, prompts.len(), "prompts", "rl.prompts_per_step", cfg.rl.prompts_per_step);
+            Some(prompts)
+        }
+        _ => None,
+    };
+    for (field, set, used) in
+        [("data.sft", cfg.data.sft.is_some(), sft.is_some()), ("data.rl", cfg.data.rl.is_some(), prompts.is_some())]
+    {
+        if set && !used {
+            warnings.push(format!("{field} is set, but algorithm `{algorithm}` does not train on it: it is not read"));
+        }
+    }
+    let sft = sft.unwrap_or_else(|| InMemorySource::new(Vec::new()));
+    let prompts: InMemorySource<RlPrompt> = prompts.unwrap_or_else(|| InMemorySource::new(Vec::new()));
+    let mut eval_sets = Vec::with_capacity(cfg.data.eval.len());
+    let mut eval_prompt_len = 0;
+    for e in &cfg.data.eval {
+        let set = EvalDataset::load(&e.path, e.format)?;
+        let (_, ids) = encode_prompts(&set, &cfg.eval, codec)?;
+        eval_prompt_len = ids.iter().map(Vec::len).fold(eval_prompt_len, usize::max);
+        eval_sets.push(set);
+    }
+
+    // Lengths against the model's context.
+    let context = lm.config().max_position_embeddings;
+    let mut check_length = |field: &str, new_tokens: usize, prompt: usize, what: &str| -> Result<()> {
+        if new_tokens > context {
+            return Err(BridgeError::config(
+                field,
+                format!("{new_tokens} is more than the model's context length ({context} tokens)"),
+            ));
+        }
+        if prompt + new_tokens > context {
+            warnings.push(format!(
+                "{field} = {new_tokens} after the longest {what} ({prompt} tokens) exceeds the model's context \
+                 length ({context} tokens)"
+            ));
+        }
+        Ok(())
+    };
+    if cfg.algorithm.uses_rl() {
+        check_length("rl.sampling.max_new_tokens", cfg.rl.sampling.max_new_tokens, longest_rl_prompt, "RL prompt")?;
+    }
+    if !eval_sets.is_empty() {
+        check_length("eval.max_new_tokens", cfg.eval.max_new_tokens, eval_prompt_len, "evaluation prompt")?;
+    }
+    if cfg.algorithm.name == AlgorithmName::ColdStart && cfg.algorithm.sft_steps >= cfg.run.steps {
+        warnings.push(format!(
+            "algorithm.sft_steps = {} covers all run.steps = {}: cold start takes no RL step",
+            cfg.algorithm.sft_steps, cfg.run.steps
+        ));
+    }
+    Ok(Prepared { device, lm, theta0, sft, prompts, eval_sets, checkpoint, warnings })
+}
+
+/// Runs (or, with [`RunMode::Resume`], continues) the training the config describes.
+///
+/// Everything the run will read is loaded and checked before anything is written and before its
+/// first step (see `docs/config.md`, "Checks before training"): a bad config, data file, prompt,
+/// length or run directory is an error naming the field, file or line, and leaves the run
+/// directory untouched. Then the run directory, `checkpoints/`, `config.resolved.toml` and
+/// `metrics.jsonl` are created (an unwritable location fails here, still before step 1). Warnings
+/// (data smaller than a batch, a prompt that may overflow the context, unused data) go to stderr
+/// and into [`RunSummary::warnings`].
+pub fn train(cfg: &TrainConfig, mode: RunMode) -> Result<RunSummary> {
     let started = Instant::now();
+    let Prepared { device, lm, theta0, sft, prompts, eval_sets, checkpoint, warnings } = prepare(cfg, mode)?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let seed = cfg.run.seed;
     let run_dir = cfg.run.run_dir.clone();
-    let device = cfg.run.device.autodiff_device()?;
-    let (lm, theta0) = open_lm(&cfg.model, &device, seed)?;
     let mut algorithm = cfg.algorithm.build::<Decoder>();
     let needs = algorithm.needs();
     let adapter0 = if needs.adapter {
@@ -448,32 +699,26 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
     } else {
         None
     };
-    let codec = lm.codec();
-    let empty_sft = TokenizedSourceOrEmpty::load(cfg, codec)?;
-    let prompts: InMemorySource<RlPrompt> = match &cfg.data.rl {
-        Some(d) => d.load_rl(codec)?,
-        None => InMemorySource::new(Vec::new()),
-    };
-    let eval_sets: Vec<EvalDataset> =
-        cfg.data.eval.iter().map(|e| EvalDataset::load(&e.path, e.format)).collect::<Result<_>>()?;
     let reward = cfg.reward.build();
     let lambda = cfg.lambda.build()?;
-
     let mut state = init_state(needs, theta0, adapter0, &cfg.optim, cfg.rl.loss.kl_coef > 0.0, seed)?;
-    std::fs::create_dir_all(&run_dir).map_err(|e| BridgeError::io(&run_dir, e))?;
-    let existing = latest_checkpoint(&run_dir)?;
-    let mut writer = match (&existing, resume) {
-        (Some(ckpt), true) => {
-            state = state.load_checkpoint(ckpt)?.0;
-            MetricsWriter::resume(&run_dir, state.step)?
+    if let Some(ckpt) = &checkpoint {
+        state = state.load_checkpoint(ckpt)?.0;
+    }
+
+    // Every check passed: write.
+    if mode == RunMode::Overwrite {
+        for name in previous_run(&run_dir) {
+            let path = run_dir.join(name);
+            let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            removed.map_err(|e| BridgeError::io(&path, e))?;
         }
-        (Some(_), false) => {
-            return Err(BridgeError::config(
-                "run.run_dir",
-                format!("{} already holds a run: pass --resume or choose another run_dir", run_dir.display()),
-            ));
-        }
-        (None, _) => MetricsWriter::create(&run_dir)?,
+    }
+    let checkpoints = run_dir.join("checkpoints");
+    std::fs::create_dir_all(&checkpoints).map_err(|e| BridgeError::io(&checkpoints, e))?;
+    let mut writer = match &checkpoint {
+        Some(_) => MetricsWriter::resume(&run_dir, state.step)?,
+        None => MetricsWriter::create(&run_dir)?,
     };
     let resolved = toml::to_string_pretty(cfg).map_err(|e| BridgeError::config("config", e.to_string()))?;
     bridge_models::hf::write_atomic(&run_dir.join("config.resolved.toml"), resolved.as_bytes())?;
@@ -489,7 +734,7 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
         time_limit_s: cfg.run.time_limit_s,
     };
     let inputs = RunInputs {
-        sft: &empty_sft.0,
+        sft: &sft,
         prompts: &prompts,
         reward: reward.as_ref(),
         rl: &cfg.rl,
@@ -555,24 +800,7 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
             a.save_peft(final_dir.join("adapter"), lm.config())?;
         }
     }
-    Ok(RunSummary { steps: state.step, final_eval, wall_seconds: started.elapsed().as_secs_f64(), run_dir })
-}
-
-/// The SFT data of a run, tokenised, or an empty source for algorithms without SFT.
-struct TokenizedSourceOrEmpty(InMemorySource<bridge_core::TokenSequence>);
-
-impl TokenizedSourceOrEmpty {
-    fn load(cfg: &TrainConfig, codec: &dyn TextCodec) -> Result<Self> {
-        match &cfg.data.sft {
-            Some(d) if cfg.algorithm.uses_sft() => {
-                let examples = d.load_sft(codec)?;
-                let tokenizer = SftTokenizer::new(codec, &cfg.sft.tokenize)?;
-                let tokenized = TokenizedSource::new(&examples, &tokenizer)?;
-                Ok(Self(InMemorySource::new(tokenized.sequences().to_vec())))
-            }
-            _ => Ok(Self(InMemorySource::new(Vec::new()))),
-        }
-    }
+    Ok(RunSummary { steps: state.step, final_eval, wall_seconds: started.elapsed().as_secs_f64(), run_dir, warnings })
 }
 
 #[cfg(test)]

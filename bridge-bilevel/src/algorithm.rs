@@ -196,10 +196,11 @@ pub struct SftOnly;
 /// [`NaiveAlternating`]).
 fn sft_step<L: CausalLm>(ctx: &StepContext<'_, L>, state: &mut TrainState<L>, use_sft_optim: bool) -> Result<Metrics> {
     let mut m = Metrics::new();
+    let step = state.next_step();
     let start = Instant::now();
     let batch = next_sft_batch(ctx, state)?;
     let out = sft_loss(ctx.lm, &state.theta, None, &batch)?;
-    ensure_finite("sft_loss", out.value, state.step)?;
+    ensure_finite("sft_loss", out.value, step)?;
     m.insert("sft_loss".into(), out.value);
     m.insert("sft_tokens".into(), out.num_tokens as f64);
     let g = FlatGradients::from_backward(&mut out.loss.backward(), &state.theta);
@@ -207,7 +208,7 @@ fn sft_step<L: CausalLm>(ctx: &StepContext<'_, L>, state: &mut TrainState<L>, us
         (true, Some(o)) => o,
         _ => &mut state.optim.theta,
     };
-    state.theta = one_group("theta", optim, state.theta.clone(), g, state.step, &mut m)?;
+    state.theta = one_group("theta", optim, state.theta.clone(), g, step, &mut m)?;
     *m.entry("training_seconds".into()).or_insert(0.0) += start.elapsed().as_secs_f64();
     Ok(m)
 }
@@ -219,11 +220,12 @@ fn rl_step<L: CausalLm>(ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> 
     record_rollouts(&mut m, "", &rollouts);
     let start = Instant::now();
     let batch = rl_batch(ctx, &rollouts, state.reference.as_ref())?;
+    let step = state.next_step();
     for _ in 0..ctx.rl.epochs_per_batch {
-        let loss = rl_loss(ctx, &state.theta, None, &batch, &mut m, "", state.step)?;
+        let loss = rl_loss(ctx, &state.theta, None, &batch, &mut m, "", step)?;
         let Some(loss) = loss else { break };
         let g = FlatGradients::from_backward(&mut loss.backward(), &state.theta);
-        state.theta = one_group("theta", &mut state.optim.theta, state.theta.clone(), g, state.step, &mut m)?;
+        state.theta = one_group("theta", &mut state.optim.theta, state.theta.clone(), g, step, &mut m)?;
     }
     *m.entry("training_seconds".into()).or_insert(0.0) += start.elapsed().as_secs_f64();
     Ok(m)
@@ -328,16 +330,17 @@ impl<L: CausalLm> TrainingAlgorithm<L> for SftRlMixing {
         let start = Instant::now();
         let batch = next_sft_batch(ctx, state)?;
         let sft = sft_loss(ctx.lm, &state.theta, None, &batch)?;
-        ensure_finite("sft_loss", sft.value, state.step)?;
+        let step = state.next_step();
+        ensure_finite("sft_loss", sft.value, step)?;
         m.insert("sft_loss".into(), sft.value);
         let rl_batch = rl_batch(ctx, &rollouts, state.reference.as_ref())?;
-        let rl = rl_loss(ctx, &state.theta, None, &rl_batch, &mut m, "", state.step)?;
+        let rl = rl_loss(ctx, &state.theta, None, &rl_batch, &mut m, "", step)?;
         let loss = match rl {
             Some(rl) => rl + sft.loss.mul_scalar(self.mu),
             None => sft.loss.mul_scalar(self.mu),
         };
         let g = FlatGradients::from_backward(&mut loss.backward(), &state.theta);
-        state.theta = one_group("theta", &mut state.optim.theta, state.theta.clone(), g, state.step, &mut m)?;
+        state.theta = one_group("theta", &mut state.optim.theta, state.theta.clone(), g, step, &mut m)?;
         m.insert("training_seconds".into(), start.elapsed().as_secs_f64());
         Ok(m)
     }

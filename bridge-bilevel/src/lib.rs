@@ -21,4 +21,4 @@ pub use algorithm::{
 };
 pub use bridge::{AuxRollouts, Bridge, GradientPath};
 pub use run::{LoopConfig, OptimConfig, RunEvent, RunInputs, init_state, run_steps};
-pub use state::{CheckpointMeta, TrainState, latest_checkpoint};
+pub use state::{CheckpointMeta, TrainState, latest_checkpoint, prune_checkpoints, read_checkpoint_meta};

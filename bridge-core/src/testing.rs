@@ -137,7 +137,7 @@ impl CausalLm for BigramLm {
             .detach()
             .into_data()
             .try_to_vec()
-            .map_err(|e| BridgeError::Model(format!("reading the logit table: {e:?}")))?;
+            .map_err(|e| BridgeError::Model(format!("reading the logit table: {e}")))?;
         let mut out = Vec::with_capacity(prompts.len() * params.n);
         for (pi, prompt) in prompts.iter().enumerate() {
             let last = *prompt.last().ok_or_else(|| BridgeError::InvalidInput(format!("prompt {pi} is empty")))?;

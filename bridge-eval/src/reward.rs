@@ -48,8 +48,11 @@ impl RewardFunction for AccuracyReward {
         };
         let reward = match &verdict {
             Verdict::Correct { .. } => Reward::scored(hit),
-            Verdict::Incorrect { .. } | Verdict::Unparseable { side: Side::Prediction, .. } => Reward::scored(miss),
+            Verdict::Incorrect { .. }
+            | Verdict::Unparseable { side: Side::Prediction, .. }
+            | Verdict::TooLong { side: Side::Prediction, .. } => Reward::scored(miss),
             Verdict::Unparseable { reason, .. } => Reward::skip(format!("reference unusable: {reason}")),
+            Verdict::TooLong { limit, .. } => Reward::skip(format!("reference longer than {limit}")),
             Verdict::Undecided { .. } => Reward::skip("comparison ran out of budget"),
         };
         let reward = reward.with_detail("verdict", verdict.label());

@@ -62,7 +62,17 @@ impl GrpoConfig {
         if self.sampling.max_new_tokens == 0 {
             return Err(BridgeError::config(format!("{prefix}.sampling.max_new_tokens"), "must be ≥ 1"));
         }
-        self.sampling.validate()?;
+        self.sampling.validate_as(&format!("{prefix}.sampling"))?;
+        if self.sampling.n < 2 {
+            return Err(BridgeError::config(
+                format!("{prefix}.sampling.n"),
+                format!(
+                    "GRPO needs at least 2 completions per prompt, got {}: with one, every \
+                     group-relative advantage is 0 and nothing is learned",
+                    self.sampling.n
+                ),
+            ));
+        }
         self.loss.validate(&format!("{prefix}.loss"))
     }
 }
@@ -385,6 +395,15 @@ mod tests {
     fn config_validation_names_fields() {
         let bad = GrpoConfig { epochs_per_batch: 0, ..GrpoConfig::default() };
         assert!(bad.validate("rl").unwrap_err().to_string().contains("rl.epochs_per_batch"));
+        for n in [0, 1] {
+            let mut one = GrpoConfig::default();
+            one.sampling.n = n;
+            let e = one.validate("rl").unwrap_err().to_string();
+            assert!(e.starts_with("config `rl.sampling.n`"), "{e}");
+        }
+        let mut top_k = GrpoConfig::default();
+        top_k.sampling.top_k = Some(0);
+        assert!(top_k.validate("rl").unwrap_err().to_string().starts_with("config `rl.sampling.top_k`"));
         let typo = serde_json::from_str::<GrpoConfig>(r#"{"prompts_per_stp": 3}"#).unwrap_err();
         assert!(typo.to_string().contains("prompts_per_stp"));
     }

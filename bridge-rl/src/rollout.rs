@@ -191,7 +191,7 @@ impl RlTrainingBatch {
             .into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()
-            .map_err(|e| BridgeError::Model(format!("reading reference log-probs: {e:?}")))?;
+            .map_err(|e| BridgeError::Model(format!("reading reference log-probs: {e}")))?;
         self.ref_logprobs = Some(values);
         Ok(())
     }

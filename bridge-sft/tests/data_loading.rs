@@ -236,3 +236,35 @@ fn gsm_symbolic_train_loads_with_both_loaders() {
         assert!(p.reference.parse::<f64>().is_ok(), "{}: reference {:?} is not a number", p.id, p.reference);
     }
 }
+
+/// Text the model's codec cannot encode is found when the data is loaded for training, and the
+/// error names the file, the line and the field.
+#[test]
+fn unencodable_text_names_file_line_and_field() {
+    use bridge_sft::{SftTokenizer, TokenizeConfig};
+    let codec = CharCodec::new("abcQ:? \n#4");
+    let template = PromptTemplate::plain("Q: {question}\n");
+    let path = write(
+        "unencodable.jsonl",
+        "{\"question\": \"abc\", \"answer\": \"cab\\n#### 4\"}\n{\"question\": \"abz\", \"answer\": \"a\\n#### 4\"}\n",
+    );
+    let cfg = DatasetConfig { template: template.clone(), ..DatasetConfig::new(&path) };
+    let e = cfg.load_rl_encoded(&codec).unwrap_err();
+    assert_data_error(&e, "unencodable.jsonl", 2, Some("question"));
+    assert!(e.to_string().contains("'z'"), "{e}");
+    let tokenize = TokenizeConfig::default();
+    let tokenizer = SftTokenizer::new(&codec, &tokenize).unwrap();
+    let e = cfg.load_sft_tokenized(&tokenizer).unwrap_err();
+    assert_data_error(&e, "unencodable.jsonl", 2, Some("question"));
+    // The completion side, and a record that encodes.
+    let path = write("unencodable2.jsonl", "{\"question\": \"abc\", \"answer\": \"c!\\n#### 4\"}\n");
+    let cfg = DatasetConfig { template, ..DatasetConfig::new(&path) };
+    assert_data_error(&cfg.load_sft_tokenized(&tokenizer).unwrap_err(), "unencodable2.jsonl", 1, Some("answer"));
+    let (prompts, ids) = cfg.load_rl_encoded(&codec).unwrap();
+    assert_eq!((prompts.len(), ids), (1, vec![codec.encode("Q: abc\n").unwrap()]));
+    let ok = write("encodable.jsonl", "{\"question\": \"abc\", \"answer\": \"cab\\n#### 4\"}\n");
+    let source = DatasetConfig { template: PromptTemplate::plain("Q: {question}\n"), ..DatasetConfig::new(&ok) }
+        .load_sft_tokenized(&tokenizer)
+        .unwrap();
+    assert_eq!(source.len(), 1);
+}
