@@ -191,9 +191,12 @@ mod tests {
             assert!(e.contains(flag), "{args:?}: {e}");
         }
         // Values clap accepts but the configuration refuses.
-        for (args, field) in
-            [(&["--seeds", "0"][..], "seeds"), (&["--threads", "0"], "threads"), (&["--reward-noise", "2"], "reward_noise"), (&["--reward-noise", "-0.1"], "reward_noise")]
-        {
+        for (args, field) in [
+            (&["--seeds", "0"][..], "seeds"),
+            (&["--threads", "0"], "threads"),
+            (&["--reward-noise", "2"], "reward_noise"),
+            (&["--reward-noise", "-0.1"], "reward_noise"),
+        ] {
             let e = parse(args).unwrap().config().unwrap_err().to_string();
             assert!(e.contains(field), "{args:?}: {e}");
         }

@@ -143,12 +143,13 @@ impl std::str::FromStr for Method {
     /// A method's [`Method::slug`] (or its label, in any case: `BRIDGE`, `rl-zero`).
     fn from_str(s: &str) -> Result<Self> {
         let key = s.trim().to_ascii_lowercase().replace('-', "_");
-        Method::ALL.into_iter().find(|m| m.slug() == key || m.label().to_ascii_lowercase().replace('-', "_") == key).ok_or_else(
-            || {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.slug() == key || m.label().to_ascii_lowercase().replace('-', "_") == key)
+            .ok_or_else(|| {
                 let names: Vec<&str> = Method::ALL.iter().map(|m| m.slug()).collect();
                 BridgeError::config("methods", format!("unknown method {s:?} (one of {})", names.join(", ")))
-            },
-        )
+            })
     }
 }
 
@@ -586,7 +587,9 @@ impl QuickstartConfig {
 fn check_lambda(method: Method, lambda: Option<f64>, field: &str) -> Result<()> {
     match (method == Method::Bridge, lambda) {
         (true, Some(l)) if l > 0.0 && l < 1.0 => Ok(()),
-        (true, Some(l)) => Err(BridgeError::config(format!("quickstart.{field}"), format!("must be in (0, 1), got {l}"))),
+        (true, Some(l)) => {
+            Err(BridgeError::config(format!("quickstart.{field}"), format!("must be in (0, 1), got {l}")))
+        }
         (true, None) => Err(BridgeError::config(format!("quickstart.{field}"), "BRIDGE needs its λ")),
         (false, None) => Ok(()),
         (false, Some(_)) => Err(BridgeError::config(format!("quickstart.{field}"), "only BRIDGE has a λ")),

@@ -28,7 +28,10 @@ fn miniature_quickstart_writes_results_plot_and_a_row_per_method() {
     }
     assert!(report.table.contains('±'), "two seeds give mean ± std:\n{}", report.table);
     // Every claim is stated, with one value per seed where it is defined.
-    assert_eq!(report.claims.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["a1", "a2", "a3", "a4", "b1", "b2", "c"]);
+    assert_eq!(
+        report.claims.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["a1", "a2", "a3", "a4", "b1", "b2", "c"]
+    );
     for c in &report.claims {
         if c.id != "c" {
             assert_eq!(c.values.len(), 2, "{c:?}");
@@ -123,11 +126,8 @@ fn reward_noise_flips_the_rl_rewards() {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).unwrap();
         }
-        let cfg = QuickstartConfig {
-            reward_noise: p,
-            methods: vec![Method::RlZero],
-            ..QuickstartConfig::miniature(&dir)
-        };
+        let cfg =
+            QuickstartConfig { reward_noise: p, methods: vec![Method::RlZero], ..QuickstartConfig::miniature(&dir) };
         run(&cfg, &mut |_| {}).unwrap();
         let text = std::fs::read_to_string(dir.join("seed-0/rl_zero/metrics.jsonl")).unwrap();
         let line: serde_json::Value =

@@ -111,7 +111,10 @@ fn judge(
         (s.mean - half, s.mean + half)
     });
     let verdict = match (interval, sense) {
-        _ if !undefined.is_empty() && sense == Sense::Positive && undefined.len() * 2 >= values.len() + undefined.len() => {
+        _ if !undefined.is_empty()
+            && sense == Sense::Positive
+            && undefined.len() * 2 >= values.len() + undefined.len() =>
+        {
             // The measure is undefined on at least half the seeds because the claimed event did
             // not happen there (e.g. BRIDGE never reached the target).
             Verdict::NotHeld
@@ -186,10 +189,8 @@ pub fn claims(seeds: &[SeedRun], budget: &BudgetSpec) -> Vec<Claim> {
             Sense::Equal,
         ),
     ];
-    let vs_best: Vec<f64> = seeds
-        .iter()
-        .filter_map(|s| Some(100.0 * (s.final_accuracy(Method::Bridge)? - best_baseline(s)?.1)))
-        .collect();
+    let vs_best: Vec<f64> =
+        seeds.iter().filter_map(|s| Some(100.0 * (s.final_accuracy(Method::Bridge)? - best_baseline(s)?.1))).collect();
     out.push(judge(
         "a4",
         "BRIDGE ends above every baseline",

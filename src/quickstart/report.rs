@@ -90,8 +90,7 @@ pub fn summarise(methods: &[Method], seeds: &[SeedRun], levels: u32) -> Vec<Meth
             let level = |l: usize| {
                 Stat::of(&finals.iter().map(|p| p.levels.get(l).copied().unwrap_or(0.0)).collect::<Vec<_>>())
             };
-            let times: Vec<f64> =
-                runs.iter().filter_map(|(s, m)| m.time_to_reach(best_baseline(s)?.1)).collect();
+            let times: Vec<f64> = runs.iter().filter_map(|(s, m)| m.time_to_reach(best_baseline(s)?.1)).collect();
             let paired: Vec<f64> = seeds
                 .iter()
                 .filter_map(|s| {
