@@ -16,8 +16,8 @@ use bridge::bilevel::{LoopConfig, Metrics, OptimConfig, RunEvent, RunInputs, ini
 use bridge::core::schedule::ConstantLambda;
 use bridge::core::testing::FnReward;
 use bridge::core::{
-    AdamWSettings, BridgeError, BridgeRng, InMemorySource, Metadata, Result, Reward, RlPrompt, SamplingParams,
-    TextCodec, TokenSequence,
+    AdamWSettings, BridgeError, BridgeRng, InMemorySource, Result, Reward, RlPrompt, SamplingParams, TextCodec,
+    TokenSequence,
 };
 use bridge::models::{Decoder, LoraConfig};
 use bridge::rl::GrpoConfig;
@@ -79,11 +79,12 @@ fn run() -> Result<serde_json::Value> {
         None
     };
     let prompts: InMemorySource<RlPrompt> = (0..64)
-        .map(|i| RlPrompt {
-            id: i.to_string(),
-            prompt: format!("Q: {}+{}\nA: ", i % 10, (i * 7) % 10),
-            reference: ((i % 10) + (i * 7) % 10).to_string(),
-            metadata: Metadata::new(),
+        .map(|i| {
+            RlPrompt::new(
+                i.to_string(),
+                format!("Q: {}+{}\nA: ", i % 10, (i * 7) % 10),
+                ((i % 10) + (i * 7) % 10).to_string(),
+            )
         })
         .collect();
     let sft: InMemorySource<TokenSequence> = (0..64)

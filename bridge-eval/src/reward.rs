@@ -11,7 +11,7 @@
 //!   noisy verifier of the paper's robustness experiment (v3: `p = 0.2`).
 
 use crate::verify::{Side, Verdict, VerifyOptions, has_answer_marker, verify};
-use bridge_core::{BridgeError, Reward, RewardFunction, RlPrompt, Result, derive_seed};
+use bridge_core::{BridgeError, Result, Reward, RewardFunction, RlPrompt, derive_seed};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -167,11 +167,10 @@ impl<R: RewardFunction> RewardFunction for NoisyReward<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bridge_core::Metadata;
     use bridge_core::reward::WeightedRewards;
 
     fn example(reference: &str) -> RlPrompt {
-        RlPrompt { id: "t".into(), prompt: "q".into(), reference: reference.into(), metadata: Metadata::new() }
+        RlPrompt::new("t", "q", reference)
     }
 
     #[test]

@@ -302,11 +302,11 @@ impl<L: CausalLm> GrpoTrainer<L> {
 mod tests {
     use super::*;
     use bridge_core::testing::{BigramLm, CharCodec, FnReward};
-    use bridge_core::{InMemorySource, Metadata, Reward, RlPrompt};
+    use bridge_core::{InMemorySource, Reward, RlPrompt};
     use burn::tensor::Device;
 
     fn prompt(text: &str, reference: &str) -> RlPrompt {
-        RlPrompt { id: text.into(), prompt: text.into(), reference: reference.into(), metadata: Metadata::new() }
+        RlPrompt::new(text, text, reference)
     }
 
     /// Toy task with a verifiable answer: after the prompt, the first sampled character must be
