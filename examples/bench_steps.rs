@@ -20,8 +20,8 @@ use bridge::core::{
     TokenSequence,
 };
 use bridge::models::{Decoder, LoraConfig};
+use bridge::registry::AlgorithmRegistry;
 use bridge::rl::GrpoConfig;
-use bridge::train::AlgorithmSection;
 
 /// mimalloc keeps freed memory for reuse; see `docs/architecture.md` (CPU speed).
 #[global_allocator]
@@ -63,15 +63,16 @@ fn peak_rss_mb() -> Option<f64> {
 
 fn run() -> Result<serde_json::Value> {
     let name = arg("--algorithm").unwrap_or_else(|| "rl_zero".into());
-    let algorithm: AlgorithmSection =
-        toml::from_str(&format!("name = \"{name}\"")).map_err(|e| BridgeError::config("--algorithm", e.to_string()))?;
+    let algorithm = AlgorithmRegistry::<Decoder>::builtin()
+        .parse(&name, &toml::Table::new())
+        .map_err(|e| BridgeError::config("--algorithm", e.to_string()))?;
     let steps: u64 = arg("--steps").and_then(|s| s.parse().ok()).unwrap_or(5);
     let config = bridge::bench::shape_config("tiny")?;
     let codec = ByteCodec;
     let lm = Decoder::new(config, Box::new(codec.clone()))?;
     let device = burn::tensor::Device::flex().autodiff();
     let theta0 = lm.init_weights(&device, &mut BridgeRng::seed_from_u64(0))?;
-    let mut algo = algorithm.build::<Decoder>();
+    let mut algo = algorithm.build();
     let needs = algo.needs();
     let adapter = if needs.adapter {
         Some(lm.init_adapter(&LoraConfig::default(), &device, &mut BridgeRng::seed_from_u64(1))?)

@@ -3,37 +3,14 @@
 //! second invocation refuses to overwrite the run, and `--resume` continues it to the same result
 //! as an uninterrupted run.
 
+mod common;
+
 use bridge::eval::metrics::read_metrics;
-use bridge::eval::tasks::{ALPHABET, TaskConfig, generate};
 use bridge::train::{TrainConfig, parse_config, train};
+use common::{model_and_data, setup};
 use std::path::{Path, PathBuf};
 
-fn setup(dir: &Path) -> PathBuf {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-    let data = dir.join("data");
-    let task = TaskConfig {
-        levels: 2,
-        n_pretrain: 20,
-        pretrain_problems: vec![5, 5],
-        n_sft: 16,
-        n_rl: 16,
-        n_test: 8,
-        ..TaskConfig::default()
-    };
-    generate(&task).unwrap().write_jsonl(&data).unwrap();
-    let model = serde_json::json!({
-        "model_type": "qwen2", "vocab_size": ALPHABET.chars().count() + 1, "hidden_size": 16,
-        "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
-        "tie_word_embeddings": true, "rope_theta": 10000.0, "eos_token_id": 0
-    });
-    std::fs::write(dir.join("config.json"), model.to_string()).unwrap();
-    data
-}
-
 fn config(dir: &Path, data: &Path, run_dir: &Path, steps: u64) -> TrainConfig {
-    let alphabet = ALPHABET.replace('\\', "\\\\").replace('\n', "\\n");
     let text = format!(
         r#"
         [run]
@@ -41,9 +18,6 @@ fn config(dir: &Path, data: &Path, run_dir: &Path, steps: u64) -> TrainConfig {
         run_dir = "{run}"
         eval_every = 2
         checkpoint_every = 1
-        [model]
-        config = "{model}"
-        codec = {{ kind = "chars", alphabet = "{alphabet}" }}
         [lora]
         rank = 2
         alpha = 4.0
@@ -54,21 +28,10 @@ fn config(dir: &Path, data: &Path, run_dir: &Path, steps: u64) -> TrainConfig {
         [rl]
         prompts_per_step = 2
         sampling = {{ n = 2, max_new_tokens = 8 }}
-        [data.sft]
-        path = "{data}/sft.jsonl"
-        template = {{ kind = "plain", template = "Q: {{question}}\nA: " }}
-        [data.rl]
-        path = "{data}/rl.jsonl"
-        template = {{ kind = "plain", template = "Q: {{question}}\nA: " }}
-        [[data.eval]]
-        path = "{data}/test.jsonl"
-        [eval]
-        max_new_tokens = 8
-        prompt = {{ kind = "plain", template = "Q: {{question}}\nA: " }}
+        {rest}
         "#,
         run = run_dir.display(),
-        model = dir.join("config.json").display(),
-        data = data.display(),
+        rest = model_and_data(dir, data),
     );
     parse_config(&text, Path::new("test.toml")).unwrap()
 }
