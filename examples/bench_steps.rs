@@ -22,12 +22,12 @@ use bridge::bilevel::{LoopConfig, Metrics, OptimConfig, RunEvent, RunInputs, ini
 use bridge::core::schedule::ConstantLambda;
 use bridge::core::testing::FnReward;
 use bridge::core::{
-    AdamWSettings, BridgeRng, InMemorySource, Metadata, Result, Reward, RlPrompt, SamplingParams, TextCodec,
+    AdamWSettings, BridgeError, BridgeRng, InMemorySource, Result, Reward, RlPrompt, SamplingParams, TextCodec,
     TokenSequence,
 };
 use bridge::models::{Decoder, LoraConfig};
+use bridge::registry::AlgorithmRegistry;
 use bridge::rl::GrpoConfig;
-use bridge::train::AlgorithmSection;
 use clap::Parser;
 
 /// mimalloc keeps freed memory for reuse; see `docs/architecture.md` (CPU speed).
@@ -64,14 +64,16 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 fn run(args: cli::Args) -> Result<serde_json::Value> {
-    let algorithm = AlgorithmSection { name: args.algorithm, ..AlgorithmSection::default() };
+    let algorithm = AlgorithmRegistry::<Decoder>::builtin()
+        .parse(&args.algorithm, &toml::Table::new())
+        .map_err(|e| BridgeError::config("--algorithm", e.to_string()))?;
     let steps = args.steps as u64;
     let config = bridge::bench::shape_config("tiny")?;
     let codec = ByteCodec;
     let lm = Decoder::new(config, Box::new(codec.clone()))?;
     let device = burn::tensor::Device::flex().autodiff();
     let theta0 = lm.init_weights(&device, &mut BridgeRng::seed_from_u64(0))?;
-    let mut algo = algorithm.build::<Decoder>();
+    let mut algo = algorithm.build();
     let needs = algo.needs();
     let adapter = if needs.adapter {
         Some(lm.init_adapter(&LoraConfig::default(), &device, &mut BridgeRng::seed_from_u64(1))?)
@@ -79,11 +81,12 @@ fn run(args: cli::Args) -> Result<serde_json::Value> {
         None
     };
     let prompts: InMemorySource<RlPrompt> = (0..64)
-        .map(|i| RlPrompt {
-            id: i.to_string(),
-            prompt: format!("Q: {}+{}\nA: ", i % 10, (i * 7) % 10),
-            reference: ((i % 10) + (i * 7) % 10).to_string(),
-            metadata: Metadata::new(),
+        .map(|i| {
+            RlPrompt::new(
+                i.to_string(),
+                format!("Q: {}+{}\nA: ", i % 10, (i * 7) % 10),
+                ((i % 10) + (i * 7) % 10).to_string(),
+            )
         })
         .collect();
     let sft: InMemorySource<TokenSequence> = (0..64)

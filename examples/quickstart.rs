@@ -47,7 +47,8 @@ struct Args {
     /// Flip every RL reward with probability P (a noisy verifier).
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
     reward_noise: Option<f64>,
-    /// The methods to run, comma-separated (base, sft, rl_zero, cold_start, alternating, bridge).
+    /// The methods to run, comma-separated (base, sft, rl_zero, cold_start, alternating, bridge;
+    /// also chord, luffy, ppo, bridge_unrolled).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     methods: Option<Vec<Method>>,
     /// Where to write (default runs/quickstart, or runs/quickstart-quick with --quick).
@@ -191,7 +192,7 @@ mod tests {
             (&["--seed", "1.5"], "--seed"),
             (&["--threads", "x"], "--threads"),
             (&["--reward-noise", "lots"], "--reward-noise"),
-            (&["--methods", "sft,ppo"], "--methods"),
+            (&["--methods", "sft,trpo"], "--methods"),
             (&["--frobnicate"], "--frobnicate"),
             (&["--sweep-only"], "--sweep"),
         ] {

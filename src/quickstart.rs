@@ -43,8 +43,11 @@ pub use claims::{Claim, Verdict, claims, format_claims};
 pub use report::{MethodSummary, Stat, format_table, summarise};
 pub use sweep::{SweepPoint, SweepReport, sweep};
 
-use crate::train::{AlgorithmName, AlgorithmSection, evaluate_metrics};
-use bridge_bilevel::{LoopConfig, Metrics, OptimConfig, RunEvent, RunInputs, init_state, run_steps};
+use crate::train::evaluate_metrics;
+use bridge_bilevel::{
+    Bridge, Chord, ColdStart, LoopConfig, Luffy, Metrics, NaiveAlternating, OptimConfig, Ppo, RlZero, RunEvent,
+    RunInputs, SftOnly, TrainingAlgorithm, UnrolledBridge, init_state, run_steps,
+};
 use bridge_core::error::ensure_finite;
 use bridge_core::{
     AdamWSettings, BridgeError, BridgeRng, CausalLm, CharCodec, DataCursor, DeviceChoice, FlatGradients,
@@ -79,12 +82,35 @@ pub enum Method {
     Alternating,
     /// BRIDGE (method.md §3).
     Bridge,
+    /// CHORD (arXiv 2508.11408): GRPO with CHORD-φ's weighted SFT term (μ = 0.1), on θ.
+    Chord,
+    /// LUFFY (arXiv 2504.14945): mixed-policy GRPO, one demonstration in each group, on θ.
+    Luffy,
+    /// PPO with a critic (value head, GAE), on θ.
+    Ppo,
+    /// BRIDGE with the unrolled one-step hypergradient as w's outer objective.
+    BridgeUnrolled,
 }
 
 impl Method {
-    /// Every method, in table order.
-    pub const ALL: [Method; 6] =
+    /// The comparison of the paper, run by default, in table order.
+    pub const DEFAULT: [Method; 6] =
         [Method::Base, Method::Sft, Method::RlZero, Method::ColdStart, Method::Alternating, Method::Bridge];
+
+    /// Every method: [`Method::DEFAULT`], then the other algorithms the quickstart can run with
+    /// `--methods` (CHORD, LUFFY, PPO, BRIDGE-unrolled).
+    pub const ALL: [Method; 10] = [
+        Method::Base,
+        Method::Sft,
+        Method::RlZero,
+        Method::ColdStart,
+        Method::Alternating,
+        Method::Bridge,
+        Method::Chord,
+        Method::Luffy,
+        Method::Ppo,
+        Method::BridgeUnrolled,
+    ];
 
     /// The baselines BRIDGE is measured against (the trained methods other than BRIDGE).
     pub const BASELINES: [Method; 4] = [Method::Sft, Method::RlZero, Method::ColdStart, Method::Alternating];
@@ -98,6 +124,10 @@ impl Method {
             Method::ColdStart => "Cold-start",
             Method::Alternating => "Alternating",
             Method::Bridge => "BRIDGE",
+            Method::Chord => "CHORD",
+            Method::Luffy => "LUFFY",
+            Method::Ppo => "PPO",
+            Method::BridgeUnrolled => "BRIDGE-unrolled",
         }
     }
 
@@ -111,6 +141,10 @@ impl Method {
             Method::ColdStart => "cold_start",
             Method::Alternating => "alternating",
             Method::Bridge => "bridge",
+            Method::Chord => "chord",
+            Method::Luffy => "luffy",
+            Method::Ppo => "ppo",
+            Method::BridgeUnrolled => "bridge_unrolled",
         }
     }
 
@@ -124,16 +158,27 @@ impl Method {
         !matches!(self, Method::Base | Method::Sft)
     }
 
-    fn algorithm(self, budget: &BudgetSpec) -> Option<AlgorithmSection> {
-        let name = match self {
+    /// Whether the method has a λ (BRIDGE's weight of RL against SFT in θ's update (7)).
+    pub fn has_lambda(self) -> bool {
+        matches!(self, Method::Bridge | Method::BridgeUnrolled)
+    }
+
+    /// The algorithm, at its defaults (`None` for Base). CHORD runs the authors' CHORD-φ preset,
+    /// LUFFY one demonstration per group (γ = 0.1), PPO TRL's defaults, BRIDGE-unrolled its
+    /// unrolled step at the learning rate.
+    fn algorithm(self, budget: &BudgetSpec) -> Option<Box<dyn TrainingAlgorithm<Decoder>>> {
+        Some(match self {
             Method::Base => return None,
-            Method::Sft => AlgorithmName::Sft,
-            Method::RlZero => AlgorithmName::RlZero,
-            Method::ColdStart => AlgorithmName::ColdStart,
-            Method::Alternating => AlgorithmName::Alternating,
-            Method::Bridge => AlgorithmName::Bridge,
-        };
-        Some(AlgorithmSection { name, sft_steps: budget.cold_start_sft_steps, ..AlgorithmSection::default() })
+            Method::Sft => Box::new(SftOnly),
+            Method::RlZero => Box::new(RlZero),
+            Method::ColdStart => Box::new(ColdStart { sft_steps: budget.cold_start_sft_steps }),
+            Method::Alternating => Box::new(NaiveAlternating),
+            Method::Bridge => Box::new(Bridge::default()),
+            Method::Chord => Box::new(Chord::default()),
+            Method::Luffy => Box::new(Luffy::default()),
+            Method::Ppo => Box::new(Ppo::default()),
+            Method::BridgeUnrolled => Box::new(UnrolledBridge::default()),
+        })
     }
 }
 
@@ -158,9 +203,9 @@ impl std::str::FromStr for Method {
 #[serde(deny_unknown_fields)]
 pub struct Hyper {
     /// AdamW learning rate of every parameter group the method trains (θ; BRIDGE's θ̂ and w;
-    /// alternating's SFT optimiser: method.md's β = α).
+    /// alternating's SFT optimiser: method.md's β = α; PPO's critic).
     pub lr: f64,
-    /// BRIDGE's λ (constant); absent for every other method.
+    /// BRIDGE's (and BRIDGE-unrolled's) λ (constant); absent for every other method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda: Option<f64>,
 }
@@ -189,7 +234,8 @@ impl Hyper {
 pub struct SweepSpec {
     /// The learning rates every trained method is run at.
     pub lrs: Vec<f64>,
-    /// The λ values BRIDGE is run at (each crossed with every learning rate).
+    /// The λ values BRIDGE (and BRIDGE-unrolled) is run at (each crossed with every learning
+    /// rate).
     pub lambdas: Vec<f64>,
 }
 
@@ -202,7 +248,7 @@ impl SweepSpec {
         self.lrs
             .iter()
             .flat_map(|&lr| {
-                if method == Method::Bridge {
+                if method.has_lambda() {
                     self.lambdas.iter().map(|&l| Hyper { lr, lambda: Some(l) }).collect::<Vec<_>>()
                 } else {
                     vec![Hyper { lr, lambda: None }]
@@ -384,6 +430,10 @@ impl QuickstartConfig {
                 (Method::ColdStart, Hyper { lr: 3e-4, lambda: None }),
                 (Method::Alternating, Hyper { lr: 1e-3, lambda: None }),
                 (Method::Bridge, Hyper { lr: 1e-3, lambda: Some(0.75) }),
+                (Method::Chord, Hyper { lr: 3e-4, lambda: None }),
+                (Method::Luffy, Hyper { lr: 3e-5, lambda: None }),
+                (Method::Ppo, Hyper { lr: 3e-5, lambda: None }),
+                (Method::BridgeUnrolled, Hyper { lr: 1e-3, lambda: Some(0.75) }),
             ]
             .into_iter()
             .collect(),
@@ -391,16 +441,16 @@ impl QuickstartConfig {
             reward_noise: 0.0,
             eval_max_new_tokens: 48,
             eval_batch_size: 100,
-            methods: Method::ALL.to_vec(),
+            methods: Method::DEFAULT.to_vec(),
         }
     }
 
-    /// One learning rate for every method and `lambda` for BRIDGE.
+    /// One learning rate for every method and `lambda` for the methods with a λ.
     pub fn uniform_hyper(lr: f64, lambda: f64) -> BTreeMap<Method, Hyper> {
         Method::ALL
             .into_iter()
             .filter(|m| m.trains())
-            .map(|m| (m, Hyper { lr, lambda: (m == Method::Bridge).then_some(lambda) }))
+            .map(|m| (m, Hyper { lr, lambda: m.has_lambda().then_some(lambda) }))
             .collect()
     }
 
@@ -585,14 +635,18 @@ impl QuickstartConfig {
 }
 
 fn check_lambda(method: Method, lambda: Option<f64>, field: &str) -> Result<()> {
-    match (method == Method::Bridge, lambda) {
+    match (method.has_lambda(), lambda) {
         (true, Some(l)) if l > 0.0 && l < 1.0 => Ok(()),
         (true, Some(l)) => {
             Err(BridgeError::config(format!("quickstart.{field}"), format!("must be in (0, 1), got {l}")))
         }
-        (true, None) => Err(BridgeError::config(format!("quickstart.{field}"), "BRIDGE needs its λ")),
+        (true, None) => {
+            Err(BridgeError::config(format!("quickstart.{field}"), format!("{} needs its λ", method.label())))
+        }
         (false, None) => Ok(()),
-        (false, Some(_)) => Err(BridgeError::config(format!("quickstart.{field}"), "only BRIDGE has a λ")),
+        (false, Some(_)) => {
+            Err(BridgeError::config(format!("quickstart.{field}"), "only BRIDGE and BRIDGE-unrolled have a λ"))
+        }
     }
 }
 
@@ -1014,8 +1068,8 @@ impl<'a> SeedSetup<'a> {
         progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<MethodRun> {
         let (cfg, seed, b) = (self.cfg, self.seed, &self.cfg.budget);
-        let section = method.algorithm(b).ok_or_else(|| BridgeError::InvalidInput("Base does not train".into()))?;
-        let mut algorithm = section.build::<Decoder>();
+        let mut algorithm =
+            method.algorithm(b).ok_or_else(|| BridgeError::InvalidInput("Base does not train".into()))?;
         let needs = algorithm.needs();
         let adapter0 = if needs.adapter {
             Some(self.lm.init_adapter(&b.lora, &self.device, &mut BridgeRng::for_stream(seed, "init/lora"))?)
@@ -1321,12 +1375,23 @@ mod tests {
             assert_eq!(m.label().parse::<Method>().unwrap(), m);
         }
         assert_eq!("rl-zero".parse::<Method>().unwrap(), Method::RlZero);
-        let e = "ppo".parse::<Method>().unwrap_err().to_string();
-        assert!(e.contains("methods") && e.contains("ppo") && e.contains("cold_start"), "{e}");
+        assert_eq!("PPO".parse::<Method>().unwrap(), Method::Ppo);
+        assert_eq!("bridge-unrolled".parse::<Method>().unwrap(), Method::BridgeUnrolled);
+        let e = "trpo".parse::<Method>().unwrap_err().to_string();
+        assert!(e.contains("methods") && e.contains("trpo") && e.contains("luffy"), "{e}");
+        // The default comparison is the paper's; the others run when asked for.
+        assert_eq!(QuickstartConfig::full().methods, Method::DEFAULT.to_vec());
+        for m in Method::ALL {
+            assert_eq!(
+                Method::DEFAULT.contains(&m),
+                !matches!(m, Method::Chord | Method::Luffy | Method::Ppo | Method::BridgeUnrolled)
+            );
+            assert!(QuickstartConfig::full().hyper.contains_key(&m) || !m.trains(), "{m:?} has default settings");
+        }
     }
 
     #[test]
-    fn the_sweep_grid_crosses_lambda_for_bridge_only() {
+    fn the_sweep_grid_crosses_lambda_for_the_bridge_methods_only() {
         let spec = SweepSpec { lrs: vec![1e-4, 1e-3], lambdas: vec![0.25, 0.75] };
         assert_eq!(spec.grid(Method::Base), vec![]);
         assert_eq!(spec.grid(Method::Sft), vec![Hyper { lr: 1e-4, lambda: None }, Hyper { lr: 1e-3, lambda: None }]);
@@ -1334,6 +1399,8 @@ mod tests {
         assert_eq!(b.len(), 4);
         assert_eq!(b[1], Hyper { lr: 1e-4, lambda: Some(0.75) });
         assert_eq!(b[1].slug(), "lr1e-4-l0.75");
+        assert_eq!(spec.grid(Method::BridgeUnrolled), b);
+        assert_eq!(spec.grid(Method::Chord).len(), 2, "CHORD, LUFFY, PPO: the learning rate only");
     }
 
     #[test]

@@ -4,38 +4,15 @@
 //! as an uninterrupted run. Every input is checked before the first step: a bad one is an error
 //! naming the field, file or line, and leaves the run directory untouched.
 
+mod common;
+
 use bridge::eval::metrics::read_metrics;
-use bridge::eval::tasks::{ALPHABET, TaskConfig, generate};
-use bridge::train::{RunMode, TrainConfig, parse_config, train};
+use bridge::train::{AlgorithmSection, RunMode, TrainConfig, parse_config, train};
+use common::{model_and_data, setup};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-fn setup(dir: &Path) -> PathBuf {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-    let data = dir.join("data");
-    let task = TaskConfig {
-        levels: 2,
-        n_pretrain: 20,
-        pretrain_problems: vec![5, 5],
-        n_sft: 16,
-        n_rl: 16,
-        n_test: 8,
-        ..TaskConfig::default()
-    };
-    generate(&task).unwrap().write_jsonl(&data).unwrap();
-    let model = serde_json::json!({
-        "model_type": "qwen2", "vocab_size": ALPHABET.chars().count() + 1, "hidden_size": 16,
-        "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
-        "tie_word_embeddings": true, "rope_theta": 10000.0, "eos_token_id": 0
-    });
-    std::fs::write(dir.join("config.json"), model.to_string()).unwrap();
-    data
-}
-
 fn config(dir: &Path, data: &Path, run_dir: &Path, steps: u64) -> TrainConfig {
-    let alphabet = ALPHABET.replace('\\', "\\\\").replace('\n', "\\n");
     let text = format!(
         r#"
         [run]
@@ -43,9 +20,6 @@ fn config(dir: &Path, data: &Path, run_dir: &Path, steps: u64) -> TrainConfig {
         run_dir = "{run}"
         eval_every = 2
         checkpoint_every = 1
-        [model]
-        config = "{model}"
-        codec = {{ kind = "chars", alphabet = "{alphabet}" }}
         [lora]
         rank = 2
         alpha = 4.0
@@ -56,21 +30,10 @@ fn config(dir: &Path, data: &Path, run_dir: &Path, steps: u64) -> TrainConfig {
         [rl]
         prompts_per_step = 2
         sampling = {{ n = 2, max_new_tokens = 8 }}
-        [data.sft]
-        path = "{data}/sft.jsonl"
-        template = {{ kind = "plain", template = "Q: {{question}}\nA: " }}
-        [data.rl]
-        path = "{data}/rl.jsonl"
-        template = {{ kind = "plain", template = "Q: {{question}}\nA: " }}
-        [[data.eval]]
-        path = "{data}/test.jsonl"
-        [eval]
-        max_new_tokens = 8
-        prompt = {{ kind = "plain", template = "Q: {{question}}\nA: " }}
+        {rest}
         "#,
         run = run_dir.display(),
-        model = dir.join("config.json").display(),
-        data = data.display(),
+        rest = model_and_data(dir, data),
     );
     parse_config(&text, Path::new("test.toml")).unwrap()
 }
@@ -226,7 +189,14 @@ fn bad_inputs_fail_before_training() {
     refused(&edit(&good, |c| c.eval.max_new_tokens = 40_000), RunMode::Fresh, &["eval.max_new_tokens"]);
     refused(&edit(&good, |c| c.run.steps = 0), RunMode::Fresh, &["run.steps"]);
     refused(&edit(&good, |c| c.run.keep_checkpoints = 0), RunMode::Fresh, &["run.keep_checkpoints"]);
-    refused(&edit(&good, |c| c.algorithm.mu = f64::NAN), RunMode::Fresh, &["algorithm.mu"]);
+    refused(
+        &edit(&good, |c| {
+            c.algorithm = AlgorithmSection::named("mixing");
+            c.algorithm.options.insert("mu".into(), f64::NAN.into());
+        }),
+        RunMode::Fresh,
+        &["algorithm.mu"],
+    );
     let file = write("not-a-dir", "");
     refused(&edit(&good, |c| c.run.run_dir = file.join("run")), RunMode::Fresh, &["run.run_dir", "is a file"]);
     assert!(!run_dir.exists(), "no check created the run directory");
@@ -238,7 +208,7 @@ fn bad_inputs_fail_before_training() {
     assert!(summary.warnings.iter().any(|w| w.contains("rl.prompts_per_step")), "{:?}", summary.warnings);
     // So is a data set the algorithm does not read.
     let rl_only = edit(&good, |c| {
-        c.algorithm.name = bridge::train::AlgorithmName::RlZero;
+        c.algorithm = AlgorithmSection::named("rl_zero");
         c.run.run_dir = dir.join("run-rl-zero");
         c.run.steps = 1;
     });

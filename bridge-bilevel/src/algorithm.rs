@@ -17,6 +17,7 @@ use bridge_rl::{GrpoConfig, GrpoStepMetrics, RlTrainingBatch, Rollouts, collect_
 use bridge_sft::sft_loss;
 use burn::module::Module;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Instant;
 
 /// Named scalar metrics of one step (one JSONL line, with `step` added by the loop).
@@ -61,6 +62,22 @@ pub trait TrainingAlgorithm<L: CausalLm> {
 
     /// One optimisation step; returns its metrics.
     fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics>;
+
+    /// Writes the algorithm's own state (a critic and its optimiser, anything it carries from
+    /// step to step beyond the [`TrainState`]) into `dir`, a checkpoint directory being written
+    /// (see [`TrainState::save_checkpoint_with`]). Stateless algorithms write nothing (the
+    /// default); their schedules are functions of `state.step`.
+    fn save_state(&self, dir: &Path) -> Result<()> {
+        let _ = dir;
+        Ok(())
+    }
+
+    /// Restores what [`Self::save_state`] wrote into the checkpoint `dir`, after `state` was
+    /// loaded from it, so that the run continues exactly.
+    fn load_state(&mut self, dir: &Path, state: &TrainState<L>) -> Result<()> {
+        let _ = (dir, state);
+        Ok(())
+    }
 }
 
 /// The next SFT batch (`sft_batch_size` tokenised examples from the state's SFT cursor).
@@ -176,7 +193,8 @@ pub fn apply_all<M: Module>(updates: Vec<GroupUpdate<'_, M>>, step: u64, m: &mut
     Ok(updates.into_iter().zip(clipped).map(|(u, g)| u.optim.apply(u.module, &g)).collect())
 }
 
-fn one_group<M: Module>(
+/// [`apply_all`] of one group: clips, checks and applies `grads` to `module`.
+pub fn one_group<M: Module>(
     name: &str,
     optim: &mut GroupOptimizer,
     module: M,

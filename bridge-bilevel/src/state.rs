@@ -83,26 +83,31 @@ fn record_err(path: &Path, e: impl std::fmt::Display) -> BridgeError {
     BridgeError::checkpoint(path, e.to_string())
 }
 
-fn save_module<M: Module>(module: &M, path: &Path) -> Result<()> {
+/// Saves `module` (values and parameter ids) as a burnpack record at `path`.
+pub fn save_module<M: Module>(module: &M, path: &Path) -> Result<()> {
     module.clone().into_record().save(path).map_err(|e| record_err(path, e))
 }
 
-fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
+/// Loads the record at `path` into `module` (whose architecture must match): values and ids.
+pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
     let record = ModuleRecord::load(path).map_err(|e| record_err(path, e))?;
     module.try_load_record(record).map_err(|e| record_err(path, e))
 }
 
-fn save_optim(optim: &GroupOptimizer, path: &Path) -> Result<()> {
+/// Saves an optimiser's state (moments, step counts) at `path`.
+pub fn save_optim(optim: &GroupOptimizer, path: &Path) -> Result<()> {
     optim.optimizer().save(path).map_err(|e| record_err(path, e))
 }
 
-fn load_optim(optim: &mut GroupOptimizer, path: &Path) -> Result<()> {
+/// Loads an optimiser's state saved by [`save_optim`].
+pub fn load_optim(optim: &mut GroupOptimizer, path: &Path) -> Result<()> {
     let loaded = optim.optimizer().clone().load(path).map_err(|e| record_err(path, e))?;
     optim.set_optimizer(loaded);
     Ok(())
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` through a synced temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, bytes).map_err(|e| BridgeError::io(&tmp, e))?;
     fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| BridgeError::io(&tmp, e))?;
@@ -124,6 +129,20 @@ impl<L: CausalLm> TrainState<L> {
     /// Writes a complete checkpoint under `dir/checkpoints/`, atomically, and keeps only the
     /// newest `keep` checkpoints. Returns the checkpoint's directory.
     pub fn save_checkpoint(&self, dir: &Path, keep: usize, extra: serde_json::Value) -> Result<PathBuf> {
+        self.save_checkpoint_with(dir, keep, extra, |_| Ok(()))
+    }
+
+    /// [`Self::save_checkpoint`], with `write_more` adding files to the checkpoint directory
+    /// before it is completed (an algorithm's own state:
+    /// [`TrainingAlgorithm::save_state`](crate::TrainingAlgorithm::save_state)); what it writes
+    /// is part of the same atomic rename.
+    pub fn save_checkpoint_with(
+        &self,
+        dir: &Path,
+        keep: usize,
+        extra: serde_json::Value,
+        write_more: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<PathBuf> {
         let root = dir.join("checkpoints");
         fs::create_dir_all(&root).map_err(|e| BridgeError::io(&root, e))?;
         let name = checkpoint_name(self.step);
@@ -163,6 +182,7 @@ impl<L: CausalLm> TrainState<L> {
             has_reference: self.reference.is_some(),
             extra,
         };
+        write_more(&tmp)?;
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| BridgeError::checkpoint(&tmp, e.to_string()))?;
         write_atomic(&tmp.join("state.json"), &json)?;
         if final_dir.exists() {

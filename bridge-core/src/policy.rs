@@ -349,6 +349,25 @@ pub trait CausalLm: Send + Sync {
         rng: &mut BridgeRng,
     ) -> Result<Vec<Completion>>;
 
+    /// The final hidden states of every position of `batch` under `π(·; base, adapter)` (after
+    /// the last norm, before the LM head): the features a head on the model reads (a PPO critic's
+    /// value head). Row `b`, position `j` summarises `tokens[..=j]`, so column `j` of the
+    /// `[B, T−1]` target scores is predicted from position `j`. Differentiable like
+    /// [`Self::token_scores`]; a model that does not expose them returns
+    /// [`BridgeError::Model`] (the default).
+    ///
+    /// # Shapes
+    /// `[B, T, H]` for a batch of `B` rows padded to `T` tokens (`H`: the hidden size).
+    fn hidden_states(
+        &self,
+        base: &Self::Base,
+        adapter: Option<&Self::Adapter>,
+        batch: &SequenceBatch,
+    ) -> Result<Tensor<3>> {
+        let _ = (base, adapter, batch);
+        Err(BridgeError::Model("this model does not expose its hidden states".into()))
+    }
+
     /// The two parameter groups: base θ and adapter w.
     fn param_groups(&self, base: &Self::Base, adapter: Option<&Self::Adapter>) -> ParamGroups {
         ParamGroups { base: param_ids(base), adapter: adapter.map(param_ids).unwrap_or_default() }

@@ -170,11 +170,10 @@ impl<R: RewardFunction> RewardFunction for NoisyReward<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bridge_core::Metadata;
     use bridge_core::reward::WeightedRewards;
 
     fn example(reference: &str) -> RlPrompt {
-        RlPrompt { id: "t".into(), prompt: "q".into(), reference: reference.into(), metadata: Metadata::new() }
+        RlPrompt::new("t", "q", reference)
     }
 
     #[test]

@@ -358,41 +358,44 @@ impl JsonlRecord {
         Ok(SftExample { id: self.id(), prompt, completion })
     }
 
-    /// The record as an RL prompt: the same rendered prompt and the final answer as reference.
-    /// Keys the format does not consume go to the metadata, plus `format` and `source`
+    /// The record as an RL prompt: the same rendered prompt, the final answer as reference, and
+    /// the record's worked solution (the SFT completion) as demonstration when it has one. Keys the format does not consume go to the metadata, plus `format` and `source`
     /// (`file_name:line`) unless the record has keys of those names.
     pub fn to_rl_prompt(&self, template: &PromptTemplate, codec: &dyn TextCodec) -> Result<RlPrompt> {
-        let (prompt, reference) = match self.format {
+        // The record's worked solution, when it has one, becomes the prompt's demonstration.
+        let (prompt, reference, demonstration) = match self.format {
             DataFormat::Gsm8k => {
                 let question = self.str_field("question")?;
                 let answer = self.str_field("answer")?;
                 let reference = gsm8k_final_answer(answer)
                     .ok_or_else(|| self.err(Some("answer"), "no final answer after `####`"))?;
-                (template.render_question(question, codec)?, reference)
+                (template.render_question(question, codec)?, reference, Some(answer.to_owned()))
             }
             DataFormat::Math => {
                 let problem = self.str_field("problem")?;
+                let solution =
+                    if self.fields.contains_key("solution") { Some(self.str_field("solution")?) } else { None };
                 let reference = match self.answer_field("answer")? {
                     Some(a) if !a.is_empty() => a,
-                    _ => {
-                        let solution = self.str_field("solution")?;
-                        last_boxed(solution).ok_or_else(|| {
-                            self.err(Some("solution"), "no `answer` field and no complete `\\boxed{…}` in the solution")
-                        })?
-                    }
+                    _ => last_boxed(self.str_field("solution")?).ok_or_else(|| {
+                        self.err(Some("solution"), "no `answer` field and no complete `\\boxed{…}` in the solution")
+                    })?,
                 };
-                (template.render_question(problem, codec)?, reference)
+                (template.render_question(problem, codec)?, reference, solution.map(str::to_owned))
             }
             DataFormat::PromptCompletion => {
                 let prompt = self.str_field("prompt")?;
-                (template.render_question(prompt, codec)?, self.required_answer()?)
+                let completion = self.str_field("completion")?.to_owned();
+                (template.render_question(prompt, codec)?, self.required_answer()?, Some(completion))
             }
             DataFormat::Messages => {
                 let mut messages = self.messages()?;
-                if messages.last().is_some_and(|m| m.role == "assistant") {
-                    messages.pop();
-                }
-                (template.render_conversation(&messages, codec)?, self.required_answer()?)
+                let demonstration = if messages.last().is_some_and(|m| m.role == "assistant") {
+                    messages.pop().map(|m| m.content)
+                } else {
+                    None
+                };
+                (template.render_conversation(&messages, codec)?, self.required_answer()?, demonstration)
             }
             DataFormat::Auto => return Err(self.err(None, "the record's format was not resolved")),
         };
@@ -405,7 +408,7 @@ impl JsonlRecord {
         metadata.entry("format").or_insert_with(|| Value::String(self.format.name().into()));
         let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         metadata.entry("source").or_insert_with(|| Value::String(format!("{name}:{}", self.line)));
-        Ok(RlPrompt { id: self.id(), prompt, reference, metadata })
+        Ok(RlPrompt { id: self.id(), prompt, reference, metadata, demonstration })
     }
 
     fn required_answer(&self) -> Result<String> {

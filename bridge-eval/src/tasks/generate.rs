@@ -300,7 +300,9 @@ pub fn generate(cfg: &TaskConfig) -> Result<TaskSplits> {
         .enumerate()
         .map(|(i, p)| SftExample { id: format!("sft-{i:05}"), prompt: p.prompt(template), completion: p.solution() })
         .collect();
-    let prompts = |split: &str, ps: &[Problem]| -> Vec<RlPrompt> {
+    // RL prompts carry their worked solution (LUFFY's off-policy demonstration); evaluation
+    // prompts do not.
+    let prompts = |split: &str, ps: &[Problem], demonstrations: bool| -> Vec<RlPrompt> {
         ps.iter()
             .enumerate()
             .map(|(i, p)| RlPrompt {
@@ -308,12 +310,13 @@ pub fn generate(cfg: &TaskConfig) -> Result<TaskSplits> {
                 prompt: p.prompt(template),
                 reference: p.answer.to_string(),
                 metadata: level_metadata(p.level),
+                demonstration: demonstrations.then(|| p.solution()),
             })
             .collect()
     };
-    let rl = prompts("rl", &problems.rl);
-    let test = prompts("test", &problems.test);
-    let val = prompts("val", &problems.val);
+    let rl = prompts("rl", &problems.rl, true);
+    let test = prompts("test", &problems.test, false);
+    let val = prompts("val", &problems.val, false);
     Ok(TaskSplits { pretrain, sft, rl, test, val, problems })
 }
 
