@@ -156,7 +156,7 @@ fn luffy_refuses_prompts_without_demonstrations_before_training() {
     bare.data.rl.as_mut().unwrap().path = data.join("chat.jsonl");
     std::fs::write(
         data.join("chat.jsonl"),
-        "{\"messages\": [{\"role\": \"user\", \"content\": \"1+1?\"}], \"answer\": \"2\"}\n",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"1+1=\"}], \"answer\": \"2\"}\n",
     )
     .unwrap();
     bare.data.rl.as_mut().unwrap().format = bridge::sft::DataFormat::Messages;
