@@ -144,6 +144,14 @@ fn main() -> ExitCode {
         cfg.run_dir.display(),
         hyper_summary(&cfg)
     );
+    let unsearched: Vec<&str> = cfg.methods.iter().filter(|m| !m.searched()).map(|m| m.label()).collect();
+    if !args.sweep && !unsearched.is_empty() {
+        eprintln!(
+            "note: the settings of {} were not chosen by the search (docs/quickstart.md): they are the nearest \
+             searched method's; add --sweep to choose them on the validation split",
+            unsearched.join(", ")
+        );
+    }
     match run(&cfg, &mut progress) {
         Ok(report) => {
             println!("\n{}\n", report.table);

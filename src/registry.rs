@@ -469,4 +469,27 @@ mod tests {
         assert!(r.register::<SftOptions>("sft").is_err(), "names are never replaced");
         assert!(r.register::<SftOptions>("a b").is_err());
     }
+
+    /// docs/config.md shows every built-in algorithm's table with its defaults: each name as
+    /// `name = "NAME"` and each of its options as `KEY = VALUE` (the resolved default).
+    #[test]
+    fn docs_config_lists_every_algorithm_with_its_defaults() {
+        let docs = include_str!("../docs/config.md");
+        let r = AlgorithmRegistry::<BigramLm>::builtin();
+        let mut missing = Vec::new();
+        for name in r.names() {
+            let spec = r.parse(name, &toml::Table::new()).unwrap();
+            let heading = format!("name = \"{name}\"");
+            if !docs.contains(&heading) {
+                missing.push(heading);
+            }
+            for (key, value) in spec.options().unwrap() {
+                let line = format!("{key} = {value}");
+                if !docs.contains(&line) {
+                    missing.push(format!("{name}: {line}"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "docs/config.md lacks:\n{}", missing.join("\n"));
+    }
 }
