@@ -16,8 +16,7 @@ use half::{bf16, f16};
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Name of the single-file weights of an HF directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
