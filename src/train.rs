@@ -866,6 +866,23 @@ mod tests {
         assert_eq!(cold, bridge);
     }
 
+    /// The CPU walkthrough's config (docs/real-models.md) parses, runs on the CPU, and trains on
+    /// the prompt that the walkthrough's `eval --instruction "…"` evaluates.
+    #[test]
+    fn smollm2_cpu_walkthrough_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
+        let cfg = load_config(dir.join("smollm2-gsm-bridge-cpu.toml")).unwrap();
+        assert_eq!(
+            (cfg.run.device, cfg.algorithm.name.as_str(), cfg.run.save_final),
+            (DeviceChoice::Flex, "bridge", true)
+        );
+        assert!(cfg.data.eval.is_empty(), "the walkthrough evaluates with the eval example");
+        let instruction = "Solve the problem step by step. End with a line of the form '#### <number>'.";
+        for data in [cfg.data.sft.as_ref().unwrap(), cfg.data.rl.as_ref().unwrap()] {
+            assert_eq!(data.template, bridge_core::prompt::PromptTemplate::chat_with(instruction));
+        }
+    }
+
     /// With the real SmolLM2 tokenizer (skipped when its GGUF was not fetched), the configs'
     /// training prompts (SFT and RL data) are exactly their evaluation prompts: the model's chat
     /// template, its default system prompt and the instruction after the question.
