@@ -10,7 +10,7 @@
 #![allow(dead_code)]
 
 use bridge_core::{DeviceChoice, Result};
-use bridge_models::{DecoderWeights, Pretrained, WeightDType, open_pretrained};
+use bridge_models::{DecoderConfig, DecoderWeights, Pretrained, WeightDType, open_model, open_pretrained};
 use burn::tensor::Device;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -52,6 +52,14 @@ impl Placement {
             WeightDType::F32 => weights,
             dtype => weights.cast(dtype.float_dtype()),
         }
+    }
+
+    /// The weights alone of the model at `path` (`bridge_models::open_model`: an HF directory or a
+    /// `.gguf` file, no tokenizer) on the chosen device, in the chosen dtype.
+    pub fn open_weights(&self, path: &std::path::Path) -> Result<(Device, DecoderConfig, DecoderWeights)> {
+        let device = self.device()?;
+        let (config, weights) = open_model(path, &device)?;
+        Ok((device, config, self.cast(weights)))
     }
 
     /// The model of `model` (weights, tokenizer, adapter: see `bridge_models::open_pretrained`) on
