@@ -30,6 +30,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn run(args: &cli::Args) -> Result<()> {
     let eval_config = args.eval_config()?;
+    // The report's folders exist before the (long) evaluation, not after it.
+    for path in [&args.out, &args.markdown].into_iter().flatten() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| bridge_core::BridgeError::io(dir, e))?;
+        }
+    }
     let datasets = args.data.iter().map(|p| EvalDataset::load(p, args.format)).collect::<Result<Vec<_>>>()?;
     for d in &datasets {
         eprintln!("{}: {} records ({})", d.name, d.len(), d.format.name());
