@@ -168,26 +168,6 @@ pub fn save_hf_dir(dir: impl AsRef<Path>, config: &DecoderConfig, weights: &Deco
     write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
 }
 
-/// Opens a model from `path`: an HF directory or a `.gguf` file (dequantised to f32, see
-/// [`gguf`](super::gguf)). This is the one entry point for "a model on disk".
-pub fn open_model(path: impl AsRef<Path>, device: &Device) -> Result<(DecoderConfig, DecoderWeights)> {
-    let path = path.as_ref();
-    if path.is_dir() {
-        return load_hf_dir(path, device);
-    }
-    if !path.exists() {
-        return Err(BridgeError::io(path, std::io::Error::from(std::io::ErrorKind::NotFound)));
-    }
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
-        // The tokenizer of a GGUF file comes from `tokenizer::HfCodec::from_gguf`.
-        let file = super::gguf::GgufFile::open(path)?;
-        let config = DecoderConfig::from_hf_json(&file.hf_config()?)?;
-        let weights = DecoderWeights::from_tensor_map(&config, &file.hf_tensors()?, device)?;
-        return Ok((config, weights));
-    }
-    Err(BridgeError::weights(path, "expected an HF model directory (config.json + model.safetensors) or a .gguf file"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
