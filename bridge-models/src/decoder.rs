@@ -58,6 +58,74 @@ impl std::fmt::Display for ScoringEngine {
     }
 }
 
+/// How the tensor engine computes attention in training (`token_scores`) and in
+/// [`Decoder::forward_logits`] without a padding mask.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionPath {
+    /// [`AttentionPath::Fused`] on the cubecl backends (the GPU), [`AttentionPath::Materialised`]
+    /// on flex (there the materialised path rounds half-precision scores exactly where
+    /// `transformers`' eager attention does, which the bf16 parity tests check).
+    #[default]
+    Auto,
+    /// Scores `q·kᵀ` as a `[B, H, T, S]` tensor, an additive mask, an f32 softmax, `·v`; every
+    /// intermediate kept for the backward.
+    Materialised,
+    /// One custom autodiff operation (`crate::ops::attention`): burn's `attention` op forward
+    /// (a flash kernel on cubecl), a backward that recomputes the scores chunk by chunk. Causal
+    /// masking only, which is exact for right-padded batches at every real position.
+    Fused,
+}
+
+impl std::str::FromStr for AttentionPath {
+    type Err = BridgeError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "materialised" | "materialized" => Ok(Self::Materialised),
+            "fused" => Ok(Self::Fused),
+            other => Err(BridgeError::InvalidInput(format!(
+                "unknown attention path `{other}` (auto, materialised or fused)"
+            ))),
+        }
+    }
+}
+
+/// The tensor engine's memory-saving paths, on by default where they run (the flex backend and,
+/// in a build with this crate's `cuda` feature, every cubecl backend); turning them off gives the
+/// paths they replace, for A/B measurements and equality tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TensorPaths {
+    /// Token log-probabilities and entropies through the chunked operation
+    /// (`crate::ops::token_scores`: no `[N, V]` log-softmax) instead of burn's `log_softmax`.
+    pub chunked_scores: bool,
+    /// The attention path.
+    pub attention: AttentionPath,
+    /// Vocabulary columns per chunk of the chunked scores (`None`: as many as keep one f32
+    /// chunk under 128 MiB).
+    pub vocab_chunk: Option<usize>,
+    /// Query rows per chunk of the fused attention's backward (`None`: as many as keep one f32
+    /// chunk of scores under 128 MiB).
+    pub query_chunk: Option<usize>,
+}
+
+impl Default for TensorPaths {
+    fn default() -> Self {
+        Self { chunked_scores: true, attention: AttentionPath::Auto, vocab_chunk: None, query_chunk: None }
+    }
+}
+
+/// Whether the tensor engine's custom operations (`crate::ops`) run on `device`.
+pub(crate) fn ops_run_on(device: &Device) -> bool {
+    #[cfg(any(feature = "flex", feature = "cuda"))]
+    return crate::ops::supported(device);
+    #[cfg(not(any(feature = "flex", feature = "cuda")))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 /// Whether `device` is burn's `flex` CPU backend (with or without autodiff).
 pub(crate) fn is_flex(device: &Device) -> bool {
     format!("{device:?}").contains("Flex(")
@@ -93,6 +161,7 @@ pub struct Decoder {
     config: DecoderConfig,
     codec: Box<dyn TextCodec>,
     scoring: ScoringEngine,
+    paths: TensorPaths,
     rope: Rope,
 }
 
@@ -118,7 +187,13 @@ impl Decoder {
             )));
         }
         let rope = Rope::new(&config);
-        Ok(Self { config, codec, scoring: ScoringEngine::Auto, rope })
+        Ok(Self {
+            config,
+            codec,
+            scoring: ScoringEngine::Auto,
+            paths: TensorPaths::default(),
+            rope,
+        })
     }
 
     /// The architecture.
@@ -146,6 +221,35 @@ impl Decoder {
     /// on (see [`ScoringEngine`]).
     pub fn scoring_engine(&self) -> ScoringEngine {
         self.scoring
+    }
+
+    /// This decoder with the tensor engine's paths `paths` ([`TensorPaths::default`] unless set).
+    pub fn with_tensor_paths(mut self, paths: TensorPaths) -> Self {
+        self.paths = paths;
+        self
+    }
+
+    /// The tensor engine's paths.
+    pub fn tensor_paths(&self) -> TensorPaths {
+        self.paths
+    }
+
+    /// Whether the tensor engine runs attention through the fused operation on `device`; fails
+    /// when [`AttentionPath::Fused`] is asked for where it cannot run.
+    pub(crate) fn fused_attention(&self, device: &Device) -> Result<bool> {
+        match self.paths.attention {
+            AttentionPath::Materialised => Ok(false),
+            AttentionPath::Auto => Ok(ops_run_on(device) && !is_flex(device)),
+            AttentionPath::Fused if ops_run_on(device) => Ok(true),
+            AttentionPath::Fused => Err(BridgeError::InvalidInput(format!(
+                "the fused attention runs on flex and (built with the `cuda` feature) cubecl devices, not on {device:?}"
+            ))),
+        }
+    }
+
+    /// Whether the tensor engine scores tokens with the chunked operation on `device`.
+    pub(crate) fn chunked_scores(&self, device: &Device) -> bool {
+        self.paths.chunked_scores && ops_run_on(device)
     }
 
     /// A random base θ (see [`DecoderWeights::init`]).

@@ -70,7 +70,7 @@
 //! sample, but no longer reproducible).
 
 use crate::decoder::{Decoder, is_flex};
-use crate::forward::{ForwardCtx, MASKED, causal_mask, query_tables, rotate_half_matrix, to_dtype};
+use crate::forward::{ForwardCtx, MASKED, causal_mask, query_tables, rotate_half_index, signed_sin, to_dtype};
 use crate::weights::DecoderWeights;
 use crate::weights::lora::LoraAdapter;
 use bridge_core::policy::{Completion, FinishReason, SamplingParams, TokenSelection};
@@ -212,7 +212,7 @@ pub struct Generator<'a> {
     lm: &'a Decoder,
     base: DecoderWeights,
     adapter: Option<LoraAdapter>,
-    rot: Tensor<4>,
+    rot: Tensor<1, Int>,
     device: Device,
     /// The weights' dtype: that of the rotary tables and the KV cache (the mask stays f32).
     dtype: DType,
@@ -306,7 +306,7 @@ impl<'a> Generator<'a> {
         let device = base.embed_tokens.weight.device();
         let d = lm.config().head_dim;
         let dtype = base.dtype();
-        let rot = to_dtype(Tensor::from_data(TensorData::new(rotate_half_matrix(d), [1, 1, d, d]), &device), dtype);
+        let rot = rotate_half_index(d, &device);
         Ok(Self {
             lm,
             base,
@@ -433,7 +433,7 @@ impl<'a> Generator<'a> {
         let positions: Vec<usize> = offsets.iter().flat_map(|&o| (0..cap).map(move |j| j.saturating_sub(o))).collect();
         let (cos, sin) = self.lm.rope().rows(&positions);
         let cos: Tensor<4> = Tensor::from_data(TensorData::new(cos, [b, 1, cap, d]), device);
-        let sin: Tensor<4> = Tensor::from_data(TensorData::new(sin, [b, 1, cap, d]), device);
+        let sin = signed_sin(Tensor::from_data(TensorData::new(sin, [b, 1, cap, d]), device));
         let dtype = self.dtype;
         let (cos_q, sin_q, score_scale) = query_tables(&cos, &sin, d, dtype);
         let mask: Vec<f32> =
@@ -463,7 +463,7 @@ impl<'a> Generator<'a> {
             sin_q: cache.sin_q.clone().slice(rows),
             score_scale: cache.score_scale,
             rot: self.rot.clone(),
-            mask_bias: Tensor::from_data(TensorData::new(prefill_mask, [b, 1, p, p]), device),
+            mask_bias: Some(Tensor::from_data(TensorData::new(prefill_mask, [b, 1, p, p]), device)),
         };
         let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [b, p]), device);
         let x = self.base.embed_tokens.weight.val().select(0, ids.reshape([b * p])).reshape([b, p, cfg.hidden_size]);
@@ -502,7 +502,7 @@ impl<'a> Generator<'a> {
             sin_q: cache.sin_q.clone().slice(row),
             score_scale: cache.score_scale,
             rot: self.rot.clone(),
-            mask_bias: cache.mask.clone().slice([0..b, 0..1, 0..1, 0..slot + 1]),
+            mask_bias: Some(cache.mask.clone().slice([0..b, 0..1, 0..1, 0..slot + 1])),
         };
         let logits = self.layers(cache, x, &ctx, slot..slot + 1);
         cache.len += 1;

@@ -17,7 +17,9 @@
 //! 3. I/O on the weights: [`hf`] (safetensors directories), [`gguf`], [`tokenizer`], and PEFT
 //!    adapter directories. Beside it, independent of everything, the CPU row kernels
 //!    (`kernels`: the gemm wrapper, RMSNorm, rotary, softmax, SwiGLU, `exp`, … with their
-//!    backwards), written once for both CPU engines.
+//!    backwards), written once for both CPU engines; and the tensor engine's custom autodiff
+//!    operations (`ops`: chunked token scores, fused causal attention), in burn tensor
+//!    operations of whichever backend runs them.
 //! 4. The rotary tables (`rope`) and [`decoder`]: the [`Decoder`] type (config, codec, rotary
 //!    tables, engine choice) and the checks every engine runs first.
 //! 5. The tensor forward (`forward`): [`Decoder::forward_logits`] and the layer function that
@@ -39,12 +41,14 @@ mod fused;
 pub mod generate;
 mod io;
 mod kernels;
+#[cfg(any(feature = "flex", feature = "cuda"))]
+mod ops;
 mod rope;
 pub mod tensors;
 pub mod weights;
 
 pub use config::{Architecture, DecoderConfig, RopeScaling};
-pub use decoder::{Decoder, ScoringEngine};
+pub use decoder::{AttentionPath, Decoder, ScoringEngine, TensorPaths};
 pub use io::hf::{load_hf_dir, open_model, save_hf_dir};
 pub use io::{gguf, hf, tokenizer};
 pub use weights::lora::{LoraAdapter, LoraConfig, LoraTarget};
