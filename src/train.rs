@@ -20,7 +20,7 @@ use bridge_eval::metrics::{MetricsWriter, ProgressReporter};
 use bridge_eval::reward::{AccuracyReward, FormatReward, RewardScale};
 use bridge_eval::runner::{DatasetFormat, EvalConfig, EvalDataset, evaluate_datasets};
 use bridge_models::tokenizer::HfCodec;
-use bridge_models::{Decoder, DecoderConfig, DecoderWeights, LoraConfig};
+use bridge_models::{Decoder, DecoderConfig, DecoderWeights, LoraConfig, Precision};
 use bridge_rl::GrpoConfig;
 use bridge_sft::{DatasetConfig, SftTokenizer, TokenizeConfig, TokenizedSource};
 use serde::{Deserialize, Serialize};
@@ -122,6 +122,10 @@ pub struct ModelSection {
     /// The tokenizer.
     #[serde(default)]
     pub codec: CodecSection,
+    /// How θ (and w) are trained: `f32`, `bf16` (pure bf16: weights and optimiser state) or
+    /// `mixed_bf16` (f32 master weights and AdamW state, bf16 forward and backward).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// `[model.codec]`.
@@ -375,21 +379,23 @@ pub fn open_codec(model: &ModelSection) -> Result<Box<dyn TextCodec>> {
     })
 }
 
-/// The model architecture with its codec, and θ₀.
+/// The model architecture with its codec, and θ₀, both in the section's precision (θ₀ cast to
+/// its weights' dtype; the decoder computing in its compute dtype).
 pub fn open_lm(model: &ModelSection, device: &burn::tensor::Device, seed: u64) -> Result<(Decoder, DecoderWeights)> {
     let codec = open_codec(model)?;
-    match (&model.path, &model.config) {
+    let (lm, weights) = match (&model.path, &model.config) {
         (Some(path), _) => {
             let (config, weights) = bridge_models::open_model(path, device)?;
-            Ok((Decoder::new(config, codec)?, weights))
+            (Decoder::new(config, codec)?, weights)
         }
         (None, Some(config)) => {
             let lm = Decoder::new(DecoderConfig::from_file(config)?, codec)?;
             let weights = lm.init_weights(device, &mut BridgeRng::for_stream(seed, "init/base"))?;
-            Ok((lm, weights))
+            (lm, weights)
         }
-        (None, None) => Err(BridgeError::config("model", "set `path` or `config`")),
-    }
+        (None, None) => return Err(BridgeError::config("model", "set `path` or `config`")),
+    };
+    Ok((lm.with_precision(model.precision), model.precision.prepare(weights)))
 }
 
 /// What a finished run reports.
@@ -444,7 +450,8 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
     let mut algorithm = cfg.algorithm.build::<Decoder>();
     let needs = algorithm.needs();
     let adapter0 = if needs.adapter {
-        Some(lm.init_adapter(&cfg.lora, &device, &mut BridgeRng::for_stream(seed, "init/lora"))?)
+        let adapter = lm.init_adapter(&cfg.lora, &device, &mut BridgeRng::for_stream(seed, "init/lora"))?;
+        Some(cfg.model.precision.prepare(adapter))
     } else {
         None
     };
@@ -615,6 +622,44 @@ mod tests {
         assert_eq!((cfg.run.time_limit_s, cfg.run.eval_on_start), (None, false));
         let bad = run("time_limit_s = -1").unwrap_err();
         assert!(bad.to_string().contains("run.time_limit_s"), "{bad}");
+        // [model] precision: f32 by default, a typo names the value
+        assert_eq!(cfg.model.precision, Precision::F32);
+        let mixed = text.replace("[model]", "[model]\nprecision = \"mixed_bf16\"");
+        assert_eq!(parse_config(&mixed, Path::new("t.toml")).unwrap().model.precision, Precision::MixedBf16);
+        let bad = parse_config(&text.replace("[model]", "[model]\nprecision = \"fp8\""), Path::new("t.toml"))
+            .unwrap_err();
+        assert!(bad.to_string().contains("fp8") && bad.to_string().contains("t.toml"), "{bad}");
+    }
+
+    /// A mixed-precision model opens as f32 weights with a bf16-computing decoder; a bf16 one as
+    /// bf16 weights.
+    #[test]
+    fn open_lm_applies_the_precision() {
+        let dir = std::env::temp_dir().join(format!("bridge-open-lm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.json");
+        let json = serde_json::json!({
+            "model_type": "qwen2", "vocab_size": 32, "hidden_size": 16, "intermediate_size": 32,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+            "tie_word_embeddings": true
+        });
+        std::fs::write(&config, json.to_string()).unwrap();
+        let device = burn::tensor::Device::flex();
+        for (precision, dtype, compute) in [
+            (Precision::F32, burn::tensor::DType::F32, None),
+            (Precision::Bf16, burn::tensor::DType::BF16, None),
+            (Precision::MixedBf16, burn::tensor::DType::F32, Some(bridge_models::WeightDType::Bf16)),
+        ] {
+            let model = ModelSection {
+                path: None,
+                config: Some(config.clone()),
+                codec: CodecSection::Chars { alphabet: "abc".into() },
+                precision,
+            };
+            let (lm, w) = open_lm(&model, &device, 0).unwrap();
+            assert_eq!((w.dtype(), lm.compute_dtype()), (dtype, compute), "{precision}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     /// The GPU run's configs (examples/configs/smollm2-gsm-*.toml) parse and differ only in the

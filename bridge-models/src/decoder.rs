@@ -16,6 +16,7 @@ use crate::config::DecoderConfig;
 use crate::rope::Rope;
 use crate::weights::DecoderWeights;
 use crate::weights::lora::{LoraAdapter, LoraConfig};
+use crate::weights::precision::{Precision, WeightDType, cast_in_graph};
 use bridge_core::policy::TextCodec;
 use bridge_core::{BridgeError, BridgeRng, Result};
 use burn::tensor::{DType, Device};
@@ -162,6 +163,7 @@ pub struct Decoder {
     codec: Box<dyn TextCodec>,
     scoring: ScoringEngine,
     paths: TensorPaths,
+    compute_dtype: Option<WeightDType>,
     rope: Rope,
 }
 
@@ -192,6 +194,7 @@ impl Decoder {
             codec,
             scoring: ScoringEngine::Auto,
             paths: TensorPaths::default(),
+            compute_dtype: None,
             rope,
         })
     }
@@ -232,6 +235,38 @@ impl Decoder {
     /// The tensor engine's paths.
     pub fn tensor_paths(&self) -> TensorPaths {
         self.paths
+    }
+
+    /// This decoder computing in `precision` (see [`Precision`]): for
+    /// [`Precision::MixedBf16`] every call casts the (f32 master) weights to bf16 inside the
+    /// autodiff graph before the forward, so gradients come back to the f32 weights in f32;
+    /// [`Precision::F32`] and [`Precision::Bf16`] compute in the weights' own dtype (cast the
+    /// weights with [`Precision::prepare`]).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.compute_dtype = precision.autocast();
+        self
+    }
+
+    /// The dtype every call computes in when the weights are in another one (`None`: the
+    /// weights' own; see [`Decoder::with_precision`]).
+    pub fn compute_dtype(&self) -> Option<WeightDType> {
+        self.compute_dtype
+    }
+
+    /// `base` and `adapter` cast to [`Decoder::compute_dtype`] inside the autodiff graph when it
+    /// differs from the weights' dtype (mixed precision); `(None, None)` when they compute as
+    /// they are. Use as `cast.as_ref().unwrap_or(base)`.
+    pub(crate) fn autocast(
+        &self,
+        base: &DecoderWeights,
+        adapter: Option<&LoraAdapter>,
+    ) -> (Option<DecoderWeights>, Option<LoraAdapter>) {
+        match self.compute_dtype.map(WeightDType::float_dtype) {
+            Some(dtype) if DType::from(dtype) != base.dtype() => {
+                (Some(cast_in_graph(base, dtype)), adapter.map(|a| cast_in_graph(a, dtype)))
+            }
+            _ => (None, None),
+        }
     }
 
     /// Whether the tensor engine runs attention through the fused operation on `device`; fails

@@ -419,6 +419,8 @@ impl Decoder {
         // Causal attention alone is exact when every row is right-padded (real tokens first).
         let right_padded = valid.as_ref().is_none_or(|v| v.iter().all(|r| r.windows(2).all(|w| w[0] || !w[1])));
         let fused = right_padded && self.fused_attention(&device)?;
+        let (cast_base, cast_adapter) = self.autocast(base, adapter);
+        let (base, adapter) = (cast_base.as_ref().unwrap_or(base), cast_adapter.as_ref().or(adapter));
         let ctx = self.ctx(b, t, valid.as_deref(), &device, base.dtype(), fused);
         let hidden = self.forward_hidden(base, adapter, ids, &ctx);
         Ok(upcast_half(self.head(base, hidden)))

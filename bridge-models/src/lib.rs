@@ -52,6 +52,6 @@ pub use decoder::{AttentionPath, Decoder, ScoringEngine, TensorPaths};
 pub use io::hf::{load_hf_dir, open_model, save_hf_dir};
 pub use io::{gguf, hf, tokenizer};
 pub use weights::lora::{LoraAdapter, LoraConfig, LoraTarget};
-pub use weights::precision::WeightDType;
+pub use weights::precision::{Precision, WeightDType};
 pub use weights::{DecoderWeights, merge};
 pub use weights::{lora, precision};
