@@ -5,11 +5,20 @@
 //! Every figure is a wall-clock time around work that ends in a device synchronisation, so that
 //! asynchronous backends (CUDA) are timed for what they computed, not for what they queued.
 //! Warm-up runs come first (kernel compilation and autotuning on the GPU).
+//!
+//! The training benchmark also reports peak memory ([`PeakMemory`]): the device allocator's pools
+//! where the backend reports them (cubecl: CUDA), and this process's peak resident set (Linux) on
+//! every backend, which is the figure for flex.
+//!
+//! [`train_bench`] is the whole training measurement for a named shape and a [`Precision`]
+//! (`f32`, `bf16`, `mixed_bf16`), with the tensor engine's paths chosen by [`TensorPaths`]: what
+//! `gpu bench` runs.
 
 use bridge_core::policy::{CausalLm, SamplingParams, SequenceBatch, TokenSelection, TokenSequence};
-use bridge_core::{AdamWSettings, BridgeError, BridgeRng, FlatGradients, GroupOptimizer, Result};
+use bridge_core::{AdamWSettings, BridgeError, BridgeRng, FlatGradients, GroupOptimizer, IdsOnlyCodec, Result};
 use bridge_models::generate::{DecodeEngine, Generator};
-use bridge_models::{Decoder, DecoderConfig, DecoderWeights};
+use bridge_models::{Decoder, DecoderConfig, DecoderWeights, Precision, TensorPaths};
+use burn::tensor::{DType, Device};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -44,6 +53,74 @@ pub fn shape_config(name: &str) -> Result<DecoderConfig> {
     DecoderConfig::from_hf_json(&json)
 }
 
+/// The decoder of a benchmark shape ([`shape_config`]) with EOS disabled (every completion runs
+/// to its length) and a codec of bare ids.
+pub fn bench_decoder(shape: &str) -> Result<Decoder> {
+    let mut config = shape_config(shape)?;
+    config.eos_token_ids.clear();
+    let vocab_size = config.vocab_size;
+    Decoder::new(config, Box::new(IdsOnlyCodec { vocab_size }))
+}
+
+/// Peak memory of a measured region (see [`MemoryProbe`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PeakMemory {
+    /// This process's peak resident set during the region (Linux `VmHWM`, reset when the region
+    /// starts), in bytes; `None` where `/proc` is not available.
+    pub host_peak_rss_bytes: Option<u64>,
+    /// The resident set when the region started (model and data already in memory).
+    pub host_rss_at_start_bytes: Option<u64>,
+    /// The device allocator's pools at their fullest, summed over pools, in bytes: since the
+    /// device was first used (the allocator cannot be reset), and an upper bound of the
+    /// simultaneous peak when pools peaked at different moments. `None` on backends that report
+    /// no pools (flex).
+    pub device_pool_peak_bytes: Option<u64>,
+    /// Bytes the device allocator holds when the region ends (live allocations plus pages kept
+    /// for reuse; its pools only grow, so this is its peak reservation).
+    pub device_reserved_bytes: Option<u64>,
+    /// Bytes in live allocations when the region ends.
+    pub device_in_use_bytes: Option<u64>,
+}
+
+/// Measures [`PeakMemory`] between [`MemoryProbe::start`] and [`MemoryProbe::finish`].
+pub struct MemoryProbe {
+    device: Device,
+    rss_at_start: Option<u64>,
+    peak_reset: bool,
+}
+
+/// A `kB` field of `/proc/self/status` (`VmRSS`, `VmHWM`), in bytes.
+fn proc_status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    let kib: u64 = line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+impl MemoryProbe {
+    /// Starts a region on `device`: resets the process's peak resident set (writing `5` to
+    /// `/proc/self/clear_refs`, Linux ≥ 4.0).
+    pub fn start(device: &Device) -> Self {
+        let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+        Self { device: device.clone(), rss_at_start: proc_status_bytes("VmRSS"), peak_reset }
+    }
+
+    /// Ends the region (after a device synchronisation) and reads the figures.
+    pub fn finish(self) -> Result<PeakMemory> {
+        sync(&self.device)?;
+        let pools = self.device.memory_pool_report();
+        let usage = self.device.memory_pool_usage();
+        Ok(PeakMemory {
+            // without the reset, VmHWM is the peak since the process started: not this region's
+            host_peak_rss_bytes: if self.peak_reset { proc_status_bytes("VmHWM") } else { None },
+            host_rss_at_start_bytes: self.rss_at_start,
+            device_pool_peak_bytes: pools.map(|p| p.iter().map(|r| r.pages_peak * r.page_size).sum()),
+            device_reserved_bytes: usage.map(|u| u.bytes_reserved),
+            device_in_use_bytes: usage.map(|u| u.bytes_in_use),
+        })
+    }
+}
+
 /// What [`train_step_throughput`] measures.
 #[derive(Clone, Debug)]
 pub struct TrainBenchConfig {
@@ -76,6 +153,12 @@ pub struct TrainBenchResult {
     pub first_loss: f64,
     /// See `first_loss`.
     pub last_loss: f64,
+    /// `f32`, `bf16` (or `f16`: pure half-precision weights) or `mixed_bf16`.
+    pub precision: String,
+    /// The tensor engine's paths (chunked scores, attention path, chunk sizes).
+    pub paths: TensorPaths,
+    /// Peak memory over the warm-up and timed steps.
+    pub memory: PeakMemory,
 }
 
 /// Training steps of θ alone on random tokens: `token_scores`, the mean NLL over all `B × (T−1)`
@@ -99,6 +182,13 @@ pub fn train_step_throughput(
     let targets = (cfg.batch * (cfg.seq_len - 1)) as f64;
     let mut opt = GroupOptimizer::new("bench.adamw", AdamWSettings::with_lr(cfg.lr))?;
     let device = weights.device();
+    let precision = match (lm.compute_dtype(), weights.dtype()) {
+        (Some(compute), dtype) if DType::from(compute.float_dtype()) != dtype => format!("mixed_{compute}"),
+        (_, DType::BF16) => "bf16".to_owned(),
+        (_, DType::F16) => "f16".to_owned(),
+        (_, dtype) => format!("{dtype:?}").to_lowercase(),
+    };
+    let probe = MemoryProbe::start(&device);
     let mut step = |w: DecoderWeights, read_loss: bool| -> Result<(DecoderWeights, f64)> {
         let s = lm.token_scores(&w, None, &batch, false)?;
         let loss = (s.logprobs * s.mask).sum().neg().div_scalar(targets);
@@ -135,7 +225,27 @@ pub fn train_step_throughput(
         tokens_per_second: (cfg.batch * cfg.seq_len) as f64 / seconds_per_step,
         first_loss,
         last_loss,
+        precision,
+        paths: lm.tensor_paths(),
+        memory: probe.finish()?,
     })
+}
+
+/// The training benchmark of a named shape ([`bench_decoder`]) on `device` (an autodiff device is
+/// made from it): random init (seed 0) in `precision` ([`Precision::prepare`]; the decoder
+/// computes in its compute dtype), the tensor engine's `paths`, random tokens (seed 1), then
+/// [`train_step_throughput`]. The scoring engine is the default one (the tensor engine on a GPU
+/// and for half-precision compute; the fused engine for f32 on flex).
+pub fn train_bench(
+    shape: &str,
+    precision: Precision,
+    paths: TensorPaths,
+    device: &Device,
+    cfg: &TrainBenchConfig,
+) -> Result<TrainBenchResult> {
+    let lm = bench_decoder(shape)?.with_precision(precision).with_tensor_paths(paths);
+    let weights = lm.init_weights(&device.clone().autodiff(), &mut BridgeRng::seed_from_u64(0))?;
+    train_step_throughput(&lm, precision.prepare(weights), cfg, &mut BridgeRng::seed_from_u64(1))
 }
 
 fn sync(device: &burn::tensor::Device) -> Result<()> {
@@ -245,13 +355,9 @@ pub fn generation_throughput(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bridge_core::IdsOnlyCodec;
-    use burn::tensor::Device;
 
     fn tiny() -> Decoder {
-        let mut config = shape_config("tiny").unwrap();
-        config.eos_token_ids.clear();
-        Decoder::new(config, Box::new(IdsOnlyCodec { vocab_size: 512 })).unwrap()
+        bench_decoder("tiny").unwrap()
     }
 
     #[test]
@@ -276,6 +382,45 @@ mod tests {
         assert!(r.first_loss > 5.5 && r.first_loss < 7.0, "random init ≈ ln 512: {}", r.first_loss);
         assert!(r.last_loss < 0.8 * r.first_loss, "{r:?}");
         assert!((r.tokens_per_second * r.seconds_per_step - 32.0).abs() < 1e-6);
+    }
+
+    /// The three precisions on flex, the tensor engine with the new paths: each learns, reports
+    /// its precision and a peak resident set at least the one it started with.
+    #[test]
+    fn train_bench_runs_every_precision_with_a_memory_figure() {
+        let cfg = TrainBenchConfig { batch: 2, seq_len: 12, steps: 3, warmup: 1, lr: 1e-2 };
+        let paths = TensorPaths { attention: bridge_models::AttentionPath::Fused, ..TensorPaths::default() };
+        for (precision, name) in
+            [(Precision::F32, "f32"), (Precision::Bf16, "bf16"), (Precision::MixedBf16, "mixed_bf16")]
+        {
+            let r = train_bench("tiny", precision, paths, &Device::flex(), &cfg).unwrap();
+            assert_eq!(r.precision, name);
+            assert_eq!(r.paths, paths);
+            assert!(r.last_loss < r.first_loss, "{name}: {r:?}");
+            assert!(r.tokens_per_second > 0.0);
+            // flex reports no device pools; the host figures are there on Linux
+            assert_eq!(r.memory.device_pool_peak_bytes, None);
+            if let (Some(peak), Some(start)) = (r.memory.host_peak_rss_bytes, r.memory.host_rss_at_start_bytes) {
+                assert!(peak >= start, "{name}: {:?}", r.memory);
+            }
+            let json = serde_json::to_value(&r).unwrap();
+            assert!(json["memory"]["host_peak_rss_bytes"].is_u64() || json["memory"]["host_peak_rss_bytes"].is_null());
+        }
+    }
+
+    /// The probe sees memory the region touched: a 64 MiB buffer written during the region
+    /// raises the peak resident set by at least that much.
+    #[test]
+    fn memory_probe_sees_a_large_allocation() {
+        let probe = MemoryProbe::start(&Device::flex());
+        let buffer = vec![1u8; 64 << 20];
+        std::hint::black_box(&buffer);
+        let m = probe.finish().unwrap();
+        drop(buffer);
+        if cfg!(target_os = "linux") {
+            let (peak, start) = (m.host_peak_rss_bytes.unwrap(), m.host_rss_at_start_bytes.unwrap());
+            assert!(peak >= start + (60 << 20), "{m:?}");
+        }
     }
 
     #[test]
