@@ -17,51 +17,32 @@
 //! a real model instead (an HF directory or a `.gguf` file, loaded in f32 with
 //! `bridge_models::open_model`).
 //! The PyTorch equivalent is `bridge-models/scripts/make_fixtures.py --bench` (same `--model`,
-//! `--batch`, `--seq-len`).
+//! `--batch`, `--seq-len`). The flags are `examples/cli/bench_forward.rs`.
+
+#[path = "cli/bench_forward.rs"]
+mod cli;
+#[path = "cli/common.rs"]
+mod common;
 
 use bridge_core::policy::{CausalLm, SequenceBatch, TokenSequence};
-use bridge_core::{BridgeError, BridgeRng, IdsOnlyCodec, Result};
-use bridge_models::{AttentionPath, Decoder, ScoringEngine, TensorPaths, open_model};
+use bridge_core::{BridgeRng, IdsOnlyCodec, Result};
+use bridge_models::{Decoder, TensorPaths, open_model};
 use burn::module::Module;
+use clap::Parser;
 use std::time::Instant;
 
 /// mimalloc keeps freed memory for reuse; see `docs/architecture.md` (CPU speed).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn value<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
-}
-
-fn arg(args: &[String], name: &str, default: usize) -> Result<usize> {
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(_) => value(args, name)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| BridgeError::InvalidInput(format!("{name} needs a number"))),
-    }
-}
-
-fn run() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let (steps, warmup) = (arg(&args, "--steps", 20)?, arg(&args, "--warmup", 3)?);
+fn run(args: cli::Args) -> Result<()> {
+    let (steps, warmup, batch, seq, engine) = (args.steps, args.warmup, args.batch, args.seq_len, args.engine);
     // `--backward-steps 0` times the forward pass alone (e.g. to profile it).
-    let backward_steps = arg(&args, "--backward-steps", steps)?;
-    let (batch, seq) = (arg(&args, "--batch", 16)?, arg(&args, "--seq-len", 64)?);
-    if batch == 0 || seq < 2 {
-        return Err(BridgeError::InvalidInput("--batch must be at least 1 and --seq-len at least 2".into()));
-    }
-    let engine: ScoringEngine = value(&args, "--engine").unwrap_or("auto").parse()?;
-    let attention: AttentionPath = value(&args, "--attention").unwrap_or("auto").parse()?;
-    let chunked_scores = match value(&args, "--chunked-scores").unwrap_or("on") {
-        "on" => true,
-        "off" => false,
-        other => return Err(BridgeError::InvalidInput(format!("--chunked-scores: `{other}` (on or off)"))),
-    };
-    let paths = TensorPaths { attention, chunked_scores, ..TensorPaths::default() };
+    let backward_steps = args.backward_steps.unwrap_or(steps);
+    let paths = TensorPaths { attention: args.attention, chunked_scores: args.chunked_scores, ..TensorPaths::default() };
     let device = burn::tensor::Device::flex().autodiff();
     let mut rng = BridgeRng::seed_from_u64(0);
-    let (config, weights, model_name) = match value(&args, "--model") {
+    let (config, weights, model_name) = match &args.model {
         None => {
             let config = bridge::bench::shape_config("tiny")?;
             let weights = Decoder::new(config.clone(), Box::new(IdsOnlyCodec { vocab_size: 512 }))?
@@ -70,7 +51,7 @@ fn run() -> Result<()> {
         }
         Some(path) => {
             let (config, weights) = open_model(path, &device)?;
-            (config, weights, path.to_owned())
+            (config, weights, path.display().to_string())
         }
     };
     let vocab = config.vocab_size;
@@ -133,7 +114,7 @@ fn run() -> Result<()> {
 }
 
 fn main() {
-    if let Err(e) = run() {
+    if let Err(e) = run(cli::Args::parse()) {
         eprintln!("bench_forward: {e}");
         std::process::exit(1);
     }

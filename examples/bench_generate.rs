@@ -31,83 +31,24 @@
 //! ```
 //!
 //! The transformers equivalent is `bridge-models/scripts/make_fixtures.py --bench-generate` (same
-//! options, with `--dtype float32|bfloat16 --device cpu|cuda`).
+//! options, with `--dtype float32|bfloat16 --device cpu|cuda`). The flags are
+//! `examples/cli/bench_generate.rs`.
 
-#[path = "common/args.rs"]
-mod args;
+#[path = "cli/bench_generate.rs"]
+mod cli;
+#[path = "cli/common.rs"]
+mod common;
 
-use args::{Placement, list, num};
-use bridge::bench::{GenerationBenchConfig, generation_mode, generation_throughput};
-use bridge_core::{BridgeError, BridgeRng, DeviceChoice, IdsOnlyCodec, Result, TokenSelection};
+use bridge::bench::{GenerationBenchConfig, generation_throughput};
+use bridge_core::{BridgeRng, DeviceChoice, IdsOnlyCodec, Result, TokenSelection};
 use bridge_models::Decoder;
-use bridge_models::generate::DecodeEngine;
-use std::path::PathBuf;
+use clap::Parser;
 
 /// mimalloc keeps freed memory for reuse; see `docs/architecture.md` (CPU speed).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn usage() -> BridgeError {
-    BridgeError::InvalidInput(format!(
-        "usage: bench_generate [--model DIR|FILE.gguf] {} [--batches 1,16,64] [--prompt-len 16] \
-         [--new-tokens 48] [--modes greedy,sample] [--repeats 3] [--engine auto|tensor|host]",
-        args::PLACEMENT_USAGE
-    ))
-}
-
-struct Args {
-    model: Option<PathBuf>,
-    placement: Placement,
-    batches: Vec<usize>,
-    prompt_len: usize,
-    new_tokens: usize,
-    /// `(name, temperature)`.
-    modes: Vec<(String, f64)>,
-    repeats: usize,
-    engine: DecodeEngine,
-}
-
-fn parse_args() -> Result<Args> {
-    let mut args = std::env::args().skip(1);
-    let mut a = Args {
-        model: None,
-        placement: Placement::default(),
-        batches: vec![1, 16, 64],
-        prompt_len: 16,
-        new_tokens: 48,
-        modes: vec![("greedy".into(), 0.0), ("sample".into(), 1.0)],
-        repeats: 3,
-        engine: DecodeEngine::Auto,
-    };
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| BridgeError::InvalidInput(format!("{flag} needs a value")));
-        match flag.as_str() {
-            "--model" => a.model = Some(PathBuf::from(value()?)),
-            "--dtype" => a.placement.dtype = value()?.parse()?,
-            "--device" => a.placement.device = value()?.parse()?,
-            "--batches" => a.batches = list(&flag, &value()?)?,
-            "--prompt-len" => a.prompt_len = num(&flag, &value()?)?,
-            "--new-tokens" => a.new_tokens = num(&flag, &value()?)?,
-            "--modes" => {
-                a.modes = list::<String>(&flag, &value()?)?.iter().map(|m| generation_mode(m)).collect::<Result<_>>()?
-            }
-            "--repeats" => a.repeats = num::<usize>(&flag, &value()?)?.max(1),
-            "--engine" => a.engine = value()?.parse()?,
-            "-h" | "--help" => return Err(usage()),
-            other => return Err(BridgeError::InvalidInput(format!("unknown argument `{other}`"))),
-        }
-    }
-    if a.batches.is_empty() || a.batches.contains(&0) {
-        return Err(BridgeError::InvalidInput("--batches needs one or more sizes, none 0".into()));
-    }
-    if a.modes.is_empty() || a.prompt_len == 0 || a.new_tokens == 0 {
-        return Err(BridgeError::InvalidInput("--modes, --prompt-len and --new-tokens must not be empty or 0".into()));
-    }
-    Ok(a)
-}
-
-fn run() -> Result<()> {
-    let a = parse_args()?;
+fn run(a: cli::Args) -> Result<()> {
     let (repeats, prompt_len, new_tokens) = (a.repeats, a.prompt_len, a.new_tokens);
     let mut rng = BridgeRng::seed_from_u64(0);
     let (lm, weights, model_name) = match &a.model {
@@ -125,10 +66,10 @@ fn run() -> Result<()> {
         }
     };
     let cfg = GenerationBenchConfig {
-        batches: a.batches.clone(),
+        batches: a.batches.0.clone(),
         prompt_len,
         new_tokens,
-        modes: a.modes.clone(),
+        modes: a.modes.0.clone(),
         repeats,
         selection: TokenSelection::Auto,
         engine: a.engine,
@@ -160,7 +101,7 @@ fn run() -> Result<()> {
 }
 
 fn main() {
-    if let Err(e) = run() {
+    if let Err(e) = run(cli::Args::parse()) {
         eprintln!("bench_generate: {e}");
         std::process::exit(1);
     }

@@ -10,27 +10,29 @@
 //! 4 heads, 2 KV heads, tied), random weights, LoRA rank 16 on all projections (BRIDGE), 8 prompts
 //! × 4 samples × 48 new tokens (a byte codec without EOS, so every completion has 48 tokens), KL 1e-3, and
 //! a reward that varies within groups (completion parity) so that every step has a loss. Peak
-//! memory is the process's `VmHWM` (Linux); run one algorithm per process to compare them.
+//! memory is the process's `VmHWM` (Linux); run one algorithm per process to compare them. The
+//! flags are `examples/cli/bench_steps.rs`.
+
+#[path = "cli/bench_steps.rs"]
+mod cli;
+#[path = "cli/common.rs"]
+mod common;
 
 use bridge::bilevel::{LoopConfig, Metrics, OptimConfig, RunEvent, RunInputs, init_state, run_steps};
 use bridge::core::schedule::ConstantLambda;
 use bridge::core::testing::FnReward;
 use bridge::core::{
-    AdamWSettings, BridgeError, BridgeRng, InMemorySource, Metadata, Result, Reward, RlPrompt, SamplingParams,
-    TextCodec, TokenSequence,
+    AdamWSettings, BridgeError, BridgeRng, InMemorySource, Result, Reward, RlPrompt, SamplingParams, TextCodec,
+    TokenSequence,
 };
 use bridge::models::{Decoder, LoraConfig};
+use bridge::registry::AlgorithmRegistry;
 use bridge::rl::GrpoConfig;
-use bridge::train::AlgorithmSection;
+use clap::Parser;
 
 /// mimalloc keeps freed memory for reuse; see `docs/architecture.md` (CPU speed).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
 
 /// Bytes as tokens (ids 0..256), with no EOS: every completion runs to `max_new_tokens`.
 #[derive(Clone)]
@@ -61,17 +63,17 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn run() -> Result<serde_json::Value> {
-    let name = arg("--algorithm").unwrap_or_else(|| "rl_zero".into());
-    let algorithm: AlgorithmSection =
-        toml::from_str(&format!("name = \"{name}\"")).map_err(|e| BridgeError::config("--algorithm", e.to_string()))?;
-    let steps: u64 = arg("--steps").and_then(|s| s.parse().ok()).unwrap_or(5);
+fn run(args: cli::Args) -> Result<serde_json::Value> {
+    let algorithm = AlgorithmRegistry::<Decoder>::builtin()
+        .parse(&args.algorithm, &toml::Table::new())
+        .map_err(|e| BridgeError::config("--algorithm", e.to_string()))?;
+    let steps = args.steps as u64;
     let config = bridge::bench::shape_config("tiny")?;
     let codec = ByteCodec;
     let lm = Decoder::new(config, Box::new(codec.clone()))?;
     let device = burn::tensor::Device::flex().autodiff();
     let theta0 = lm.init_weights(&device, &mut BridgeRng::seed_from_u64(0))?;
-    let mut algo = algorithm.build::<Decoder>();
+    let mut algo = algorithm.build();
     let needs = algo.needs();
     let adapter = if needs.adapter {
         Some(lm.init_adapter(&LoraConfig::default(), &device, &mut BridgeRng::seed_from_u64(1))?)
@@ -79,11 +81,12 @@ fn run() -> Result<serde_json::Value> {
         None
     };
     let prompts: InMemorySource<RlPrompt> = (0..64)
-        .map(|i| RlPrompt {
-            id: i.to_string(),
-            prompt: format!("Q: {}+{}\nA: ", i % 10, (i * 7) % 10),
-            reference: ((i % 10) + (i * 7) % 10).to_string(),
-            metadata: Metadata::new(),
+        .map(|i| {
+            RlPrompt::new(
+                i.to_string(),
+                format!("Q: {}+{}\nA: ", i % 10, (i * 7) % 10),
+                ((i % 10) + (i * 7) % 10).to_string(),
+            )
         })
         .collect();
     let sft: InMemorySource<TokenSequence> = (0..64)
@@ -142,7 +145,7 @@ fn run() -> Result<serde_json::Value> {
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
+    match run(cli::Args::parse()) {
         Ok(v) => {
             println!("{v}");
             std::process::ExitCode::SUCCESS

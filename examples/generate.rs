@@ -16,102 +16,48 @@
 //! `--dtype` casts the loaded weights (default `f32`; `bf16`/`f16` compute as `transformers` does
 //! in that dtype, see `bridge_models::decoder`); the log-probabilities are f32 either way.
 //! `--device` picks the backend: `flex` (the CPU, default) or `cuda:N` (`cuda` = `cuda:0`, in a
-//! build with the `cuda` feature).
+//! build with the `cuda` feature). The flags are `examples/cli/generate.rs`.
 
-#[path = "common/args.rs"]
-mod args;
+#[path = "cli/generate.rs"]
+mod cli;
+#[path = "cli/common.rs"]
+mod common;
 
-use args::{Placement, list, load_codec, num};
-use bridge_core::policy::{CausalLm, SamplingParams};
+use bridge_core::policy::CausalLm;
 use bridge_core::{BridgeError, BridgeRng, IdsOnlyCodec, Result, TextCodec};
 use bridge_models::decoder::Decoder;
-use std::path::PathBuf;
+use clap::Parser;
+use common::load_codec;
 
 /// mimalloc keeps freed memory for reuse; see `docs/architecture.md` (CPU speed).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-enum Input {
-    Ids(Vec<u32>),
-    Text(String),
-}
-
-struct Args {
-    model: PathBuf,
-    input: Input,
-    params: SamplingParams,
-    seed: u64,
-    placement: Placement,
-}
-
-fn usage() -> BridgeError {
-    BridgeError::InvalidInput(format!(
-        "usage: generate --model DIR|FILE.gguf (--text \"...\" | --ids \"1 2 3\") [--greedy | --temperature T \
-         [--top-p P] [--top-k K] --seed S] --max-new-tokens N [--n K] [--stop STRING]... {}",
-        args::PLACEMENT_USAGE
-    ))
-}
-
-fn parse_args() -> Result<Args> {
-    let mut args = std::env::args().skip(1);
-    let (mut model, mut input, mut seed) = (None, None, 0u64);
-    let mut params = SamplingParams { max_new_tokens: 32, ..Default::default() };
-    let mut placement = Placement::default();
-    let mut greedy = false;
-    while let Some(a) = args.next() {
-        let mut value = || args.next().ok_or_else(usage);
-        match a.as_str() {
-            "--model" => model = Some(PathBuf::from(value()?)),
-            "--ids" => input = Some(Input::Ids(list(&a, &value()?)?)),
-            "--text" => input = Some(Input::Text(value()?)),
-            "--greedy" => greedy = true,
-            "--temperature" => params.temperature = num(&a, &value()?)?,
-            "--top-p" => params.top_p = Some(num(&a, &value()?)?),
-            "--top-k" => params.top_k = Some(num(&a, &value()?)?),
-            "--seed" => seed = num(&a, &value()?)?,
-            "--max-new-tokens" => params.max_new_tokens = num(&a, &value()?)?,
-            "--n" => params.n = num(&a, &value()?)?,
-            "--stop" => params.stop_strings.push(value()?),
-            "--dtype" => placement.dtype = value()?.parse()?,
-            "--device" => placement.device = value()?.parse()?,
-            "-h" | "--help" => return Err(usage()),
-            other => return Err(BridgeError::InvalidInput(format!("unknown argument `{other}`"))),
-        }
-    }
-    if greedy {
-        params.temperature = 0.0;
-    }
-    params.validate()?;
-    match (model, input) {
-        (Some(model), Some(input)) => Ok(Args { model, input, params, seed, placement }),
-        _ => Err(usage()),
-    }
-}
-
-fn run() -> Result<()> {
-    let args = parse_args()?;
+fn run(args: cli::Args) -> Result<()> {
+    let params = args.params()?;
     let (_device, config, weights) = args.placement.open(&args.model)?;
     let codec = load_codec(&args.model)?;
-    let (codec, ids): (Box<dyn TextCodec>, Vec<u32>) = match (args.input, codec) {
-        (Input::Text(text), Some(c)) => {
+    let (codec, ids): (Box<dyn TextCodec>, Vec<u32>) = match (args.ids, args.text, codec) {
+        (None, Some(text), Some(c)) => {
             let ids = c.encode(&text)?;
             (Box::new(c), ids)
         }
-        (Input::Text(_), None) => {
+        (None, _, None) => {
             return Err(BridgeError::InvalidInput(format!(
                 "--text needs a tokenizer, and {} has none (use --ids)",
                 args.model.display()
             )));
         }
-        (Input::Ids(ids), Some(c)) => (Box::new(c), ids),
-        (Input::Ids(ids), None) => (Box::new(IdsOnlyCodec { vocab_size: config.vocab_size }), ids),
+        (Some(ids), _, Some(c)) => (Box::new(c), ids.0),
+        (Some(ids), _, None) => (Box::new(IdsOnlyCodec { vocab_size: config.vocab_size }), ids.0),
+        (None, None, Some(_)) => return Err(BridgeError::InvalidInput("give --text or --ids".into())),
     };
     if ids.is_empty() {
         return Err(BridgeError::InvalidInput("the prompt has no tokens".into()));
     }
     let lm = Decoder::new(config, codec)?;
     let mut rng = BridgeRng::seed_from_u64(args.seed);
-    let out = lm.sample(&weights, None, &[ids], &args.params, &mut rng)?;
+    let out = lm.sample(&weights, None, &[ids], &params, &mut rng)?;
     let completions: Vec<serde_json::Value> = out
         .iter()
         .map(|c| serde_json::json!({ "ids": c.tokens, "text": c.text, "logprobs": c.logprobs, "finish": c.finish }))
@@ -121,7 +67,7 @@ fn run() -> Result<()> {
 }
 
 fn main() {
-    if let Err(e) = run() {
+    if let Err(e) = run(cli::Args::parse()) {
         eprintln!("generate: {e}");
         std::process::exit(1);
     }

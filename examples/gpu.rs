@@ -9,8 +9,10 @@
 //!     [--train-shape qwen2.5-0.5b] [--train-batch 8] [--train-seq 1024] [--train-steps 10] [--train-warmup 3]
 //!     [--gen-shapes qwen2.5-0.5b,smollm2-135m] [--gen-batch 64] [--prompt-len 256] [--new-tokens 256]
 //!     [--modes greedy,sample] [--repeats 2] [--selection auto|host|device]
-//! gpu train --config FILE.toml [--steps N] [--time-limit-s S] [--device cuda] [--run-dir DIR]
+//! gpu train --config FILE.toml [--steps N] [--time-limit-s S] [--device cuda] [--run-dir DIR] [--overwrite]
 //! ```
+//!
+//! The flags are `examples/cli/gpu.rs` (`gpu SUBCOMMAND --help` lists them).
 //!
 //! - `check` runs [`bridge::device_check::compare_devices`] (flex against the device) and exits 1
 //!   when a comparison is out of tolerance.
@@ -23,18 +25,16 @@
 //!
 //! Results of a run on an H100: docs/results/gpu.md.
 
-#[path = "common/args.rs"]
-mod args;
+#[path = "cli/gpu.rs"]
+mod cli;
+#[path = "cli/common.rs"]
+mod common;
 
-use args::{Placement, list, num};
-use bridge::bench::{
-    GenerationBenchConfig, TrainBenchConfig, generation_mode, generation_throughput, shape_config,
-    train_step_throughput,
-};
-use bridge_core::{BridgeError, BridgeRng, DeviceChoice, IdsOnlyCodec, Result, TokenSelection};
-use bridge_models::generate::DecodeEngine;
-use bridge_models::{Decoder, WeightDType};
-use std::path::PathBuf;
+use bridge::bench::{generation_throughput, shape_config, train_step_throughput};
+use bridge_core::{BridgeError, BridgeRng, DeviceChoice, IdsOnlyCodec, Result};
+use bridge_models::Decoder;
+use clap::Parser;
+use common::Placement;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -42,97 +42,13 @@ use std::time::Instant;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: gpu check [--device cuda] | gpu bench [options, see examples/gpu.rs] | \
-                     gpu train --config FILE.toml [--steps N] [--time-limit-s S] [--device D] [--run-dir DIR]";
-
-fn flags(args: &[String]) -> Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        if !flag.starts_with("--") {
-            return Err(BridgeError::InvalidInput(format!("unexpected argument `{flag}`; {USAGE}")));
-        }
-        let value = it.next().ok_or_else(|| BridgeError::InvalidInput(format!("{flag} needs a value")))?;
-        out.push((flag.clone(), value.clone()));
-    }
-    Ok(out)
-}
-
-fn check(args: &[String]) -> Result<bool> {
-    let mut device = DeviceChoice::Cuda(0);
-    for (flag, value) in flags(args)? {
-        match flag.as_str() {
-            "--device" => device = value.parse()?,
-            other => return Err(BridgeError::InvalidInput(format!("check: unknown flag `{other}`"))),
-        }
-    }
+fn check(device: DeviceChoice) -> Result<bool> {
     let t0 = Instant::now();
     let report = bridge::device_check::compare_devices(DeviceChoice::Flex, device, 7)?;
     let mut json = serde_json::to_value(&report).map_err(|e| BridgeError::InvalidInput(e.to_string()))?;
     json["seconds"] = t0.elapsed().as_secs_f64().into();
     println!("{json}");
     Ok(report.ok)
-}
-
-struct BenchArgs {
-    placement: Placement,
-    what: Vec<String>,
-    train_shape: String,
-    train: TrainBenchConfig,
-    gen_shapes: Vec<String>,
-    generation: GenerationBenchConfig,
-}
-
-fn bench_args(args: &[String]) -> Result<BenchArgs> {
-    let mut a = BenchArgs {
-        placement: Placement { device: DeviceChoice::Cuda(0), dtype: WeightDType::Bf16 },
-        what: vec!["train".into(), "generate".into()],
-        train_shape: "qwen2.5-0.5b".into(),
-        train: TrainBenchConfig { batch: 8, seq_len: 1024, steps: 10, warmup: 3, lr: 1e-5 },
-        gen_shapes: vec!["qwen2.5-0.5b".into(), "smollm2-135m".into()],
-        generation: GenerationBenchConfig {
-            batches: vec![64],
-            prompt_len: 256,
-            new_tokens: 256,
-            modes: vec![("greedy".into(), 0.0), ("sample".into(), 1.0)],
-            repeats: 2,
-            selection: TokenSelection::Auto,
-            engine: DecodeEngine::Auto,
-        },
-    };
-    for (flag, value) in flags(args)? {
-        let f = flag.as_str();
-        match f {
-            "--device" => a.placement.device = value.parse()?,
-            "--dtype" => a.placement.dtype = value.parse()?,
-            "--what" => a.what = list(f, &value)?,
-            "--train-shape" => a.train_shape = value,
-            "--train-batch" => a.train.batch = num(f, &value)?,
-            "--train-seq" => a.train.seq_len = num(f, &value)?,
-            "--train-steps" => a.train.steps = num(f, &value)?,
-            "--train-warmup" => a.train.warmup = num(f, &value)?,
-            "--gen-shapes" => a.gen_shapes = list(f, &value)?,
-            "--gen-batch" => a.generation.batches = list(f, &value)?,
-            "--prompt-len" => a.generation.prompt_len = num(f, &value)?,
-            "--new-tokens" => a.generation.new_tokens = num(f, &value)?,
-            "--repeats" => a.generation.repeats = num(f, &value)?,
-            "--selection" => {
-                a.generation.selection = serde_json::from_value(serde_json::Value::String(value.clone()))
-                    .map_err(|_| BridgeError::InvalidInput(format!("--selection: `{value}` (auto, host or device)")))?
-            }
-            "--modes" => {
-                a.generation.modes =
-                    list::<String>(f, &value)?.iter().map(|m| generation_mode(m)).collect::<Result<_>>()?
-            }
-            other => return Err(BridgeError::InvalidInput(format!("bench: unknown flag `{other}`"))),
-        }
-    }
-    for w in &a.what {
-        if w != "train" && w != "generate" {
-            return Err(BridgeError::InvalidInput(format!("--what: `{w}` (expected train and/or generate)")));
-        }
-    }
-    Ok(a)
 }
 
 fn model(shape: &str) -> Result<Decoder> {
@@ -149,96 +65,66 @@ fn outcome<T: serde::Serialize>(r: Result<T>, seconds: f64) -> serde_json::Value
     }
 }
 
-fn bench(args: &[String]) -> Result<()> {
-    let a = bench_args(args)?;
-    let device = a.placement.device()?;
+fn bench(a: &cli::BenchArgs) -> Result<()> {
+    let placement = Placement { device: a.device, dtype: a.dtype };
+    let device = placement.device()?;
+    let (train_cfg, generation) = (a.train(), a.generation());
     let mut out = serde_json::json!({
-        "framework": format!("bridge (burn 0.22.1, {})", a.placement.device),
-        "dtype": a.placement.dtype.to_string(),
+        "framework": format!("bridge (burn 0.22.1, {})", placement.device),
+        "dtype": placement.dtype.to_string(),
     });
-    if a.what.iter().any(|w| w == "train") {
+    if a.what.0.iter().any(|w| w == "train") {
         let t0 = Instant::now();
         let r = (|| {
             let lm = model(&a.train_shape)?;
             let weights =
-                a.placement.cast(lm.init_weights(&device.clone().autodiff(), &mut BridgeRng::seed_from_u64(0))?);
-            train_step_throughput(&lm, weights, &a.train, &mut BridgeRng::seed_from_u64(1))
+                placement.cast(lm.init_weights(&device.clone().autodiff(), &mut BridgeRng::seed_from_u64(0))?);
+            train_step_throughput(&lm, weights, &train_cfg, &mut BridgeRng::seed_from_u64(1))
         })();
         out["train"] = outcome(r, t0.elapsed().as_secs_f64());
         out["train"]["shape"] = a.train_shape.clone().into();
         eprintln!("train: {}", out["train"]);
     }
-    if a.what.iter().any(|w| w == "generate") {
-        let mut generation = serde_json::Map::new();
-        for shape in &a.gen_shapes {
+    if a.what.0.iter().any(|w| w == "generate") {
+        let mut shapes = serde_json::Map::new();
+        for shape in &a.gen_shapes.0 {
             let t0 = Instant::now();
             let r = (|| {
                 let lm = model(shape)?;
-                let weights = a.placement.cast(lm.init_weights(&device, &mut BridgeRng::seed_from_u64(0))?);
-                generation_throughput(&lm, &weights, &a.generation, &mut BridgeRng::seed_from_u64(2))
+                let weights = placement.cast(lm.init_weights(&device, &mut BridgeRng::seed_from_u64(0))?);
+                generation_throughput(&lm, &weights, &generation, &mut BridgeRng::seed_from_u64(2))
             })();
             let v = outcome(r, t0.elapsed().as_secs_f64());
             eprintln!("generate {shape}: {v}");
-            generation.insert(shape.clone(), v);
+            shapes.insert(shape.clone(), v);
         }
         out["generate"] = serde_json::json!({
-            "prompt_len": a.generation.prompt_len, "new_tokens": a.generation.new_tokens,
-            "repeats": a.generation.repeats, "selection": a.generation.selection, "shapes": generation,
+            "prompt_len": generation.prompt_len, "new_tokens": generation.new_tokens,
+            "repeats": generation.repeats, "selection": generation.selection, "shapes": shapes,
         });
     }
     println!("{out}");
     Ok(())
 }
 
-fn train(args: &[String]) -> Result<()> {
-    let (mut config, mut steps, mut limit, mut device, mut run_dir) = (None, None, None, None, None);
-    for (flag, value) in flags(args)? {
-        match flag.as_str() {
-            "--config" => config = Some(PathBuf::from(value)),
-            "--device" => device = Some(value.parse::<DeviceChoice>()?),
-            "--run-dir" => run_dir = Some(PathBuf::from(value)),
-            "--steps" => steps = Some(num::<u64>(&flag, &value)?),
-            "--time-limit-s" => limit = Some(num::<f64>(&flag, &value)?),
-            other => return Err(BridgeError::InvalidInput(format!("train: unknown flag `{other}`"))),
-        }
-    }
-    let path = config.ok_or_else(|| BridgeError::InvalidInput("train: --config FILE.toml is required".into()))?;
-    let mut cfg = bridge::train::load_config(&path)?;
-    if let Some(n) = steps {
-        cfg.run.steps = n;
-    }
-    if limit.is_some() {
-        cfg.run.time_limit_s = limit;
-    }
-    if let Some(d) = device {
-        cfg.run.device = d;
-    }
-    if let Some(d) = run_dir {
-        cfg.run.run_dir = d;
-    }
-    let summary = bridge::train::train(&cfg, false)?;
+fn train(a: &cli::TrainArgs) -> Result<()> {
+    let (cfg, mode) = a.run()?;
+    let summary = bridge::train::train(&cfg, mode)?;
     println!("{}", serde_json::to_string(&summary).unwrap_or_default());
     Ok(())
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(command) = args.first() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    let rest = &args[1..];
-    let result = match command.as_str() {
-        "check" => check(rest).map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
-        "bench" => bench(rest).map(|()| ExitCode::SUCCESS),
-        "train" => train(rest).map(|()| ExitCode::SUCCESS),
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
+    let args = cli::Args::parse();
+    let (name, result) = match &args.command {
+        cli::Command::Check { device } => {
+            ("check", check(*device).map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }))
         }
+        cli::Command::Bench(a) => ("bench", bench(a).map(|()| ExitCode::SUCCESS)),
+        cli::Command::Train(a) => ("train", train(a).map(|()| ExitCode::SUCCESS)),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("gpu {command}: {e}");
+        eprintln!("gpu {name}: {e}");
         ExitCode::FAILURE
     })
 }

@@ -5,6 +5,8 @@
 //!     [--dtype f32|bf16|f16] [--device flex|cuda:N]
 //! ```
 //!
+//! The flags are `examples/cli/score.rs` (`--help` lists them).
+//!
 //! Output: `{"ids": [...], "logits": [[...], ...]}` (one row of `vocab_size` f32 logits per
 //! position). `--text` encodes with the model's tokenizer (an HF directory's `tokenizer.json`, or
 //! the GGUF file's own; no special tokens added). `--dtype` casts the loaded weights (default
@@ -12,58 +14,28 @@
 //! the backend: `flex` (the CPU, default) or `cuda:N` (`cuda` = `cuda:0`, in a build with the
 //! `cuda` feature).
 
-#[path = "common/args.rs"]
-mod args;
+#[path = "cli/score.rs"]
+mod cli;
+#[path = "cli/common.rs"]
+mod common;
 
-use args::{Placement, list, load_codec};
 use bridge_core::{BridgeError, IdsOnlyCodec, Result, TextCodec};
 use bridge_models::decoder::Decoder;
 use burn::tensor::{Int, Tensor, TensorData};
-use std::path::PathBuf;
+use clap::Parser;
+use common::load_codec;
 
 /// mimalloc keeps freed memory for reuse; see `docs/architecture.md` (CPU speed).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-enum Input {
-    Ids(Vec<u32>),
-    Text(String),
-}
-
-fn usage() -> BridgeError {
-    BridgeError::InvalidInput(format!(
-        "usage: score --model DIR|FILE.gguf (--ids \"1 2 3\" | --text \"...\") {}",
-        args::PLACEMENT_USAGE
-    ))
-}
-
-fn parse_args() -> Result<(PathBuf, Input, Placement)> {
-    let mut args = std::env::args().skip(1);
-    let (mut model, mut input, mut placement) = (None, None, Placement::default());
-    while let Some(a) = args.next() {
-        let mut value = || args.next().ok_or_else(usage);
-        match a.as_str() {
-            "--model" => model = Some(PathBuf::from(value()?)),
-            "--ids" => input = Some(Input::Ids(list(&a, &value()?)?)),
-            "--text" => input = Some(Input::Text(value()?)),
-            "--dtype" => placement.dtype = value()?.parse()?,
-            "--device" => placement.device = value()?.parse()?,
-            "-h" | "--help" => return Err(usage()),
-            other => return Err(BridgeError::InvalidInput(format!("unknown argument `{other}`"))),
-        }
-    }
-    match (model, input) {
-        (Some(m), Some(i)) => Ok((m, i, placement)),
-        _ => Err(usage()),
-    }
-}
-
-fn run() -> Result<()> {
-    let (path, input, placement) = parse_args()?;
-    let (device, config, weights) = placement.open(&path)?;
-    let (codec, ids): (Box<dyn TextCodec>, Vec<u32>) = match input {
-        Input::Ids(ids) => (Box::new(IdsOnlyCodec { vocab_size: 0 }), ids),
-        Input::Text(text) => {
+fn run(args: cli::Args) -> Result<()> {
+    let path = args.model;
+    let (device, config, weights) = args.placement.open(&path)?;
+    let (codec, ids): (Box<dyn TextCodec>, Vec<u32>) = match (args.ids, args.text) {
+        (Some(ids), _) => (Box::new(IdsOnlyCodec { vocab_size: 0 }), ids.0),
+        (None, text) => {
+            let text = text.unwrap_or_default();
             let codec = load_codec(&path)?.ok_or_else(|| {
                 BridgeError::InvalidInput(format!(
                     "--text needs a tokenizer, and {} has none (use --ids)",
@@ -87,7 +59,7 @@ fn run() -> Result<()> {
         .into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
-        .map_err(|e| BridgeError::Model(format!("reading logits: {e:?}")))?;
+        .map_err(|e| BridgeError::Model(format!("reading logits: {e}")))?;
     let rows: Vec<&[f32]> = flat.chunks(v).collect();
     let out = serde_json::json!({ "ids": ids, "logits": rows });
     println!("{out}");
@@ -95,7 +67,7 @@ fn run() -> Result<()> {
 }
 
 fn main() {
-    if let Err(e) = run() {
+    if let Err(e) = run(cli::Args::parse()) {
         eprintln!("score: {e}");
         std::process::exit(1);
     }

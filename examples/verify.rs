@@ -10,6 +10,10 @@
 //! echo '{"prediction": "so \\boxed{4}", "gold": "#### 4"}' | cargo run --release --example verify
 //! ```
 
+#[path = "cli/verify.rs"]
+mod cli;
+
+use clap::Parser;
 use std::io::{self, BufRead, BufWriter, Write};
 
 use bridge_eval::verify::{VerifyOptions, verify};
@@ -35,15 +39,19 @@ fn judge_line(line: &str, lineno: usize, opts: &VerifyOptions) -> Value {
         "pred": v.pred().map(|p| p.normalized.clone()),
         "gold": v.gold().map(|g| g.normalized.clone()),
     });
-    if let bridge_eval::verify::Verdict::Unparseable { reason, .. } = &v
-        && let Some(obj) = out.as_object_mut()
-    {
-        obj.insert("message".to_string(), Value::String(reason.clone()));
+    let message = match &v {
+        bridge_eval::verify::Verdict::Unparseable { reason, .. } => Some(reason.clone()),
+        bridge_eval::verify::Verdict::TooLong { limit, .. } => Some(format!("answer too long (limit {limit})")),
+        _ => None,
+    };
+    if let (Some(m), Some(obj)) = (message, out.as_object_mut()) {
+        obj.insert("message".to_string(), Value::String(m));
     }
     out
 }
 
 fn main() -> io::Result<()> {
+    cli::Args::parse();
     let opts = VerifyOptions::default();
     let stdin = io::stdin();
     let mut out = BufWriter::new(io::stdout().lock());

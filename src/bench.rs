@@ -249,7 +249,7 @@ pub fn train_bench(
 }
 
 fn sync(device: &burn::tensor::Device) -> Result<()> {
-    device.sync().map_err(|e| BridgeError::Device(format!("synchronising {device:?}: {e:?}")))
+    device.sync().map_err(|e| BridgeError::Device(format!("synchronising {device:?}: {e}")))
 }
 
 /// A generation mode by name: `greedy` (temperature 0) or `sample` (temperature 1, the whole

@@ -4,7 +4,8 @@
 //! (Chen et al., arXiv 2509.06948) — and every baseline it is measured against, on burn.
 //!
 //! This facade re-exports the workspace's crates and holds the application layer the examples
-//! are thin binaries over: [`train`] (a run from a TOML config), [`quickstart`] (the
+//! are thin binaries over: [`train`] (a run from a TOML config, its algorithm resolved through
+//! the [`registry`]), [`quickstart`] (the
 //! end-to-end comparison of `examples/quickstart.rs`), [`bench`](mod@bench) (training-step and
 //! generation throughput) and [`device_check`] (the same computations on two backends,
 //! compared).
@@ -28,4 +29,5 @@ pub use bridge_sft as sft;
 pub mod bench;
 pub mod device_check;
 pub mod quickstart;
+pub mod registry;
 pub mod train;

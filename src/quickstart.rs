@@ -43,8 +43,11 @@ pub use claims::{Claim, Verdict, claims, format_claims};
 pub use report::{MethodSummary, Stat, format_table, summarise};
 pub use sweep::{SweepPoint, SweepReport, sweep};
 
-use crate::train::{AlgorithmName, AlgorithmSection, evaluate_metrics};
-use bridge_bilevel::{LoopConfig, Metrics, OptimConfig, RunEvent, RunInputs, init_state, run_steps};
+use crate::train::evaluate_metrics;
+use bridge_bilevel::{
+    Bridge, Chord, ColdStart, LoopConfig, Luffy, Metrics, NaiveAlternating, OptimConfig, Ppo, RlZero, RunEvent,
+    RunInputs, SftOnly, TrainingAlgorithm, UnrolledBridge, init_state, run_steps,
+};
 use bridge_core::error::ensure_finite;
 use bridge_core::{
     AdamWSettings, BridgeError, BridgeRng, CausalLm, CharCodec, DataCursor, DeviceChoice, FlatGradients,
@@ -79,12 +82,42 @@ pub enum Method {
     Alternating,
     /// BRIDGE (method.md §3).
     Bridge,
+    /// CHORD (arXiv 2508.11408): GRPO with CHORD-φ's weighted SFT term (μ = 0.1), on θ.
+    Chord,
+    /// LUFFY (arXiv 2504.14945): mixed-policy GRPO, one demonstration in each group, on θ.
+    Luffy,
+    /// PPO with a critic (value head, GAE), on θ.
+    Ppo,
+    /// BRIDGE with the unrolled one-step hypergradient as w's outer objective.
+    BridgeUnrolled,
 }
 
 impl Method {
-    /// Every method, in table order.
-    pub const ALL: [Method; 6] =
+    /// The comparison of the paper, run by default, in table order.
+    pub const DEFAULT: [Method; 6] =
         [Method::Base, Method::Sft, Method::RlZero, Method::ColdStart, Method::Alternating, Method::Bridge];
+
+    /// Whether [`QuickstartConfig::full`]'s setting for this method was chosen by the search
+    /// (the methods of [`Method::DEFAULT`]); the others' settings are borrowed from the nearest
+    /// searched method until `--sweep --methods …` is run for them.
+    pub fn searched(self) -> bool {
+        Method::DEFAULT.contains(&self)
+    }
+
+    /// Every method: [`Method::DEFAULT`], then the other algorithms the quickstart can run with
+    /// `--methods` (CHORD, LUFFY, PPO, BRIDGE-unrolled).
+    pub const ALL: [Method; 10] = [
+        Method::Base,
+        Method::Sft,
+        Method::RlZero,
+        Method::ColdStart,
+        Method::Alternating,
+        Method::Bridge,
+        Method::Chord,
+        Method::Luffy,
+        Method::Ppo,
+        Method::BridgeUnrolled,
+    ];
 
     /// The baselines BRIDGE is measured against (the trained methods other than BRIDGE).
     pub const BASELINES: [Method; 4] = [Method::Sft, Method::RlZero, Method::ColdStart, Method::Alternating];
@@ -98,6 +131,10 @@ impl Method {
             Method::ColdStart => "Cold-start",
             Method::Alternating => "Alternating",
             Method::Bridge => "BRIDGE",
+            Method::Chord => "CHORD",
+            Method::Luffy => "LUFFY",
+            Method::Ppo => "PPO",
+            Method::BridgeUnrolled => "BRIDGE-unrolled",
         }
     }
 
@@ -111,6 +148,10 @@ impl Method {
             Method::ColdStart => "cold_start",
             Method::Alternating => "alternating",
             Method::Bridge => "bridge",
+            Method::Chord => "chord",
+            Method::Luffy => "luffy",
+            Method::Ppo => "ppo",
+            Method::BridgeUnrolled => "bridge_unrolled",
         }
     }
 
@@ -124,16 +165,27 @@ impl Method {
         !matches!(self, Method::Base | Method::Sft)
     }
 
-    fn algorithm(self, budget: &BudgetSpec) -> Option<AlgorithmSection> {
-        let name = match self {
+    /// Whether the method has a λ (BRIDGE's weight of RL against SFT in θ's update (7)).
+    pub fn has_lambda(self) -> bool {
+        matches!(self, Method::Bridge | Method::BridgeUnrolled)
+    }
+
+    /// The algorithm, at its defaults (`None` for Base). CHORD runs the authors' CHORD-φ preset,
+    /// LUFFY one demonstration per group (γ = 0.1), PPO TRL's defaults, BRIDGE-unrolled its
+    /// unrolled step at the learning rate.
+    fn algorithm(self, budget: &BudgetSpec) -> Option<Box<dyn TrainingAlgorithm<Decoder>>> {
+        Some(match self {
             Method::Base => return None,
-            Method::Sft => AlgorithmName::Sft,
-            Method::RlZero => AlgorithmName::RlZero,
-            Method::ColdStart => AlgorithmName::ColdStart,
-            Method::Alternating => AlgorithmName::Alternating,
-            Method::Bridge => AlgorithmName::Bridge,
-        };
-        Some(AlgorithmSection { name, sft_steps: budget.cold_start_sft_steps, ..AlgorithmSection::default() })
+            Method::Sft => Box::new(SftOnly),
+            Method::RlZero => Box::new(RlZero),
+            Method::ColdStart => Box::new(ColdStart { sft_steps: budget.cold_start_sft_steps }),
+            Method::Alternating => Box::new(NaiveAlternating),
+            Method::Bridge => Box::new(Bridge::default()),
+            Method::Chord => Box::new(Chord::default()),
+            Method::Luffy => Box::new(Luffy::default()),
+            Method::Ppo => Box::new(Ppo::default()),
+            Method::BridgeUnrolled => Box::new(UnrolledBridge::default()),
+        })
     }
 }
 
@@ -143,12 +195,13 @@ impl std::str::FromStr for Method {
     /// A method's [`Method::slug`] (or its label, in any case: `BRIDGE`, `rl-zero`).
     fn from_str(s: &str) -> Result<Self> {
         let key = s.trim().to_ascii_lowercase().replace('-', "_");
-        Method::ALL.into_iter().find(|m| m.slug() == key || m.label().to_ascii_lowercase().replace('-', "_") == key).ok_or_else(
-            || {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.slug() == key || m.label().to_ascii_lowercase().replace('-', "_") == key)
+            .ok_or_else(|| {
                 let names: Vec<&str> = Method::ALL.iter().map(|m| m.slug()).collect();
                 BridgeError::config("methods", format!("unknown method {s:?} (one of {})", names.join(", ")))
-            },
-        )
+            })
     }
 }
 
@@ -157,9 +210,9 @@ impl std::str::FromStr for Method {
 #[serde(deny_unknown_fields)]
 pub struct Hyper {
     /// AdamW learning rate of every parameter group the method trains (θ; BRIDGE's θ̂ and w;
-    /// alternating's SFT optimiser: method.md's β = α).
+    /// alternating's SFT optimiser: method.md's β = α; PPO's critic).
     pub lr: f64,
-    /// BRIDGE's λ (constant); absent for every other method.
+    /// BRIDGE's (and BRIDGE-unrolled's) λ (constant); absent for every other method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda: Option<f64>,
 }
@@ -188,7 +241,8 @@ impl Hyper {
 pub struct SweepSpec {
     /// The learning rates every trained method is run at.
     pub lrs: Vec<f64>,
-    /// The λ values BRIDGE is run at (each crossed with every learning rate).
+    /// The λ values BRIDGE (and BRIDGE-unrolled) is run at (each crossed with every learning
+    /// rate).
     pub lambdas: Vec<f64>,
 }
 
@@ -201,7 +255,7 @@ impl SweepSpec {
         self.lrs
             .iter()
             .flat_map(|&lr| {
-                if method == Method::Bridge {
+                if method.has_lambda() {
                     self.lambdas.iter().map(|&l| Hyper { lr, lambda: Some(l) }).collect::<Vec<_>>()
                 } else {
                     vec![Hyper { lr, lambda: None }]
@@ -375,21 +429,39 @@ impl QuickstartConfig {
                 lora: LoraConfig { rank: 8, alpha: 16.0, ..LoraConfig::default() },
                 kl_coef: 0.0,
             },
-            hyper: Self::uniform_hyper(6e-4, 0.5),
-            sweep: SweepSpec { lrs: vec![1e-4, 3e-4, 1e-3], lambdas: vec![0.25, 0.5, 0.75] },
+            // `--sweep --seeds 3`'s choice on the validation split (docs/quickstart.md, "The
+            // search"; docs/results/quickstart/sweep.json) for the methods of `Method::DEFAULT`.
+            // CHORD, LUFFY, PPO and BRIDGE-unrolled have not been through the search yet: theirs
+            // are the choice of the nearest searched method (CHORD: Cold-start's, LUFFY and PPO:
+            // RL-zero's, BRIDGE-unrolled: BRIDGE's), and the run says so (`Method::searched`);
+            // `--sweep --methods …` chooses them the same way as the others.
+            hyper: [
+                (Method::Sft, Hyper { lr: 1e-3, lambda: None }),
+                (Method::RlZero, Hyper { lr: 3e-5, lambda: None }),
+                (Method::ColdStart, Hyper { lr: 3e-4, lambda: None }),
+                (Method::Alternating, Hyper { lr: 1e-3, lambda: None }),
+                (Method::Bridge, Hyper { lr: 1e-3, lambda: Some(0.75) }),
+                (Method::Chord, Hyper { lr: 3e-4, lambda: None }),
+                (Method::Luffy, Hyper { lr: 3e-5, lambda: None }),
+                (Method::Ppo, Hyper { lr: 3e-5, lambda: None }),
+                (Method::BridgeUnrolled, Hyper { lr: 1e-3, lambda: Some(0.75) }),
+            ]
+            .into_iter()
+            .collect(),
+            sweep: SweepSpec { lrs: vec![3e-5, 1e-4, 3e-4, 1e-3, 3e-3], lambdas: vec![0.25, 0.5, 0.75] },
             reward_noise: 0.0,
             eval_max_new_tokens: 48,
             eval_batch_size: 100,
-            methods: Method::ALL.to_vec(),
+            methods: Method::DEFAULT.to_vec(),
         }
     }
 
-    /// One learning rate for every method and `lambda` for BRIDGE.
+    /// One learning rate for every method and `lambda` for the methods with a λ.
     pub fn uniform_hyper(lr: f64, lambda: f64) -> BTreeMap<Method, Hyper> {
         Method::ALL
             .into_iter()
             .filter(|m| m.trains())
-            .map(|m| (m, Hyper { lr, lambda: (m == Method::Bridge).then_some(lambda) }))
+            .map(|m| (m, Hyper { lr, lambda: m.has_lambda().then_some(lambda) }))
             .collect()
     }
 
@@ -445,6 +517,7 @@ impl QuickstartConfig {
                 lora: LoraConfig { rank: 2, alpha: 2.0, ..LoraConfig::default() },
                 ..full.budget
             },
+            hyper: Self::uniform_hyper(1e-3, 0.5),
             sweep: SweepSpec { lrs: vec![1e-3, 3e-3], lambdas: vec![0.5] },
             eval_max_new_tokens: 12,
             eval_batch_size: 8,
@@ -573,12 +646,18 @@ impl QuickstartConfig {
 }
 
 fn check_lambda(method: Method, lambda: Option<f64>, field: &str) -> Result<()> {
-    match (method == Method::Bridge, lambda) {
+    match (method.has_lambda(), lambda) {
         (true, Some(l)) if l > 0.0 && l < 1.0 => Ok(()),
-        (true, Some(l)) => Err(BridgeError::config(format!("quickstart.{field}"), format!("must be in (0, 1), got {l}"))),
-        (true, None) => Err(BridgeError::config(format!("quickstart.{field}"), "BRIDGE needs its λ")),
+        (true, Some(l)) => {
+            Err(BridgeError::config(format!("quickstart.{field}"), format!("must be in (0, 1), got {l}")))
+        }
+        (true, None) => {
+            Err(BridgeError::config(format!("quickstart.{field}"), format!("{} needs its λ", method.label())))
+        }
         (false, None) => Ok(()),
-        (false, Some(_)) => Err(BridgeError::config(format!("quickstart.{field}"), "only BRIDGE has a λ")),
+        (false, Some(_)) => {
+            Err(BridgeError::config(format!("quickstart.{field}"), "only BRIDGE and BRIDGE-unrolled have a λ"))
+        }
     }
 }
 
@@ -589,10 +668,24 @@ pub struct CurvePoint {
     pub step: u64,
     /// Training wall time so far (evaluation excluded), seconds.
     pub seconds: f64,
+    /// Training CPU time so far (all threads, evaluation excluded), seconds, where the platform
+    /// tells ([`process_cpu_seconds`]): a cross-check of `seconds` that other load on the machine
+    /// does not inflate.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
     /// Overall accuracy (on the test split, or the validation split in a sweep).
     pub accuracy: f64,
     /// Accuracy of level 1, 2, ….
     pub levels: Vec<f64>,
+}
+
+impl CurvePoint {
+    /// Training CPU time so far, or the wall time where the platform does not report CPU time:
+    /// the clock of "time to reach" comparisons, because wall times on a shared machine depend
+    /// on what else runs (docs/quickstart.md, "Clocks").
+    pub fn cpu_time(&self) -> f64 {
+        self.cpu_seconds.unwrap_or(self.seconds)
+    }
 }
 
 /// One method's run on one seed.
@@ -607,6 +700,9 @@ pub struct MethodRun {
     pub curve: Vec<CurvePoint>,
     /// Training wall time, seconds (evaluation excluded).
     pub train_seconds: f64,
+    /// Training CPU time, seconds (all threads, evaluation excluded; `None` where unknown).
+    #[serde(default)]
+    pub train_cpu_seconds: Option<f64>,
     /// Time spent evaluating, seconds.
     pub eval_seconds: f64,
 }
@@ -617,9 +713,10 @@ impl MethodRun {
         self.curve.last()
     }
 
-    /// The training time at which the accuracy first reached `target` (`None`: never).
+    /// The training CPU time ([`CurvePoint::cpu_time`]) at which the accuracy first reached
+    /// `target` (`None`: never).
     pub fn time_to_reach(&self, target: f64) -> Option<f64> {
-        self.curve.iter().find(|p| p.accuracy >= target - 1e-12).map(|p| p.seconds)
+        self.curve.iter().find(|p| p.accuracy >= target - 1e-12).map(CurvePoint::cpu_time)
     }
 
     /// The evaluation after exactly `step` steps.
@@ -677,6 +774,10 @@ pub struct QuickstartReport {
     pub claims_table: String,
     /// Wall time of the whole invocation, seconds.
     pub total_seconds: f64,
+    /// The machine's load average (1, 5, 15 minutes) when the run ended (Linux; empty
+    /// elsewhere): how much else was running while the wall times were measured.
+    #[serde(default)]
+    pub load_average: Vec<f64>,
     /// `results.json`.
     pub results_path: PathBuf,
     /// The accuracy-against-time PNG.
@@ -708,6 +809,25 @@ pub fn source_commit() -> String {
         }
         _ => "unknown".into(),
     }
+}
+
+/// CPU time of this process so far (user + system, every thread), seconds: `/proc/self/stat`
+/// fields 14–15 in clock ticks of 1/100 s (Linux's `USER_HZ`); `None` on other platforms.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // `rest` starts at field 3, so fields 14 and 15 are at 11 and 12.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
+/// The load average (1, 5, 15 minutes) from `/proc/loadavg`; empty where there is none.
+fn load_average() -> Vec<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// Runs `f` inside a rayon pool of exactly `threads` threads (the results depend on it).
@@ -751,6 +871,7 @@ fn run_in_pool(cfg: &QuickstartConfig, progress: &mut (dyn FnMut(&str) + Send)) 
         table,
         claims_table,
         total_seconds: 0.0,
+        load_average: load_average(),
         results_path: results_path.clone(),
         plot_path,
     };
@@ -875,7 +996,8 @@ impl<'a> SeedSetup<'a> {
     fn run_methods(&self, progress: &mut (dyn FnMut(&str) + Send)) -> Result<SeedRun> {
         let (cfg, seed) = (self.cfg, self.seed);
         let t0 = Instant::now();
-        let base_point = self.evaluate(Split::Test, 0, 0.0, &self.theta0, None)?;
+        let mut base_point = self.evaluate(Split::Test, 0, 0.0, &self.theta0, None)?;
+        base_point.cpu_seconds = Some(0.0);
         let base_eval_seconds = t0.elapsed().as_secs_f64();
         progress(&format!(
             "[seed {seed}] base: test accuracy {:.3} (levels {}) [{base_eval_seconds:.1} s to evaluate]",
@@ -894,6 +1016,7 @@ impl<'a> SeedSetup<'a> {
                     hyper: None,
                     curve: vec![base_point.clone()],
                     train_seconds: 0.0,
+                    train_cpu_seconds: Some(0.0),
                     eval_seconds: base_eval_seconds,
                 },
             };
@@ -922,7 +1045,13 @@ impl<'a> SeedSetup<'a> {
         let levels = (1..=self.cfg.task.levels)
             .map(|l| m.get(&format!("eval_{name}_level_{l}_accuracy")).copied().unwrap_or(0.0))
             .collect();
-        Ok(CurvePoint { step, seconds, accuracy: m.get("eval_accuracy").copied().unwrap_or(0.0), levels })
+        Ok(CurvePoint {
+            step,
+            seconds,
+            cpu_seconds: None,
+            accuracy: m.get("eval_accuracy").copied().unwrap_or(0.0),
+            levels,
+        })
     }
 
     /// The reward of the RL methods: the verifier's accuracy, flipped with probability
@@ -950,8 +1079,8 @@ impl<'a> SeedSetup<'a> {
         progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<MethodRun> {
         let (cfg, seed, b) = (self.cfg, self.seed, &self.cfg.budget);
-        let section = method.algorithm(b).ok_or_else(|| BridgeError::InvalidInput("Base does not train".into()))?;
-        let mut algorithm = section.build::<Decoder>();
+        let mut algorithm =
+            method.algorithm(b).ok_or_else(|| BridgeError::InvalidInput("Base does not train".into()))?;
         let needs = algorithm.needs();
         let adapter0 = if needs.adapter {
             Some(self.lm.init_adapter(&b.lora, &self.device, &mut BridgeRng::for_stream(seed, "init/lora"))?)
@@ -982,11 +1111,12 @@ impl<'a> SeedSetup<'a> {
         };
         let mut writer = MetricsWriter::create(run_dir)?;
         let mut curve = vec![start.clone()];
-        let mut eval_seconds = 0.0;
+        let (mut eval_seconds, mut eval_cpu) = (0.0, 0.0);
         let label = method.label();
         let what = if split == Split::Val { "validation" } else { "test" };
         let setting = hyper.label();
         let started = Instant::now();
+        let cpu_started = process_cpu_seconds();
         run_steps(
             &self.lm,
             algorithm.as_mut(),
@@ -994,10 +1124,14 @@ impl<'a> SeedSetup<'a> {
             &inputs,
             &loop_cfg,
             |_, s| {
-                let t = Instant::now();
+                let (t, cpu) = (Instant::now(), process_cpu_seconds());
                 let train_s = (t - started).as_secs_f64() - eval_seconds;
-                let point = self.evaluate(split, s.step, train_s, &s.theta, s.adapter.as_ref())?;
+                let mut point = self.evaluate(split, s.step, train_s, &s.theta, s.adapter.as_ref())?;
+                point.cpu_seconds = cpu.zip(cpu_started).map(|(now, start)| now - start - eval_cpu);
                 eval_seconds += t.elapsed().as_secs_f64();
+                if let (Some(before), Some(after)) = (cpu, process_cpu_seconds()) {
+                    eval_cpu += after - before;
+                }
                 progress(&format!(
                     "[seed {seed}] {label:<11} ({setting}) step {:>4}/{}: {what} accuracy {:.3} (levels {}) after \
                      {train_s:.1} s",
@@ -1019,7 +1153,8 @@ impl<'a> SeedSetup<'a> {
             },
         )?;
         let train_seconds = curve.last().map_or(0.0, |p| p.seconds);
-        Ok(MethodRun { method, hyper: Some(*hyper), curve, train_seconds, eval_seconds })
+        let train_cpu_seconds = curve.last().and_then(|p| p.cpu_seconds);
+        Ok(MethodRun { method, hyper: Some(*hyper), curve, train_seconds, train_cpu_seconds, eval_seconds })
     }
 }
 
@@ -1229,18 +1364,45 @@ mod tests {
     }
 
     #[test]
+    fn cpu_time_is_read_and_grows() {
+        let Some(a) = process_cpu_seconds() else { return };
+        // Busy work until this process has used 0.1 s of CPU (however loaded the machine is).
+        let (mut x, t) = (0u64, Instant::now());
+        let mut b = a;
+        while b - a < 0.1 && t.elapsed().as_secs_f64() < 120.0 {
+            for _ in 0..1_000_000 {
+                x = x.wrapping_add(std::hint::black_box(1));
+            }
+            b = process_cpu_seconds().unwrap();
+        }
+        assert!(b - a >= 0.1, "{a} → {b} ({x}): the CPU time does not grow with work");
+        assert!(b - a <= t.elapsed().as_secs_f64() * 2.0 + 0.05, "one thread cannot use more CPU than wall time");
+    }
+
+    #[test]
     fn methods_parse_from_slugs_and_labels() {
         for m in Method::ALL {
             assert_eq!(m.slug().parse::<Method>().unwrap(), m);
             assert_eq!(m.label().parse::<Method>().unwrap(), m);
         }
         assert_eq!("rl-zero".parse::<Method>().unwrap(), Method::RlZero);
-        let e = "ppo".parse::<Method>().unwrap_err().to_string();
-        assert!(e.contains("methods") && e.contains("ppo") && e.contains("cold_start"), "{e}");
+        assert_eq!("PPO".parse::<Method>().unwrap(), Method::Ppo);
+        assert_eq!("bridge-unrolled".parse::<Method>().unwrap(), Method::BridgeUnrolled);
+        let e = "trpo".parse::<Method>().unwrap_err().to_string();
+        assert!(e.contains("methods") && e.contains("trpo") && e.contains("luffy"), "{e}");
+        // The default comparison is the paper's; the others run when asked for.
+        assert_eq!(QuickstartConfig::full().methods, Method::DEFAULT.to_vec());
+        for m in Method::ALL {
+            assert_eq!(
+                Method::DEFAULT.contains(&m),
+                !matches!(m, Method::Chord | Method::Luffy | Method::Ppo | Method::BridgeUnrolled)
+            );
+            assert!(QuickstartConfig::full().hyper.contains_key(&m) || !m.trains(), "{m:?} has default settings");
+        }
     }
 
     #[test]
-    fn the_sweep_grid_crosses_lambda_for_bridge_only() {
+    fn the_sweep_grid_crosses_lambda_for_the_bridge_methods_only() {
         let spec = SweepSpec { lrs: vec![1e-4, 1e-3], lambdas: vec![0.25, 0.75] };
         assert_eq!(spec.grid(Method::Base), vec![]);
         assert_eq!(spec.grid(Method::Sft), vec![Hyper { lr: 1e-4, lambda: None }, Hyper { lr: 1e-3, lambda: None }]);
@@ -1248,6 +1410,8 @@ mod tests {
         assert_eq!(b.len(), 4);
         assert_eq!(b[1], Hyper { lr: 1e-4, lambda: Some(0.75) });
         assert_eq!(b[1].slug(), "lr1e-4-l0.75");
+        assert_eq!(spec.grid(Method::BridgeUnrolled), b);
+        assert_eq!(spec.grid(Method::Chord).len(), 2, "CHORD, LUFFY, PPO: the learning rate only");
     }
 
     #[test]

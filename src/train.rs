@@ -6,23 +6,28 @@
 //! `curves.png` (reward, evaluation accuracy, SFT loss, cooperative gain) and `final/` (the
 //! merged model as an HF directory, and the adapter alone in PEFT format). The schema is
 //! documented field by field in `docs/config.md`; `examples/configs/` has working files.
+//!
+//! `[algorithm] name` resolves through an [`AlgorithmRegistry`]: [`parse_config`] and [`train`]
+//! use the workspace's algorithms ([`AlgorithmRegistry::builtin`]); [`parse_config_with`] and
+//! [`train_with`] take a registry that a crate of its own has added to.
 
+use crate::registry::{AlgorithmRegistry, AlgorithmSpec, RunContext};
 use bridge_bilevel::{
-    AuxRollouts, Bridge, ColdStart, LoopConfig, Metrics, NaiveAlternating, OptimConfig, RlZero, RunEvent, RunInputs,
-    SftOnly, SftRlMixing, TrainingAlgorithm, init_state, latest_checkpoint, run_steps,
+    LoopConfig, Metrics, OptimConfig, RunEvent, RunInputs, init_state, latest_checkpoint, read_checkpoint_meta,
+    resume_from_checkpoint, run_steps,
 };
 use bridge_core::reward::WeightedRewards;
 use bridge_core::{
-    BridgeError, BridgeRng, CausalLm, CharCodec, CooperativeGain, DeviceChoice, InMemorySource, JointSftRl,
-    LambdaScheduleConfig, Result, RewardFunction, RlPrompt, TextCodec,
+    BridgeError, BridgeRng, CausalLm, CharCodec, DeviceChoice, ExampleSource, InMemorySource, LambdaScheduleConfig,
+    Result, RewardFunction, RlPrompt, TextCodec,
 };
 use bridge_eval::metrics::{MetricsWriter, ProgressReporter};
 use bridge_eval::reward::{AccuracyReward, FormatReward, RewardScale};
-use bridge_eval::runner::{DatasetFormat, EvalConfig, EvalDataset, evaluate_datasets};
+use bridge_eval::runner::{DatasetFormat, EvalConfig, EvalDataset, encode_prompts, evaluate_datasets};
 use bridge_models::tokenizer::HfCodec;
 use bridge_models::{Decoder, DecoderConfig, DecoderWeights, LoraConfig, Precision};
 use bridge_rl::GrpoConfig;
-use bridge_sft::{DatasetConfig, SftTokenizer, TokenizeConfig, TokenizedSource};
+use bridge_sft::{DatasetConfig, SftTokenizer, TokenizeConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -147,99 +152,39 @@ pub enum CodecSection {
     },
 }
 
-/// The algorithms, by config name.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlgorithmName {
-    /// SFT only.
-    Sft,
-    /// GRPO only, from the base.
-    RlZero,
-    /// SFT for `sft_steps`, then GRPO.
-    ColdStart,
-    /// One RL step then one SFT step, each step.
-    Alternating,
-    /// `−(J_RL + μ J_SFT)` on θ.
-    Mixing,
-    /// Update (7) on θ and w, no θ̂.
-    BridgeNoMeta,
-    /// BRIDGE.
-    #[default]
-    Bridge,
-}
-
-/// The outer objectives, by config name.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OuterName {
-    /// Equation (8).
-    #[default]
-    CooperativeGain,
-    /// `(1−λ)∇_w J_SFT + λ∇_w J_RL(θ,w)`.
-    JointSftRl,
-}
-
-/// `[algorithm]`.
+/// `[algorithm]`: `name` picks an algorithm of the registry, and every other key is an option of
+/// that algorithm alone (each algorithm has its own table; docs/config.md lists them). Once a
+/// config is parsed ([`parse_config_with`]), `options` holds all of the algorithm's options with
+/// their defaults filled in.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct AlgorithmSection {
-    /// The algorithm.
-    pub name: AlgorithmName,
-    /// Cold start: SFT steps before RL.
-    pub sft_steps: u64,
-    /// Mixing: the SFT weight μ.
-    pub mu: f64,
-    /// BRIDGE: the outer objective.
-    pub outer: OuterName,
-    /// BRIDGE: rollouts of the θ̂ branch (`shared` or `separate`).
-    pub aux_rollouts: AuxRollouts,
-    /// BRIDGE: `separate` backward passes or the `fused` single backward.
-    pub gradient_path: bridge_bilevel::GradientPath,
+    /// The algorithm's registered name (`bridge` by default).
+    #[serde(default = "default_algorithm")]
+    pub name: String,
+    /// Its options (the table's other keys).
+    #[serde(flatten)]
+    pub options: toml::Table,
+}
+
+fn default_algorithm() -> String {
+    "bridge".into()
 }
 
 impl Default for AlgorithmSection {
     fn default() -> Self {
-        Self {
-            name: AlgorithmName::Bridge,
-            sft_steps: 50,
-            mu: 1.0,
-            outer: OuterName::CooperativeGain,
-            aux_rollouts: AuxRollouts::Shared,
-            gradient_path: bridge_bilevel::GradientPath::Separate,
-        }
+        Self { name: default_algorithm(), options: toml::Table::new() }
     }
 }
 
 impl AlgorithmSection {
-    /// The algorithm object.
-    pub fn build<L: CausalLm>(&self) -> Box<dyn TrainingAlgorithm<L>> {
-        let outer: Box<dyn bridge_core::OuterObjective> = match self.outer {
-            OuterName::CooperativeGain => Box::new(CooperativeGain),
-            OuterName::JointSftRl => Box::new(JointSftRl),
-        };
-        match self.name {
-            AlgorithmName::Sft => Box::new(SftOnly),
-            AlgorithmName::RlZero => Box::new(RlZero),
-            AlgorithmName::ColdStart => Box::new(ColdStart { sft_steps: self.sft_steps }),
-            AlgorithmName::Alternating => Box::new(NaiveAlternating),
-            AlgorithmName::Mixing => Box::new(SftRlMixing { mu: self.mu }),
-            AlgorithmName::BridgeNoMeta => Box::new(Bridge {
-                outer: Box::new(JointSftRl),
-                aux_rollouts: self.aux_rollouts,
-                gradient_path: self.gradient_path,
-            }),
-            AlgorithmName::Bridge => {
-                Box::new(Bridge { outer, aux_rollouts: self.aux_rollouts, gradient_path: self.gradient_path })
-            }
-        }
+    /// The algorithm `name` with its default options.
+    pub fn named(name: &str) -> Self {
+        Self { name: name.to_owned(), options: toml::Table::new() }
     }
 
-    fn uses_sft(&self) -> bool {
-        self.name != AlgorithmName::RlZero
-    }
-
-    fn uses_rl(&self) -> bool {
-        self.name != AlgorithmName::Sft
+    /// The section parsed by `registry` (unknown name or option: an error naming it).
+    pub fn spec<L: CausalLm + 'static>(&self, registry: &AlgorithmRegistry<L>) -> Result<Box<dyn AlgorithmSpec<L>>> {
+        registry.parse(&self.name, &self.options)
     }
 }
 
@@ -306,22 +251,42 @@ pub struct EvalData {
 
 /// Reads and validates a config file; a TOML error names the file, line and key.
 pub fn load_config(path: impl AsRef<Path>) -> Result<TrainConfig> {
+    load_config_with(path, &AlgorithmRegistry::builtin())
+}
+
+/// [`load_config`] with the algorithms of `registry`.
+pub fn load_config_with(path: impl AsRef<Path>, registry: &AlgorithmRegistry<Decoder>) -> Result<TrainConfig> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path).map_err(|e| BridgeError::io(path, e))?;
-    parse_config(&text, path)
+    parse_config_with(&text, path, registry)
 }
 
 /// Parses and validates config text (`origin` names it in errors).
 pub fn parse_config(text: &str, origin: &Path) -> Result<TrainConfig> {
-    let cfg: TrainConfig =
+    parse_config_with(text, origin, &AlgorithmRegistry::builtin())
+}
+
+/// [`parse_config`] with the algorithms of `registry`; the algorithm's options come back with
+/// every default filled in.
+pub fn parse_config_with(text: &str, origin: &Path, registry: &AlgorithmRegistry<Decoder>) -> Result<TrainConfig> {
+    let mut cfg: TrainConfig =
         toml::from_str(text).map_err(|e| BridgeError::config(origin.display().to_string(), e.to_string()))?;
-    cfg.validate()?;
+    cfg.algorithm.options = cfg.algorithm.spec(registry)?.options()?;
+    cfg.validate_with(registry)?;
     Ok(cfg)
 }
 
 impl TrainConfig {
-    /// Checks every section, naming the bad field.
+    /// Checks every section, naming the bad field (the workspace's algorithms).
     pub fn validate(&self) -> Result<()> {
+        self.validate_with(&AlgorithmRegistry::builtin())
+    }
+
+    /// Checks every section against the algorithms of `registry`, naming the bad field.
+    pub fn validate_with(&self, registry: &AlgorithmRegistry<Decoder>) -> Result<()> {
+        let algorithm = self.algorithm.spec(registry)?;
+        algorithm.validate(&RunContext { rl: &self.rl, steps: self.run.steps })?;
+        let needs = algorithm.data();
         if self.model.path.is_none() == self.model.config.is_none() {
             return Err(BridgeError::config("model", "set exactly one of `path` (weights) or `config` (random init)"));
         }
@@ -336,19 +301,28 @@ impl TrainConfig {
                 s.validate(name)?;
             }
         }
+        if self.run.steps == 0 {
+            return Err(BridgeError::config("run.steps", "must be ≥ 1"));
+        }
+        if self.run.keep_checkpoints == 0 {
+            return Err(BridgeError::config(
+                "run.keep_checkpoints",
+                "must be ≥ 1 (the newest checkpoint is what --resume continues from)",
+            ));
+        }
         if self.sft.batch_size == 0 {
             return Err(BridgeError::config("sft.batch_size", "must be ≥ 1"));
         }
         self.sft.tokenize.validate("sft.tokenize")?;
         self.rl.validate("rl")?;
         self.lora.validate()?;
-        if self.algorithm.uses_sft() && self.data.sft.is_none() {
-            return Err(BridgeError::config("data.sft", format!("algorithm {:?} needs SFT data", self.algorithm.name)));
+        if needs.sft && self.data.sft.is_none() {
+            return Err(BridgeError::config("data.sft", format!("algorithm `{}` needs SFT data", self.algorithm.name)));
         }
-        if self.algorithm.uses_rl() && self.data.rl.is_none() {
+        if needs.rl && self.data.rl.is_none() {
             return Err(BridgeError::config(
                 "data.rl",
-                format!("algorithm {:?} needs RL prompts", self.algorithm.name),
+                format!("algorithm `{}` needs RL prompts", self.algorithm.name),
             ));
         }
         if self.run.time_limit_s.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
@@ -409,6 +383,8 @@ pub struct RunSummary {
     pub wall_seconds: f64,
     /// The run directory.
     pub run_dir: PathBuf,
+    /// What the checks before training warned about (also printed to stderr).
+    pub warnings: Vec<String>,
 }
 
 /// Evaluation metrics of (θ, w) on `sets`: `eval_accuracy` (mean over sets) and per-set values.
@@ -439,15 +415,228 @@ pub fn evaluate_metrics(
     Ok(m)
 }
 
-/// Runs (or, with `resume`, continues) the training the config describes.
-pub fn train(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
-    cfg.validate()?;
+/// How [`train`] treats the run directory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunMode {
+    /// A new run: the directory must not hold a previous one (its `metrics.jsonl`,
+    /// `checkpoints/`, `config.resolved.toml`, `curves.png` or `final/`).
+    #[default]
+    Fresh,
+    /// Continue the run in the directory from its newest complete checkpoint; the directory
+    /// must hold one, at a step no later than `run.steps`.
+    Resume,
+    /// A new run that replaces a previous one: that run's files (those listed for
+    /// [`RunMode::Fresh`]) are deleted once every check has passed, just before training.
+    Overwrite,
+}
+
+/// The files and directories of a run inside its run directory.
+pub const RUN_OUTPUTS: [&str; 5] = ["config.resolved.toml", "metrics.jsonl", "checkpoints", "curves.png", "final"];
+
+/// The outputs of a previous run present in `run_dir` (names from [`RUN_OUTPUTS`]).
+fn previous_run(run_dir: &Path) -> Vec<&'static str> {
+    RUN_OUTPUTS.into_iter().filter(|name| run_dir.join(name).exists()).collect()
+}
+
+/// Everything a run needs, loaded and checked before its first step.
+struct Prepared {
+    device: burn::tensor::Device,
+    lm: Decoder,
+    theta0: DecoderWeights,
+    sft: InMemorySource<bridge_core::TokenSequence>,
+    prompts: InMemorySource<RlPrompt>,
+    eval_sets: Vec<EvalDataset>,
+    /// The checkpoint a resumed run starts from.
+    checkpoint: Option<PathBuf>,
+    /// The parsed `[algorithm]` table.
+    spec: Box<dyn AlgorithmSpec<Decoder>>,
+    warnings: Vec<String>,
+}
+
+/// Checks the run directory against `mode` without touching it: the checkpoint to resume from,
+/// or an error (a resume without a checkpoint, or past `run.steps`; a fresh run over a previous
+/// one; a path that is not a directory).
+fn check_run_dir(cfg: &TrainConfig, mode: RunMode) -> Result<Option<PathBuf>> {
+    let run_dir = &cfg.run.run_dir;
+    let field = "run.run_dir";
+    if let Some(file) = run_dir.ancestors().find(|a| a.is_file()) {
+        return Err(BridgeError::config(
+            field,
+            format!("{} cannot be a run directory: {} is a file", run_dir.display(), file.display()),
+        ));
+    }
+    match mode {
+        RunMode::Resume => {
+            if !run_dir.is_dir() {
+                return Err(BridgeError::config(field, format!("cannot resume: {} does not exist", run_dir.display())));
+            }
+            let ckpt = latest_checkpoint(run_dir)?.ok_or_else(|| {
+                BridgeError::config(
+                    field,
+                    format!(
+                        "cannot resume: {} holds no checkpoint (no complete checkpoints/latest); start it afresh \
+                         with --overwrite",
+                        run_dir.display()
+                    ),
+                )
+            })?;
+            let step = read_checkpoint_meta(&ckpt)?.step;
+            if step > cfg.run.steps {
+                return Err(BridgeError::config(
+                    "run.steps",
+                    format!(
+                        "{} is below the step of the checkpoint to resume from ({step}, {}): pass --steps {step} or more",
+                        cfg.run.steps,
+                        ckpt.display()
+                    ),
+                ));
+            }
+            Ok(Some(ckpt))
+        }
+        RunMode::Fresh => {
+            let found = previous_run(run_dir);
+            if !found.is_empty() {
+                return Err(BridgeError::config(
+                    field,
+                    format!(
+                        "{} already holds a run ({}): pass --resume to continue it, --overwrite to replace it, \
+                         or choose another run_dir",
+                        run_dir.display(),
+                        found.join(", ")
+                    ),
+                ));
+            }
+            Ok(None)
+        }
+        RunMode::Overwrite => Ok(None),
+    }
+}
+
+/// Loads the model and every data set, and checks everything a run will read before its first
+/// step: tokenisation of the SFT and RL data and of every evaluation prompt, the lengths against
+/// the model's context, the data sizes against the batch sizes.
+fn prepare(cfg: &TrainConfig, mode: RunMode, registry: &AlgorithmRegistry<Decoder>) -> Result<Prepared> {
+    cfg.validate_with(registry)?;
+    let spec = cfg.algorithm.spec(registry)?;
+    let data_needs = spec.data();
+    let checkpoint = check_run_dir(cfg, mode)?;
+    let mut warnings = spec.warnings(&RunContext { rl: &cfg.rl, steps: cfg.run.steps });
+    let device = cfg.run.device.autodiff_device()?;
+    let (lm, theta0) = open_lm(&cfg.model, &device, cfg.run.seed)?;
+    let codec = lm.codec();
+    let algorithm = cfg.algorithm.name.as_str();
+
+    // A data set smaller than what one step takes (the user may mean it: the cursor wraps).
+    let mut small = |field: &str, d: &DatasetConfig, have: usize, what: &str, per_step: &str, need: usize| {
+        if have < need {
+            warnings.push(format!(
+                "{field}: {} holds {have} {what}, fewer than {per_step} = {need}: every step repeats some",
+                d.path.display()
+            ));
+        }
+    };
+    let sft = match &cfg.data.sft {
+        Some(d) if data_needs.sft => {
+            let tokenizer = SftTokenizer::new(codec, &cfg.sft.tokenize)?;
+            let tokenized = d.load_sft_tokenized(&tokenizer).map_err(|e| match e {
+                BridgeError::InvalidInput(m) => BridgeError::config("data.sft", format!("{}: {m}", d.path.display())),
+                e => e,
+            })?;
+            small("data.sft", d, tokenized.len(), "usable examples", "sft.batch_size", cfg.sft.batch_size);
+            Some(InMemorySource::new(tokenized.sequences().to_vec()))
+        }
+        _ => None,
+    };
+    let mut longest_rl_prompt = 0;
+    let prompts = match &cfg.data.rl {
+        Some(d) if data_needs.rl => {
+            let (prompts, ids) = d.load_rl_encoded(codec)?;
+            if data_needs.demonstrations
+                && let Some(p) = prompts.items().iter().find(|p| p.demonstration.is_none())
+            {
+                let source = p.metadata.get("source").and_then(|v| v.as_str()).unwrap_or(&p.id);
+                return Err(BridgeError::config(
+                    "data.rl",
+                    format!(
+                        "algorithm `{algorithm}` needs a worked solution with every RL prompt (a GSM8K `answer`, a \
+                         MATH `solution`, a `completion` or a final assistant message); {source} has none"
+                    ),
+                ));
+            }
+            longest_rl_prompt = ids.iter().map(Vec::len).max().unwrap_or(0);
+            small("data.rl", d, prompts.len(), "prompts", "rl.prompts_per_step", cfg.rl.prompts_per_step);
+            Some(prompts)
+        }
+        _ => None,
+    };
+    for (field, set, used) in
+        [("data.sft", cfg.data.sft.is_some(), sft.is_some()), ("data.rl", cfg.data.rl.is_some(), prompts.is_some())]
+    {
+        if set && !used {
+            warnings.push(format!("{field} is set, but algorithm `{algorithm}` does not train on it: it is not read"));
+        }
+    }
+    let sft = sft.unwrap_or_else(|| InMemorySource::new(Vec::new()));
+    let prompts: InMemorySource<RlPrompt> = prompts.unwrap_or_else(|| InMemorySource::new(Vec::new()));
+    let mut eval_sets = Vec::with_capacity(cfg.data.eval.len());
+    let mut eval_prompt_len = 0;
+    for e in &cfg.data.eval {
+        let set = EvalDataset::load(&e.path, e.format)?;
+        let (_, ids) = encode_prompts(&set, &cfg.eval, codec)?;
+        eval_prompt_len = ids.iter().map(Vec::len).fold(eval_prompt_len, usize::max);
+        eval_sets.push(set);
+    }
+
+    // Lengths against the model's context.
+    let context = lm.config().max_position_embeddings;
+    let mut check_length = |field: &str, new_tokens: usize, prompt: usize, what: &str| -> Result<()> {
+        if new_tokens > context {
+            return Err(BridgeError::config(
+                field,
+                format!("{new_tokens} is more than the model's context length ({context} tokens)"),
+            ));
+        }
+        if prompt + new_tokens > context {
+            warnings.push(format!(
+                "{field} = {new_tokens} after the longest {what} ({prompt} tokens) exceeds the model's context \
+                 length ({context} tokens)"
+            ));
+        }
+        Ok(())
+    };
+    if data_needs.rl {
+        check_length("rl.sampling.max_new_tokens", cfg.rl.sampling.max_new_tokens, longest_rl_prompt, "RL prompt")?;
+    }
+    if !eval_sets.is_empty() {
+        check_length("eval.max_new_tokens", cfg.eval.max_new_tokens, eval_prompt_len, "evaluation prompt")?;
+    }
+    Ok(Prepared { device, lm, theta0, sft, prompts, eval_sets, checkpoint, spec, warnings })
+}
+
+/// Runs (or, with [`RunMode::Resume`], continues) the training the config describes.
+///
+/// Everything the run will read is loaded and checked before anything is written and before its
+/// first step (see `docs/config.md`, "Checks before training"): a bad config, data file, prompt,
+/// length or run directory is an error naming the field, file or line, and leaves the run
+/// directory untouched. Then the run directory, `checkpoints/`, `config.resolved.toml` and
+/// `metrics.jsonl` are created (an unwritable location fails here, still before step 1). Warnings
+/// (data smaller than a batch, a prompt that may overflow the context, unused data) go to stderr
+/// and into [`RunSummary::warnings`].
+pub fn train(cfg: &TrainConfig, mode: RunMode) -> Result<RunSummary> {
+    train_with(cfg, mode, &AlgorithmRegistry::builtin())
+}
+
+/// [`train`] with the algorithms of `registry`.
+pub fn train_with(cfg: &TrainConfig, mode: RunMode, registry: &AlgorithmRegistry<Decoder>) -> Result<RunSummary> {
     let started = Instant::now();
+    let Prepared { device, lm, theta0, sft, prompts, eval_sets, checkpoint, spec, warnings } =
+        prepare(cfg, mode, registry)?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let seed = cfg.run.seed;
     let run_dir = cfg.run.run_dir.clone();
-    let device = cfg.run.device.autodiff_device()?;
-    let (lm, theta0) = open_lm(&cfg.model, &device, seed)?;
-    let mut algorithm = cfg.algorithm.build::<Decoder>();
+    let mut algorithm = spec.build();
     let needs = algorithm.needs();
     let adapter0 = if needs.adapter {
         let adapter = lm.init_adapter(&cfg.lora, &device, &mut BridgeRng::for_stream(seed, "init/lora"))?;
@@ -455,32 +644,26 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
     } else {
         None
     };
-    let codec = lm.codec();
-    let empty_sft = TokenizedSourceOrEmpty::load(cfg, codec)?;
-    let prompts: InMemorySource<RlPrompt> = match &cfg.data.rl {
-        Some(d) => d.load_rl(codec)?,
-        None => InMemorySource::new(Vec::new()),
-    };
-    let eval_sets: Vec<EvalDataset> =
-        cfg.data.eval.iter().map(|e| EvalDataset::load(&e.path, e.format)).collect::<Result<_>>()?;
     let reward = cfg.reward.build();
     let lambda = cfg.lambda.build()?;
-
     let mut state = init_state(needs, theta0, adapter0, &cfg.optim, cfg.rl.loss.kl_coef > 0.0, seed)?;
-    std::fs::create_dir_all(&run_dir).map_err(|e| BridgeError::io(&run_dir, e))?;
-    let existing = latest_checkpoint(&run_dir)?;
-    let mut writer = match (&existing, resume) {
-        (Some(ckpt), true) => {
-            state = state.load_checkpoint(ckpt)?.0;
-            MetricsWriter::resume(&run_dir, state.step)?
+    if let Some(ckpt) = &checkpoint {
+        state = resume_from_checkpoint(state, algorithm.as_mut(), ckpt)?.0;
+    }
+
+    // Every check passed: write.
+    if mode == RunMode::Overwrite {
+        for name in previous_run(&run_dir) {
+            let path = run_dir.join(name);
+            let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            removed.map_err(|e| BridgeError::io(&path, e))?;
         }
-        (Some(_), false) => {
-            return Err(BridgeError::config(
-                "run.run_dir",
-                format!("{} already holds a run: pass --resume or choose another run_dir", run_dir.display()),
-            ));
-        }
-        (None, _) => MetricsWriter::create(&run_dir)?,
+    }
+    let checkpoints = run_dir.join("checkpoints");
+    std::fs::create_dir_all(&checkpoints).map_err(|e| BridgeError::io(&checkpoints, e))?;
+    let mut writer = match &checkpoint {
+        Some(_) => MetricsWriter::resume(&run_dir, state.step)?,
+        None => MetricsWriter::create(&run_dir)?,
     };
     let resolved = toml::to_string_pretty(cfg).map_err(|e| BridgeError::config("config", e.to_string()))?;
     bridge_models::hf::write_atomic(&run_dir.join("config.resolved.toml"), resolved.as_bytes())?;
@@ -496,7 +679,7 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
         time_limit_s: cfg.run.time_limit_s,
     };
     let inputs = RunInputs {
-        sft: &empty_sft.0,
+        sft: &sft,
         prompts: &prompts,
         reward: reward.as_ref(),
         rl: &cfg.rl,
@@ -562,24 +745,7 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<RunSummary> {
             a.save_peft(final_dir.join("adapter"), lm.config())?;
         }
     }
-    Ok(RunSummary { steps: state.step, final_eval, wall_seconds: started.elapsed().as_secs_f64(), run_dir })
-}
-
-/// The SFT data of a run, tokenised, or an empty source for algorithms without SFT.
-struct TokenizedSourceOrEmpty(InMemorySource<bridge_core::TokenSequence>);
-
-impl TokenizedSourceOrEmpty {
-    fn load(cfg: &TrainConfig, codec: &dyn TextCodec) -> Result<Self> {
-        match &cfg.data.sft {
-            Some(d) if cfg.algorithm.uses_sft() => {
-                let examples = d.load_sft(codec)?;
-                let tokenizer = SftTokenizer::new(codec, &cfg.sft.tokenize)?;
-                let tokenized = TokenizedSource::new(&examples, &tokenizer)?;
-                Ok(Self(InMemorySource::new(tokenized.sequences().to_vec())))
-            }
-            _ => Ok(Self(InMemorySource::new(Vec::new()))),
-        }
-    }
+    Ok(RunSummary { steps: state.step, final_eval, wall_seconds: started.elapsed().as_secs_f64(), run_dir, warnings })
 }
 
 #[cfg(test)]
@@ -598,12 +764,12 @@ mod tests {
             path = "rl.jsonl"
         "#;
         let cfg = parse_config(text, Path::new("t.toml")).unwrap();
-        assert_eq!(cfg.algorithm.name, AlgorithmName::Bridge);
+        assert_eq!(cfg.algorithm.name, "bridge");
         assert_eq!(cfg.lambda, LambdaScheduleConfig::Constant { value: 0.5 });
         assert_eq!((cfg.lora.rank, cfg.lora.alpha), (16, 16.0));
         assert_eq!(cfg.rl.loss.epsilon_low, 0.2);
         assert_eq!(cfg.rl.loss.kl_coef, 1e-3);
-        assert_eq!(cfg.algorithm.aux_rollouts, AuxRollouts::Shared);
+        assert_eq!(cfg.algorithm.options["aux_rollouts"].as_str(), Some("shared"), "the defaults are filled in");
         // the resolved config round-trips
         let resolved = toml::to_string_pretty(&cfg).unwrap();
         assert_eq!(parse_config(&resolved, Path::new("r.toml")).unwrap(), cfg);
@@ -662,6 +828,54 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// Each algorithm has its own table: its options round-trip through the resolved config
+    /// (nested tables included), another algorithm's option is refused with its name, and values
+    /// are checked against the rest of the config.
+    #[test]
+    fn algorithm_tables_are_per_algorithm() {
+        let base = r#"
+            [model]
+            config = "tiny/config.json"
+            codec = { kind = "chars", alphabet = "0123456789+=#\n " }
+            [data.sft]
+            path = "sft.jsonl"
+            [data.rl]
+            path = "rl.jsonl"
+        "#;
+        let with = |algorithm: &str| parse_config(&format!("[algorithm]\n{algorithm}\n{base}"), Path::new("t.toml"));
+        for algorithm in [
+            "name = \"chord\"\nphi = false\nmu = { peak = 0.9, valley = 0.05, decay_steps = 200 }",
+            "name = \"ppo\"\ngae_lambda = 0.9\ncritic_optim = { lr = 1e-4 }",
+            "name = \"luffy\"\nshaping_gamma = 0.2",
+            "name = \"bridge_unrolled\"\nalpha = 1e-3",
+            "name = \"cold_start\"\nsft_steps = 7",
+        ] {
+            let cfg = with(algorithm).unwrap();
+            let resolved = toml::to_string_pretty(&cfg).unwrap();
+            assert_eq!(parse_config(&resolved, Path::new("r.toml")).unwrap(), cfg, "{resolved}");
+        }
+        let chord = with("name = \"chord\"\nmu = { peak = 0.9 }").unwrap();
+        assert_eq!(chord.algorithm.options["mu"]["valley"].as_float(), Some(0.1), "defaults filled in");
+        for (algorithm, field) in [
+            ("name = \"sft\"\nmu = 1.0", "mu"),
+            ("name = \"bridge\"\nsft_steps = 3", "sft_steps"),
+            ("name = \"chord\"\nmu = { peek = 0.9 }", "peek"),
+            ("name = \"ppo\"\ngamma = 2.0", "algorithm.gamma"),
+            ("name = \"luffy\"\noff_policy_per_prompt = 4", "algorithm.off_policy_per_prompt"),
+            ("name = \"grpo\"", "unknown algorithm `grpo`"),
+        ] {
+            let e = with(algorithm).unwrap_err().to_string();
+            assert!(e.contains(field), "{algorithm}: {e}");
+        }
+        // LUFFY reads RL prompts only; PPO too.
+        let rl_only = base.replace("[data.sft]\n            path = \"sft.jsonl\"", "");
+        for name in ["luffy", "ppo"] {
+            parse_config(&format!("[algorithm]\nname = \"{name}\"\n{rl_only}"), Path::new("t.toml")).unwrap();
+        }
+        let e = parse_config(&format!("[algorithm]\nname = \"chord\"\n{rl_only}"), Path::new("t.toml")).unwrap_err();
+        assert!(e.to_string().contains("data.sft"), "{e}");
+    }
+
     /// The GPU run's configs (examples/configs/smollm2-gsm-*.toml) parse and differ only in the
     /// algorithm and the run directory.
     #[test]
@@ -669,7 +883,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
         let bridge = load_config(dir.join("smollm2-gsm-bridge.toml")).unwrap();
         let mut cold = load_config(dir.join("smollm2-gsm-cold-start.toml")).unwrap();
-        assert_eq!((bridge.algorithm.name, cold.algorithm.name), (AlgorithmName::Bridge, AlgorithmName::ColdStart));
+        assert_eq!((bridge.algorithm.name.as_str(), cold.algorithm.name.as_str()), ("bridge", "cold_start"));
         assert_eq!(bridge.run.device, DeviceChoice::Cuda(0));
         cold.algorithm = bridge.algorithm.clone();
         cold.run.run_dir = bridge.run.run_dir.clone();

@@ -1,39 +1,18 @@
 //! The TOML-driven training pipeline end to end on a tiny random model and generated data: the run
 //! directory holds the resolved config, metrics, checkpoints, the plot and the final model; a
 //! second invocation refuses to overwrite the run, and `--resume` continues it to the same result
-//! as an uninterrupted run.
+//! as an uninterrupted run. Every input is checked before the first step: a bad one is an error
+//! naming the field, file or line, and leaves the run directory untouched.
+
+mod common;
 
 use bridge::eval::metrics::read_metrics;
-use bridge::eval::tasks::{ALPHABET, TaskConfig, generate};
-use bridge::train::{TrainConfig, parse_config, train};
+use bridge::train::{AlgorithmSection, RunMode, TrainConfig, parse_config, train};
+use common::{model_and_data, setup};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-fn setup(dir: &Path) -> PathBuf {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-    let data = dir.join("data");
-    let task = TaskConfig {
-        levels: 2,
-        n_pretrain: 20,
-        pretrain_problems: vec![5, 5],
-        n_sft: 16,
-        n_rl: 16,
-        n_test: 8,
-        ..TaskConfig::default()
-    };
-    generate(&task).unwrap().write_jsonl(&data).unwrap();
-    let model = serde_json::json!({
-        "model_type": "qwen2", "vocab_size": ALPHABET.chars().count() + 1, "hidden_size": 16,
-        "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
-        "tie_word_embeddings": true, "rope_theta": 10000.0, "eos_token_id": 0
-    });
-    std::fs::write(dir.join("config.json"), model.to_string()).unwrap();
-    data
-}
-
 fn config(dir: &Path, data: &Path, run_dir: &Path, steps: u64) -> TrainConfig {
-    let alphabet = ALPHABET.replace('\\', "\\\\").replace('\n', "\\n");
     let text = format!(
         r#"
         [run]
@@ -41,9 +20,6 @@ fn config(dir: &Path, data: &Path, run_dir: &Path, steps: u64) -> TrainConfig {
         run_dir = "{run}"
         eval_every = 2
         checkpoint_every = 1
-        [model]
-        config = "{model}"
-        codec = {{ kind = "chars", alphabet = "{alphabet}" }}
         [lora]
         rank = 2
         alpha = 4.0
@@ -54,21 +30,10 @@ fn config(dir: &Path, data: &Path, run_dir: &Path, steps: u64) -> TrainConfig {
         [rl]
         prompts_per_step = 2
         sampling = {{ n = 2, max_new_tokens = 8 }}
-        [data.sft]
-        path = "{data}/sft.jsonl"
-        template = {{ kind = "plain", template = "Q: {{question}}\nA: " }}
-        [data.rl]
-        path = "{data}/rl.jsonl"
-        template = {{ kind = "plain", template = "Q: {{question}}\nA: " }}
-        [[data.eval]]
-        path = "{data}/test.jsonl"
-        [eval]
-        max_new_tokens = 8
-        prompt = {{ kind = "plain", template = "Q: {{question}}\nA: " }}
+        {rest}
         "#,
         run = run_dir.display(),
-        model = dir.join("config.json").display(),
-        data = data.display(),
+        rest = model_and_data(dir, data),
     );
     parse_config(&text, Path::new("test.toml")).unwrap()
 }
@@ -80,7 +45,7 @@ fn train_writes_a_complete_run_directory_and_resumes_exactly() {
 
     // 4 steps straight.
     let straight = dir.join("straight");
-    let summary = train(&config(&dir, &data, &straight, 4), false).unwrap();
+    let summary = train(&config(&dir, &data, &straight, 4), RunMode::Fresh).unwrap();
     assert_eq!(summary.steps, 4);
     assert!(summary.final_eval.contains_key("eval_accuracy"));
     for f in ["config.resolved.toml", "metrics.jsonl", "curves.png", "final/config.json", "final/model.safetensors"] {
@@ -94,12 +59,12 @@ fn train_writes_a_complete_run_directory_and_resumes_exactly() {
     assert_eq!(lines.iter().filter(|l| l["kind"] == "eval").count(), 2);
     assert!(lines.iter().any(|l| l.get("cooperative_gain").is_some()), "BRIDGE logs its gain");
     // A second run in the same directory is refused rather than overwriting it.
-    assert!(train(&config(&dir, &data, &straight, 4), false).unwrap_err().to_string().contains("--resume"));
+    assert!(train(&config(&dir, &data, &straight, 4), RunMode::Fresh).unwrap_err().to_string().contains("--resume"));
 
     // 2 steps, then resume to 4.
     let resumed = dir.join("resumed");
-    train(&config(&dir, &data, &resumed, 2), false).unwrap();
-    train(&config(&dir, &data, &resumed, 4), true).unwrap();
+    train(&config(&dir, &data, &resumed, 2), RunMode::Fresh).unwrap();
+    train(&config(&dir, &data, &resumed, 4), RunMode::Resume).unwrap();
     let strip = |path: PathBuf| -> Vec<serde_json::Value> {
         read_metrics(path)
             .unwrap()
@@ -116,4 +81,168 @@ fn train_writes_a_complete_run_directory_and_resumes_exactly() {
     assert_eq!(a, b, "identical metrics lines");
     let weights = |d: &Path| std::fs::read(d.join("final/model.safetensors")).unwrap();
     assert_eq!(weights(&straight), weights(&resumed), "identical final weights");
+}
+
+/// Every file under `dir` with its bytes (`None` when `dir` does not exist).
+fn snapshot(dir: &Path) -> Option<BTreeMap<PathBuf, Vec<u8>>> {
+    fn walk(d: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.insert(p.clone(), Vec::new());
+                walk(&p, out);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    dir.exists().then(|| {
+        let mut out = BTreeMap::new();
+        walk(dir, &mut out);
+        out
+    })
+}
+
+/// `cfg` fails with an error containing every one of `names`, and leaves its run directory as
+/// it was.
+fn refused(cfg: &TrainConfig, mode: RunMode, names: &[&str]) {
+    let before = snapshot(&cfg.run.run_dir);
+    let e = train(cfg, mode).err().unwrap_or_else(|| panic!("expected an error naming {names:?}")).to_string();
+    for n in names {
+        assert!(e.contains(n), "the error does not name {n}: {e}");
+    }
+    assert!(!e.contains("(\"") && !e.contains("Io("), "a Debug form: {e}");
+    assert_eq!(snapshot(&cfg.run.run_dir), before, "the run directory changed: {e}");
+}
+
+fn edit(cfg: &TrainConfig, f: impl FnOnce(&mut TrainConfig)) -> TrainConfig {
+    let mut c = cfg.clone();
+    f(&mut c);
+    c
+}
+
+/// Bad data, templates, lengths and settings are errors before step 1 that name the field, file
+/// or line; the run directory is not created.
+#[test]
+fn bad_inputs_fail_before_training() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("train-checks");
+    let data = setup(&dir);
+    let run_dir = dir.join("run");
+    let good = config(&dir, &data, &run_dir, 2);
+    let write = |name: &str, text: &str| {
+        let p = data.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let test_lines = std::fs::read_to_string(data.join("test.jsonl")).unwrap();
+    let first = test_lines.lines().next().unwrap();
+    let sft_lines = std::fs::read_to_string(data.join("sft.jsonl")).unwrap();
+    let rl_lines = std::fs::read_to_string(data.join("rl.jsonl")).unwrap();
+    let bad_char = |line: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["question"] = format!("\u{3a9}{}", v["question"].as_str().unwrap()).into();
+        v.to_string()
+    };
+
+    // An empty evaluation file.
+    let empty = write("empty.jsonl", "");
+    refused(&edit(&good, |c| c.data.eval[0].path = empty.clone()), RunMode::Fresh, &["empty.jsonl", "no record"]);
+    // A character of an evaluation question outside the codec's alphabet (record 2).
+    let eval = write("eval-bad.jsonl", &format!("{first}\n{}\n", bad_char(first)));
+    refused(
+        &edit(&good, |c| c.data.eval[0].path = eval.clone()),
+        RunMode::Fresh,
+        &["eval-bad.jsonl:2", "not in the alphabet"],
+    );
+    // An evaluation template with such a character.
+    refused(
+        &edit(&good, |c| c.eval.prompt = bridge::eval::runner::PromptTemplate::plain("Q\u{3a9} {question}\n")),
+        RunMode::Fresh,
+        &["test.jsonl:1", "not in the alphabet"],
+    );
+    // SFT and RL records that do not encode name the file, the line and the field.
+    let corrupt = |name: &str, lines: &str, index: usize| {
+        let mut lines: Vec<String> = lines.lines().map(str::to_owned).collect();
+        lines[index] = bad_char(&lines[index]);
+        write(name, &lines.join("\n"))
+    };
+    let sft = corrupt("sft-bad.jsonl", &sft_lines, 2);
+    refused(
+        &edit(&good, |c| c.data.sft.as_mut().unwrap().path = sft.clone()),
+        RunMode::Fresh,
+        &["sft-bad.jsonl:3", "field `question`"],
+    );
+    let rl = corrupt("rl-bad.jsonl", &rl_lines, 1);
+    refused(
+        &edit(&good, |c| c.data.rl.as_mut().unwrap().path = rl.clone()),
+        RunMode::Fresh,
+        &["rl-bad.jsonl:2", "field `question`"],
+    );
+    // GRPO groups of one, lengths beyond the context, and bad run settings.
+    refused(&edit(&good, |c| c.rl.sampling.n = 1), RunMode::Fresh, &["rl.sampling.n"]);
+    refused(&edit(&good, |c| c.rl.sampling.top_p = Some(2.0)), RunMode::Fresh, &["rl.sampling.top_p"]);
+    refused(
+        &edit(&good, |c| c.rl.sampling.max_new_tokens = 40_000),
+        RunMode::Fresh,
+        &["rl.sampling.max_new_tokens", "context length (32768"],
+    );
+    refused(&edit(&good, |c| c.eval.max_new_tokens = 40_000), RunMode::Fresh, &["eval.max_new_tokens"]);
+    refused(&edit(&good, |c| c.run.steps = 0), RunMode::Fresh, &["run.steps"]);
+    refused(&edit(&good, |c| c.run.keep_checkpoints = 0), RunMode::Fresh, &["run.keep_checkpoints"]);
+    refused(
+        &edit(&good, |c| {
+            c.algorithm = AlgorithmSection::named("mixing");
+            c.algorithm.options.insert("mu".into(), f64::NAN.into());
+        }),
+        RunMode::Fresh,
+        &["algorithm.mu"],
+    );
+    let file = write("not-a-dir", "");
+    refused(&edit(&good, |c| c.run.run_dir = file.join("run")), RunMode::Fresh, &["run.run_dir", "is a file"]);
+    assert!(!run_dir.exists(), "no check created the run directory");
+
+    // Fewer RL prompts than a step takes is a warning, and the run goes on.
+    let one = write("rl-one.jsonl", rl_lines.lines().next().unwrap());
+    let summary = train(&edit(&good, |c| c.data.rl.as_mut().unwrap().path = one.clone()), RunMode::Fresh).unwrap();
+    assert_eq!(summary.steps, 2);
+    assert!(summary.warnings.iter().any(|w| w.contains("rl.prompts_per_step")), "{:?}", summary.warnings);
+    // So is a data set the algorithm does not read.
+    let rl_only = edit(&good, |c| {
+        c.algorithm = AlgorithmSection::named("rl_zero");
+        c.run.run_dir = dir.join("run-rl-zero");
+        c.run.steps = 1;
+    });
+    let summary = train(&rl_only, RunMode::Fresh).unwrap();
+    assert!(summary.warnings.iter().any(|w| w.starts_with("data.sft is set")), "{:?}", summary.warnings);
+}
+
+/// `--resume` needs a checkpoint at or before `run.steps`; a directory left by another run is
+/// neither reused nor overwritten unless asked.
+#[test]
+fn run_directory_rules() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("train-run-dir");
+    let data = setup(&dir);
+    let cfg = |run: &Path, steps: u64| config(&dir, &data, run, steps);
+
+    // Resuming a directory that does not exist, or that holds no checkpoint.
+    let missing = dir.join("missing");
+    refused(&cfg(&missing, 2), RunMode::Resume, &["run.run_dir", "does not exist"]);
+    assert!(!missing.exists());
+    let failed = dir.join("failed");
+    std::fs::create_dir_all(&failed).unwrap();
+    std::fs::write(failed.join("metrics.jsonl"), "{\"kind\": \"train\", \"step\": 1}\n").unwrap();
+    refused(&cfg(&failed, 2), RunMode::Resume, &["run.run_dir", "holds no checkpoint"]);
+    // A fresh run does not reuse it (its metrics.jsonl stays as it was) …
+    refused(&cfg(&failed, 2), RunMode::Fresh, &["already holds a run", "metrics.jsonl", "--overwrite"]);
+    // … unless told to replace it.
+    let summary = train(&cfg(&failed, 2), RunMode::Overwrite).unwrap();
+    assert_eq!(summary.steps, 2);
+    let lines = read_metrics(failed.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.iter().filter(|l| l["kind"] == "train").count(), 2);
+    assert!(lines.iter().all(|l| l.get("sft_loss").is_some() || l["kind"] == "eval"), "the old line is gone");
+
+    // Resuming to fewer steps than the checkpoint holds is an error; to as many finishes the run.
+    refused(&cfg(&failed, 1), RunMode::Resume, &["run.steps", "--steps 2"]);
+    let summary = train(&cfg(&failed, 3), RunMode::Resume).unwrap();
+    assert_eq!(summary.steps, 3);
 }

@@ -17,6 +17,7 @@ use bridge_rl::{GrpoConfig, GrpoStepMetrics, RlTrainingBatch, Rollouts, collect_
 use bridge_sft::sft_loss;
 use burn::module::Module;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Instant;
 
 /// Named scalar metrics of one step (one JSONL line, with `step` added by the loop).
@@ -61,6 +62,22 @@ pub trait TrainingAlgorithm<L: CausalLm> {
 
     /// One optimisation step; returns its metrics.
     fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics>;
+
+    /// Writes the algorithm's own state (a critic and its optimiser, anything it carries from
+    /// step to step beyond the [`TrainState`]) into `dir`, a checkpoint directory being written
+    /// (see [`TrainState::save_checkpoint_with`]). Stateless algorithms write nothing (the
+    /// default); their schedules are functions of `state.step`.
+    fn save_state(&self, dir: &Path) -> Result<()> {
+        let _ = dir;
+        Ok(())
+    }
+
+    /// Restores what [`Self::save_state`] wrote into the checkpoint `dir`, after `state` was
+    /// loaded from it, so that the run continues exactly.
+    fn load_state(&mut self, dir: &Path, state: &TrainState<L>) -> Result<()> {
+        let _ = (dir, state);
+        Ok(())
+    }
 }
 
 /// The next SFT batch (`sft_batch_size` tokenised examples from the state's SFT cursor).
@@ -176,7 +193,8 @@ pub fn apply_all<M: Module>(updates: Vec<GroupUpdate<'_, M>>, step: u64, m: &mut
     Ok(updates.into_iter().zip(clipped).map(|(u, g)| u.optim.apply(u.module, &g)).collect())
 }
 
-fn one_group<M: Module>(
+/// [`apply_all`] of one group: clips, checks and applies `grads` to `module`.
+pub fn one_group<M: Module>(
     name: &str,
     optim: &mut GroupOptimizer,
     module: M,
@@ -196,10 +214,11 @@ pub struct SftOnly;
 /// [`NaiveAlternating`]).
 fn sft_step<L: CausalLm>(ctx: &StepContext<'_, L>, state: &mut TrainState<L>, use_sft_optim: bool) -> Result<Metrics> {
     let mut m = Metrics::new();
+    let step = state.next_step();
     let start = Instant::now();
     let batch = next_sft_batch(ctx, state)?;
     let out = sft_loss(ctx.lm, &state.theta, None, &batch)?;
-    ensure_finite("sft_loss", out.value, state.step)?;
+    ensure_finite("sft_loss", out.value, step)?;
     m.insert("sft_loss".into(), out.value);
     m.insert("sft_tokens".into(), out.num_tokens as f64);
     let g = FlatGradients::from_backward(&mut out.loss.backward(), &state.theta);
@@ -207,7 +226,7 @@ fn sft_step<L: CausalLm>(ctx: &StepContext<'_, L>, state: &mut TrainState<L>, us
         (true, Some(o)) => o,
         _ => &mut state.optim.theta,
     };
-    state.theta = one_group("theta", optim, state.theta.clone(), g, state.step, &mut m)?;
+    state.theta = one_group("theta", optim, state.theta.clone(), g, step, &mut m)?;
     *m.entry("training_seconds".into()).or_insert(0.0) += start.elapsed().as_secs_f64();
     Ok(m)
 }
@@ -219,11 +238,12 @@ fn rl_step<L: CausalLm>(ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> 
     record_rollouts(&mut m, "", &rollouts);
     let start = Instant::now();
     let batch = rl_batch(ctx, &rollouts, state.reference.as_ref())?;
+    let step = state.next_step();
     for _ in 0..ctx.rl.epochs_per_batch {
-        let loss = rl_loss(ctx, &state.theta, None, &batch, &mut m, "", state.step)?;
+        let loss = rl_loss(ctx, &state.theta, None, &batch, &mut m, "", step)?;
         let Some(loss) = loss else { break };
         let g = FlatGradients::from_backward(&mut loss.backward(), &state.theta);
-        state.theta = one_group("theta", &mut state.optim.theta, state.theta.clone(), g, state.step, &mut m)?;
+        state.theta = one_group("theta", &mut state.optim.theta, state.theta.clone(), g, step, &mut m)?;
     }
     *m.entry("training_seconds".into()).or_insert(0.0) += start.elapsed().as_secs_f64();
     Ok(m)
@@ -328,16 +348,17 @@ impl<L: CausalLm> TrainingAlgorithm<L> for SftRlMixing {
         let start = Instant::now();
         let batch = next_sft_batch(ctx, state)?;
         let sft = sft_loss(ctx.lm, &state.theta, None, &batch)?;
-        ensure_finite("sft_loss", sft.value, state.step)?;
+        let step = state.next_step();
+        ensure_finite("sft_loss", sft.value, step)?;
         m.insert("sft_loss".into(), sft.value);
         let rl_batch = rl_batch(ctx, &rollouts, state.reference.as_ref())?;
-        let rl = rl_loss(ctx, &state.theta, None, &rl_batch, &mut m, "", state.step)?;
+        let rl = rl_loss(ctx, &state.theta, None, &rl_batch, &mut m, "", step)?;
         let loss = match rl {
             Some(rl) => rl + sft.loss.mul_scalar(self.mu),
             None => sft.loss.mul_scalar(self.mu),
         };
         let g = FlatGradients::from_backward(&mut loss.backward(), &state.theta);
-        state.theta = one_group("theta", &mut state.optim.theta, state.theta.clone(), g, state.step, &mut m)?;
+        state.theta = one_group("theta", &mut state.optim.theta, state.theta.clone(), g, step, &mut m)?;
         m.insert("training_seconds".into(), start.elapsed().as_secs_f64());
         Ok(m)
     }

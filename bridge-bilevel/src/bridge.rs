@@ -110,7 +110,7 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Bridge {
 
     fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
         let lambda = ctx.lambda;
-        let step = state.step;
+        let step = state.next_step();
         let mut m = Metrics::new();
         m.insert("lambda".into(), lambda);
         let w = state.adapter.clone().ok_or_else(|| BridgeError::InvalidInput("BRIDGE needs an adapter".into()))?;

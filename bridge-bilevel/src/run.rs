@@ -6,7 +6,7 @@
 //! algorithm step, periodic evaluation, metrics to a sink, checkpoints.
 
 use crate::algorithm::{Metrics, Needs, StepContext, TrainingAlgorithm};
-use crate::state::{Optimizers, TrainState};
+use crate::state::{CheckpointMeta, Optimizers, TrainState};
 use bridge_core::{
     AdamWSettings, BridgeError, BridgeRng, CausalLm, DataCursor, ExampleSource, GroupOptimizer, LambdaSchedule,
     PromptSource, Result, RewardFunction, ScheduleState, TokenSequence, derive_seed, independent_copy,
@@ -187,10 +187,11 @@ pub fn run_steps<L: CausalLm, A: TrainingAlgorithm<L> + ?Sized>(
             on_event(RunEvent::Eval(&e))?;
         }
         if last || (cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every)) {
-            let dir = state.save_checkpoint(
+            let dir = state.save_checkpoint_with(
                 &cfg.run_dir,
                 cfg.keep_checkpoints,
                 serde_json::json!({ "algorithm": algorithm.name() }),
+                |tmp| algorithm.save_state(tmp),
             )?;
             on_event(RunEvent::Checkpoint(&dir))?;
         }
@@ -199,4 +200,26 @@ pub fn run_steps<L: CausalLm, A: TrainingAlgorithm<L> + ?Sized>(
         }
     }
     Ok(state)
+}
+
+/// Loads the checkpoint `checkpoint_dir` of a [`run_steps`] run into `state` and `algorithm`:
+/// the state's weights, optimisers, RNG, cursors and step, then the algorithm's own state
+/// ([`TrainingAlgorithm::load_state`]). A checkpoint written by another algorithm is an error
+/// naming both.
+pub fn resume_from_checkpoint<L: CausalLm, A: TrainingAlgorithm<L> + ?Sized>(
+    state: TrainState<L>,
+    algorithm: &mut A,
+    checkpoint_dir: &std::path::Path,
+) -> Result<(TrainState<L>, CheckpointMeta)> {
+    let (state, meta) = state.load_checkpoint(checkpoint_dir)?;
+    if let Some(name) = meta.extra.get("algorithm").and_then(|v| v.as_str())
+        && name != algorithm.name()
+    {
+        return Err(BridgeError::checkpoint(
+            checkpoint_dir,
+            format!("written by algorithm `{name}`, resumed with `{}`", algorithm.name()),
+        ));
+    }
+    algorithm.load_state(checkpoint_dir, &state)?;
+    Ok((state, meta))
 }

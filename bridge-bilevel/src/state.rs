@@ -5,9 +5,15 @@
 //! *all* of it, so that `k` steps + resume + `N−k` steps equal `N` steps exactly.
 //!
 //! Checkpoints are written atomically: into `checkpoints/step-NNNNNNNN.tmp/`, then renamed to
-//! `checkpoints/step-NNNNNNNN/`, then `checkpoints/latest` is replaced (temp file + rename). A
-//! run killed at any moment leaves the previous checkpoint complete and `latest` pointing at a
-//! complete directory.
+//! `checkpoints/step-NNNNNNNN/` (its `state.json` written last, so a directory with one is
+//! complete), then `checkpoints/latest` is replaced (temp file + rename). A run killed at any
+//! moment leaves the previous checkpoint complete and `latest` pointing at a complete directory.
+//!
+//! Pruning after each save keeps the newest `keep` complete checkpoints no newer than `latest`,
+//! and removes the leftovers of a killed write: `*.tmp` entries, step directories without
+//! `state.json`, and complete step directories newer than `latest` (written by a run that died
+//! before naming them in `latest`; the resumed run went on from an older checkpoint, so they
+//! belong to no history). See [`prune_checkpoints`].
 
 use bridge_core::{BridgeError, BridgeRng, CausalLm, DataCursor, GroupOptimizer, Result};
 use burn::module::Module;
@@ -73,30 +79,35 @@ pub struct CheckpointMeta {
     pub extra: serde_json::Value,
 }
 
-fn record_err(path: &Path, e: impl std::fmt::Debug) -> BridgeError {
-    BridgeError::checkpoint(path, format!("{e:?}"))
+fn record_err(path: &Path, e: impl std::fmt::Display) -> BridgeError {
+    BridgeError::checkpoint(path, e.to_string())
 }
 
-fn save_module<M: Module>(module: &M, path: &Path) -> Result<()> {
+/// Saves `module` (values and parameter ids) as a burnpack record at `path`.
+pub fn save_module<M: Module>(module: &M, path: &Path) -> Result<()> {
     module.clone().into_record().save(path).map_err(|e| record_err(path, e))
 }
 
-fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
+/// Loads the record at `path` into `module` (whose architecture must match): values and ids.
+pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
     let record = ModuleRecord::load(path).map_err(|e| record_err(path, e))?;
     module.try_load_record(record).map_err(|e| record_err(path, e))
 }
 
-fn save_optim(optim: &GroupOptimizer, path: &Path) -> Result<()> {
+/// Saves an optimiser's state (moments, step counts) at `path`.
+pub fn save_optim(optim: &GroupOptimizer, path: &Path) -> Result<()> {
     optim.optimizer().save(path).map_err(|e| record_err(path, e))
 }
 
-fn load_optim(optim: &mut GroupOptimizer, path: &Path) -> Result<()> {
+/// Loads an optimiser's state saved by [`save_optim`].
+pub fn load_optim(optim: &mut GroupOptimizer, path: &Path) -> Result<()> {
     let loaded = optim.optimizer().clone().load(path).map_err(|e| record_err(path, e))?;
     optim.set_optimizer(loaded);
     Ok(())
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` through a synced temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, bytes).map_err(|e| BridgeError::io(&tmp, e))?;
     fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| BridgeError::io(&tmp, e))?;
@@ -109,9 +120,29 @@ pub fn checkpoint_name(step: u64) -> String {
 }
 
 impl<L: CausalLm> TrainState<L> {
+    /// The number of the step being taken, counted from 1 (`step + 1`): what the `step` metric of
+    /// that step will be, and what its errors (a non-finite loss, say) name.
+    pub fn next_step(&self) -> u64 {
+        self.step + 1
+    }
+
     /// Writes a complete checkpoint under `dir/checkpoints/`, atomically, and keeps only the
     /// newest `keep` checkpoints. Returns the checkpoint's directory.
     pub fn save_checkpoint(&self, dir: &Path, keep: usize, extra: serde_json::Value) -> Result<PathBuf> {
+        self.save_checkpoint_with(dir, keep, extra, |_| Ok(()))
+    }
+
+    /// [`Self::save_checkpoint`], with `write_more` adding files to the checkpoint directory
+    /// before it is completed (an algorithm's own state:
+    /// [`TrainingAlgorithm::save_state`](crate::TrainingAlgorithm::save_state)); what it writes
+    /// is part of the same atomic rename.
+    pub fn save_checkpoint_with(
+        &self,
+        dir: &Path,
+        keep: usize,
+        extra: serde_json::Value,
+        write_more: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<PathBuf> {
         let root = dir.join("checkpoints");
         fs::create_dir_all(&root).map_err(|e| BridgeError::io(&root, e))?;
         let name = checkpoint_name(self.step);
@@ -151,6 +182,7 @@ impl<L: CausalLm> TrainState<L> {
             has_reference: self.reference.is_some(),
             extra,
         };
+        write_more(&tmp)?;
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| BridgeError::checkpoint(&tmp, e.to_string()))?;
         write_atomic(&tmp.join("state.json"), &json)?;
         if final_dir.exists() {
@@ -158,17 +190,14 @@ impl<L: CausalLm> TrainState<L> {
         }
         fs::rename(&tmp, &final_dir).map_err(|e| BridgeError::io(&final_dir, e))?;
         write_atomic(&root.join("latest"), name.as_bytes())?;
-        prune(&root, keep)?;
+        prune_checkpoints(dir, keep)?;
         Ok(final_dir)
     }
 
     /// Loads the checkpoint in `checkpoint_dir` into this state (whose modules must have the
     /// checkpoint's architecture; their values and parameter ids are replaced).
     pub fn load_checkpoint(mut self, checkpoint_dir: &Path) -> Result<(Self, CheckpointMeta)> {
-        let meta_path = checkpoint_dir.join("state.json");
-        let bytes = fs::read(&meta_path).map_err(|e| BridgeError::io(&meta_path, e))?;
-        let meta: CheckpointMeta = serde_json::from_slice(&bytes)
-            .map_err(|e| BridgeError::checkpoint(&meta_path, format!("state.json: {e}")))?;
+        let meta = read_checkpoint_meta(checkpoint_dir)?;
         let mismatch = |what: &str| {
             BridgeError::checkpoint(checkpoint_dir, format!("the checkpoint and the run disagree on {what}"))
         };
@@ -209,6 +238,14 @@ impl<L: CausalLm> TrainState<L> {
     }
 }
 
+/// The host-side record (`state.json`: the step, RNG, cursors) of the checkpoint in
+/// `checkpoint_dir`, without loading its weights.
+pub fn read_checkpoint_meta(checkpoint_dir: &Path) -> Result<CheckpointMeta> {
+    let meta_path = checkpoint_dir.join("state.json");
+    let bytes = fs::read(&meta_path).map_err(|e| BridgeError::io(&meta_path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| BridgeError::checkpoint(&meta_path, format!("state.json: {e}")))
+}
+
 /// The newest complete checkpoint of the run in `dir` (`None` when there is none).
 pub fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
     let root = dir.join("checkpoints");
@@ -224,18 +261,51 @@ pub fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(path))
 }
 
-fn prune(root: &Path, keep: usize) -> Result<()> {
-    let mut complete: Vec<PathBuf> = fs::read_dir(root)
-        .map_err(|e| BridgeError::io(root, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
-        })
-        .collect();
+/// The step of a checkpoint directory name (`step-00000042` → 42; `None` for anything else).
+fn checkpoint_step(name: &str) -> Option<u64> {
+    name.strip_prefix("step-").filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))?.parse().ok()
+}
+
+fn remove(path: &Path) -> Result<()> {
+    let r = if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
+    r.map_err(|e| BridgeError::io(path, e))
+}
+
+/// Prunes `dir/checkpoints/`: keeps the newest `keep` (at least 1) complete checkpoints whose
+/// step is at most `latest`'s, and removes the rest together with the leftovers of killed writes
+/// (`*.tmp` entries, step directories without `state.json`, and step directories newer than
+/// `latest`). Returns the removed paths. Does nothing without a valid `latest`, so that a
+/// directory whose checkpoints nothing names is never emptied.
+pub fn prune_checkpoints(dir: &Path, keep: usize) -> Result<Vec<PathBuf>> {
+    let Some(latest) = latest_checkpoint(dir)? else {
+        return Ok(Vec::new());
+    };
+    let latest_step =
+        latest.file_name().and_then(|n| n.to_str()).and_then(checkpoint_step).ok_or_else(|| {
+            BridgeError::checkpoint(&latest, "`latest` names a directory that is not `step-NNNNNNNN`")
+        })?;
+    let root = dir.join("checkpoints");
+    let mut complete: Vec<(u64, PathBuf)> = Vec::new();
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(&root).map_err(|e| BridgeError::io(&root, e))? {
+        let path = entry.map_err(|e| BridgeError::io(&root, e))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        if name.ends_with(".tmp") && (name.starts_with("step-") || name == "latest.tmp") {
+            removed.push(path);
+            continue;
+        }
+        let Some(step) = checkpoint_step(name) else { continue };
+        if step > latest_step || !path.join("state.json").is_file() {
+            removed.push(path);
+        } else {
+            complete.push((step, path));
+        }
+    }
     complete.sort();
     let excess = complete.len().saturating_sub(keep.max(1));
-    for old in &complete[..excess] {
-        fs::remove_dir_all(old).map_err(|e| BridgeError::io(old, e))?;
+    removed.extend(complete.into_iter().take(excess).map(|(_, p)| p));
+    for path in &removed {
+        remove(path)?;
     }
-    Ok(())
+    Ok(removed)
 }

@@ -52,7 +52,7 @@ impl<L: CausalLm> TrainingAlgorithm<L> for SftEvery {
         let loss = if state.step.is_multiple_of(self.every) {
             let batch = next_sft_batch(ctx, state)?;
             let out = bridge_sft::sft_loss(ctx.lm, &state.theta, None, &batch)?;
-            m.insert("sft_loss".into(), ensure_finite("sft_loss", out.value, state.step)?);
+            m.insert("sft_loss".into(), ensure_finite("sft_loss", out.value, state.next_step())?);
             Some(out.loss)
         } else {
             let rollouts = bridge_bilevel::algorithm::next_rollouts(

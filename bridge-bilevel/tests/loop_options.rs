@@ -84,3 +84,60 @@ fn time_limit_ends_the_run_after_the_step_that_crosses_it() {
     assert_eq!(events(&generous).0, 5);
     let _ = std::fs::remove_dir_all(d);
 }
+
+/// A NaN stops the run with an error naming the step it happened in, counted as the `step`
+/// metric counts (from 1): one more than the steps that completed. The bigram row of `e` is NaN,
+/// so the loss is NaN exactly at the step whose SFT example contains an `e`.
+#[test]
+fn a_nan_names_the_step_it_happened_in() {
+    use bridge_core::BridgeError;
+    use bridge_core::testing::BigramBase;
+    use burn::module::Param;
+    use burn::tensor::{Tensor, TensorData};
+    let lm = lm();
+    let codec = bridge_core::CausalLm::codec(&lm);
+    let v = codec.vocab_size();
+    let e = codec.encode("e").unwrap()[0] as usize;
+    let table: Vec<f32> = (0..v * v).map(|i| if i / v == e { f32::NAN } else { (i % 7) as f32 * 0.1 }).collect();
+    let example = |s: &str| {
+        let (p, q) = s.split_once('|').unwrap();
+        bridge_core::TokenSequence::prompt_completion(&codec.encode(p).unwrap(), &codec.encode(q).unwrap())
+    };
+    let sft: bridge_core::InMemorySource<_> = ["a|bcd", "b|cab", "c|dea", "d|abc"].iter().map(|s| example(s)).collect();
+    let (prompts, reward, rl) = (prompts(), contains_reward(), grpo(0.0));
+    let lambda = ConstantLambda(0.5);
+    let inputs =
+        RunInputs { sft: &sft, prompts: &prompts, reward: &reward, rl: &rl, sft_batch_size: 1, lambda: &lambda };
+    for seed in 0..4 {
+        let theta0 = BigramBase {
+            table: Param::from_tensor(Tensor::from_data(TensorData::new(table.clone(), [v, v]), &device())),
+        };
+        let state = init_state(Default::default(), theta0, None, &OptimConfig::default(), false, seed).unwrap();
+        let mut completed = 0;
+        let cfg = LoopConfig { total_steps: 4, run_dir: dir(&format!("nan-{seed}")), ..LoopConfig::default() };
+        let err = run_steps(
+            &lm,
+            &mut SftOnly,
+            state,
+            &inputs,
+            &cfg,
+            |_, _| Ok(Metrics::new()),
+            |ev| {
+                if let RunEvent::Step(m) = ev {
+                    completed = m["step"] as u64;
+                }
+                Ok(())
+            },
+        )
+        .err()
+        .expect("the `e` example comes within 4 steps");
+        match &err {
+            BridgeError::NonFinite { quantity, step, .. } => {
+                assert_eq!(quantity, "sft_loss");
+                assert_eq!(*step, completed + 1, "seed {seed}: {err}");
+                assert!(err.to_string().contains(&format!("at step {}", completed + 1)), "{err}");
+            }
+            other => panic!("expected a non-finite loss, got {other}"),
+        }
+    }
+}

@@ -39,6 +39,29 @@ pub struct RlPrompt {
     /// Anything else the reward or the logs may use.
     #[serde(default)]
     pub metadata: Metadata,
+    /// A worked solution of this prompt (reasoning and answer), when the data row has one (a
+    /// GSM8K `answer`, a MATH `solution`): the off-policy demonstration of mixed-policy RL
+    /// (LUFFY). Algorithms that only sample ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demonstration: Option<String>,
+}
+
+impl RlPrompt {
+    /// A prompt with a reference, no metadata and no demonstration.
+    pub fn new(id: impl Into<String>, prompt: impl Into<String>, reference: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            prompt: prompt.into(),
+            reference: reference.into(),
+            metadata: Metadata::new(),
+            demonstration: None,
+        }
+    }
+
+    /// The same prompt with `demonstration` as its worked solution.
+    pub fn with_demonstration(self, demonstration: impl Into<String>) -> Self {
+        Self { demonstration: Some(demonstration.into()), ..self }
+    }
 }
 
 /// A finite, indexable collection of examples.
@@ -242,12 +265,7 @@ mod tests {
         let expected: Vec<_> = epoch_order(5, 0, 4).into_iter().map(|i| i.to_string()).collect();
         assert_eq!(shuffled, expected);
         assert!(source.get(4).is_err());
-        let prompts = InMemorySource::new(vec![RlPrompt {
-            id: "p".into(),
-            prompt: "1+1=".into(),
-            reference: "2".into(),
-            metadata: Metadata::new(),
-        }]);
+        let prompts = InMemorySource::new(vec![RlPrompt::new("p", "1+1=", "2")]);
         fn takes_prompts<S: PromptSource>(s: &S) -> String {
             s.get(0).unwrap().reference
         }

@@ -206,25 +206,32 @@ impl SamplingParams {
         Self { max_new_tokens, temperature: 0.0, ..Self::default() }
     }
 
-    /// Checks the values, naming the bad field.
+    /// Checks the values, naming the bad field (`sampling.n`, …).
     pub fn validate(&self) -> Result<()> {
+        self.validate_as("sampling")
+    }
+
+    /// Checks the values, naming the bad field under `prefix` (e.g. `rl.sampling` gives
+    /// `rl.sampling.n`).
+    pub fn validate_as(&self, prefix: &str) -> Result<()> {
+        let field = |name: &str| format!("{prefix}.{name}");
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(BridgeError::config("sampling.temperature", format!("must be ≥ 0, got {}", self.temperature)));
+            return Err(BridgeError::config(field("temperature"), format!("must be ≥ 0, got {}", self.temperature)));
         }
         if self.top_k == Some(0) {
-            return Err(BridgeError::config("sampling.top_k", "must be ≥ 1"));
+            return Err(BridgeError::config(field("top_k"), "must be ≥ 1"));
         }
         if let Some(p) = self.top_p
             && !(p > 0.0 && p <= 1.0)
         {
-            return Err(BridgeError::config("sampling.top_p", format!("must lie in (0, 1], got {p}")));
+            return Err(BridgeError::config(field("top_p"), format!("must lie in (0, 1], got {p}")));
         }
         if self.n == 0 {
-            return Err(BridgeError::config("sampling.n", "must be ≥ 1"));
+            return Err(BridgeError::config(field("n"), "must be ≥ 1"));
         }
         if self.selection == TokenSelection::Device && (self.top_k.is_some() || self.top_p.is_some()) {
             return Err(BridgeError::config(
-                "sampling.selection",
+                field("selection"),
                 "`device` selection supports neither top_k nor top_p (use `host` or `auto`)",
             ));
         }
@@ -342,6 +349,25 @@ pub trait CausalLm: Send + Sync {
         rng: &mut BridgeRng,
     ) -> Result<Vec<Completion>>;
 
+    /// The final hidden states of every position of `batch` under `π(·; base, adapter)` (after
+    /// the last norm, before the LM head): the features a head on the model reads (a PPO critic's
+    /// value head). Row `b`, position `j` summarises `tokens[..=j]`, so column `j` of the
+    /// `[B, T−1]` target scores is predicted from position `j`. Differentiable like
+    /// [`Self::token_scores`]; a model that does not expose them returns
+    /// [`BridgeError::Model`] (the default).
+    ///
+    /// # Shapes
+    /// `[B, T, H]` for a batch of `B` rows padded to `T` tokens (`H`: the hidden size).
+    fn hidden_states(
+        &self,
+        base: &Self::Base,
+        adapter: Option<&Self::Adapter>,
+        batch: &SequenceBatch,
+    ) -> Result<Tensor<3>> {
+        let _ = (base, adapter, batch);
+        Err(BridgeError::Model("this model does not expose its hidden states".into()))
+    }
+
     /// The two parameter groups: base θ and adapter w.
     fn param_groups(&self, base: &Self::Base, adapter: Option<&Self::Adapter>) -> ParamGroups {
         ParamGroups { base: param_ids(base), adapter: adapter.map(param_ids).unwrap_or_default() }
@@ -428,6 +454,8 @@ mod tests {
         assert!(SamplingParams { temperature: -1.0, ..Default::default() }.validate().is_err());
         assert!(SamplingParams { top_p: Some(0.0), ..Default::default() }.validate().is_err());
         assert!(SamplingParams { n: 0, ..Default::default() }.validate().is_err());
+        let e = SamplingParams { n: 0, ..Default::default() }.validate_as("rl.sampling").unwrap_err();
+        assert_eq!(e.to_string(), "config `rl.sampling.n`: must be ≥ 1");
         let err = serde_json::from_str::<SamplingParams>(r#"{"temprature": 0.5}"#).unwrap_err();
         assert!(err.to_string().contains("temprature"));
         let p: SamplingParams = serde_json::from_str(r#"{"n": 4, "top_p": 0.9}"#).unwrap();

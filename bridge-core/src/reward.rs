@@ -119,7 +119,7 @@ mod tests {
     use crate::testing::{ExactMatchReward, FnReward};
 
     fn prompt(reference: &str) -> RlPrompt {
-        RlPrompt { id: "0".into(), prompt: "q".into(), reference: reference.into(), metadata: Metadata::new() }
+        RlPrompt::new("0", "q", reference)
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! * [`BigramLm`]: a [`CausalLm`] whose base θ is a `[V, V]` table of next-token logits and whose
 //!   adapter w is a LoRA pair `(A, B)` adding `scale · A·B` to the table. Exact log-probs,
-//!   entropies and sampling; gradients reach θ and w like a real model's.
+//!   entropies and sampling; gradients reach θ and w like a real model's. Its hidden state after a
+//!   token is that token's row of the table.
 //! * [`CharCodec`] (re-exported from [`crate::codec`]): one token per character of an alphabet.
 //! * [`ExactMatchReward`], [`FnReward`]: [`RewardFunction`]s.
 //! * [`ProjectedCooperativeGain`]: a non-linear [`OuterObjective`].
@@ -122,6 +123,23 @@ impl CausalLm for BigramLm {
         Ok(TokenScores { logprobs, entropy, mask: batch.target_mask(&device) })
     }
 
+    /// A bigram's state after token `j` is its row of the effective logit table: `[B, T, V]`.
+    fn hidden_states(
+        &self,
+        base: &BigramBase,
+        adapter: Option<&BigramAdapter>,
+        batch: &SequenceBatch,
+    ) -> Result<Tensor<3>> {
+        let table = self.effective_table(base, adapter);
+        let device = table.device();
+        let [v, _] = table.dims();
+        let (b, t) = (batch.batch_size(), batch.seq_len());
+        if let Some(bad) = batch.rows().iter().flat_map(|r| &r.tokens).find(|&&x| x as usize >= v) {
+            return Err(BridgeError::Model(format!("token id {bad} is outside the vocabulary of {v}")));
+        }
+        Ok(table.select(0, batch.ids(&device).reshape([b * t])).reshape([b, t, v]))
+    }
+
     fn sample(
         &self,
         base: &BigramBase,
@@ -136,8 +154,9 @@ impl CausalLm for BigramLm {
             .effective_table(base, adapter)
             .detach()
             .into_data()
+            .convert::<f32>()
             .try_to_vec()
-            .map_err(|e| BridgeError::Model(format!("reading the logit table: {e:?}")))?;
+            .map_err(|e| BridgeError::Model(format!("reading the logit table: {e}")))?;
         let mut out = Vec::with_capacity(prompts.len() * params.n);
         for (pi, prompt) in prompts.iter().enumerate() {
             let last = *prompt.last().ok_or_else(|| BridgeError::InvalidInput(format!("prompt {pi} is empty")))?;
@@ -292,6 +311,24 @@ mod tests {
         let mask: Vec<f32> = scores.mask.into_data().try_to_vec().unwrap();
         assert_eq!(mask, vec![1.0, 1.0, 1.0, 0.0]);
         let _ = device;
+    }
+
+    #[test]
+    fn hidden_states_are_the_table_rows_of_each_token() {
+        let (lm, base, adapter, _) = setup();
+        let batch = SequenceBatch::new(
+            vec![TokenSequence::all_scored(vec![1, 2, 3]), TokenSequence::all_scored(vec![3, 1])],
+            0,
+        )
+        .unwrap();
+        let h = lm.hidden_states(&base, Some(&adapter), &batch).unwrap();
+        assert_eq!(h.dims(), [2, 3, 4]);
+        let h: Vec<f32> = h.into_data().try_to_vec().unwrap();
+        let table: Vec<f32> = lm.effective_table(&base, Some(&adapter)).into_data().try_to_vec().unwrap();
+        // row 1, position 2 is padding (token 0)
+        for (pos, token) in [(0, 1), (1, 2), (2, 3), (3, 3), (4, 1), (5, 0)] {
+            assert_eq!(&h[pos * 4..(pos + 1) * 4], &table[token * 4..(token + 1) * 4], "position {pos}");
+        }
     }
 
     #[test]

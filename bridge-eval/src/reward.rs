@@ -11,7 +11,7 @@
 //!   noisy verifier of the paper's robustness experiment (v3: `p = 0.2`).
 
 use crate::verify::{Side, Verdict, VerifyOptions, has_answer_marker, verify};
-use bridge_core::{BridgeError, Reward, RewardFunction, RlPrompt, Result, derive_seed};
+use bridge_core::{BridgeError, Result, Reward, RewardFunction, RlPrompt, derive_seed};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,8 +48,11 @@ impl RewardFunction for AccuracyReward {
         };
         let reward = match &verdict {
             Verdict::Correct { .. } => Reward::scored(hit),
-            Verdict::Incorrect { .. } | Verdict::Unparseable { side: Side::Prediction, .. } => Reward::scored(miss),
+            Verdict::Incorrect { .. }
+            | Verdict::Unparseable { side: Side::Prediction, .. }
+            | Verdict::TooLong { side: Side::Prediction, .. } => Reward::scored(miss),
             Verdict::Unparseable { reason, .. } => Reward::skip(format!("reference unusable: {reason}")),
+            Verdict::TooLong { limit, .. } => Reward::skip(format!("reference longer than {limit}")),
             Verdict::Undecided { .. } => Reward::skip("comparison ran out of budget"),
         };
         let reward = reward.with_detail("verdict", verdict.label());
@@ -167,11 +170,10 @@ impl<R: RewardFunction> RewardFunction for NoisyReward<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bridge_core::Metadata;
     use bridge_core::reward::WeightedRewards;
 
     fn example(reference: &str) -> RlPrompt {
-        RlPrompt { id: "t".into(), prompt: "q".into(), reference: reference.into(), metadata: Metadata::new() }
+        RlPrompt::new("t", "q", reference)
     }
 
     #[test]

@@ -20,6 +20,7 @@ fn code(v: &Verdict) -> char {
         Verdict::Unparseable { side: Side::Prediction | Side::Both, .. } => 'P',
         Verdict::Unparseable { side: Side::Gold, .. } => 'G',
         Verdict::Undecided { .. } => 'U',
+        Verdict::TooLong { .. } => 'T',
     }
 }
 
@@ -97,8 +98,13 @@ fn tail_window_limits_the_search() {
     let o = ExtractOptions::default();
     let e = extract_answer(&long, &o).expect("anchor in tail");
     assert_eq!(e.text, "2");
+    // The window bounds where an answer ends, not where it starts.
     let small = ExtractOptions { tail_chars: 10, ..ExtractOptions::default() };
-    assert!(extract_answer(&long, &small).is_none());
+    assert_eq!(extract_answer(&long, &small).map(|e| e.text).as_deref(), Some("2"));
+    let early = format!("\\boxed{{1}}{}", "é".repeat(5000));
+    assert!(extract_answer(&early, &o).is_none(), "a box ending before the window is not an answer");
+    let zero = ExtractOptions { tail_chars: 0, ..ExtractOptions::default() };
+    assert!(extract_answer(&long, &zero).is_none());
 }
 
 #[test]
@@ -263,4 +269,124 @@ fn gsm_symbolic_gold_self_consistency() {
     }
     println!("gsm_symbolic: {n} records, all gold answers parse and self-verify");
     assert!(n > 0);
+}
+
+/// Scientific notation is exact; `e` on its own is Euler's constant; a number glued to a lone
+/// `e` is text.
+#[test]
+fn scientific_notation() {
+    let o = VerifyOptions::default();
+    let judge = |pred: &str, gold: &str| verify(&format!("\\boxed{{{pred}}}"), gold, &o);
+    for (pred, gold) in [
+        ("1e5", "100000"),
+        ("1E5", "100000"),
+        ("1e+5", "100000"),
+        ("1.5e3", "1500"),
+        ("2.5E-3", "0.0025"),
+        ("2.5e-3", "\\frac{1}{400}"),
+        ("-1e5", "-100000"),
+        ("1e5 + 1", "100001"),
+        ("1e5x", "100000x"),
+        ("1e40", "10^{40}"),
+        ("1e999999998", "1E999999998"),
+        ("10e999999997", "1e999999998"),
+        ("3e", "3e"),
+        ("3E", "3e"),
+        ("e", "2.718282"),
+        ("2 e", "2\\cdot e"),
+    ] {
+        assert!(judge(pred, gold).is_correct(), "{pred} = {gold}: {:?}", judge(pred, gold));
+    }
+    for (pred, gold) in [
+        ("1e5", "13.591409142295225"),
+        ("1e5", "-100000"),
+        ("1e999999998", "1e999999999"),
+        ("1e-999999998", "1e-999999999"),
+        ("1E-7", "0"),
+        ("1e20", "100000000000000000001"),
+        ("3e", "3"),
+        ("3e", "8.154845485377136"),
+        ("2e", "2 e"),
+    ] {
+        let v = judge(pred, gold);
+        assert_eq!(v.label(), "incorrect", "{pred} ≠ {gold}: {v:?}");
+    }
+    assert_eq!(parse_answer("3e"), Ok(Answer::Text("3e".into())));
+    assert_eq!(parse_answer("2e^2 + 1"), Ok(Answer::Text("2e^2 + 1".into())));
+    assert!(matches!(parse_answer("e^2"), Ok(Answer::Expr(_))));
+    assert!(matches!(parse_answer("1e5"), Ok(Answer::Expr(_))));
+    assert_eq!(parse_answer("1e99999999999999999999"), Err(ParseError::Unsupported("exponent out of range")));
+}
+
+/// The fixture's verdicts of Python `math_verify` (scripts/make_scientific_fixture.py) against
+/// ours: we give the intended verdict on every pair, and differ from `math_verify` only where it
+/// reads a lower-case `e` glued to digits as Euler's constant (or does not finish).
+#[test]
+fn scientific_notation_against_math_verify() {
+    let path = manifest_dir().join("fixtures/math_verify_scientific.jsonl");
+    let text = std::fs::read_to_string(&path).expect("fixture math_verify_scientific.jsonl");
+    let opts = VerifyOptions::default();
+    let mut n = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let rec: serde_json::Value = serde_json::from_str(line).expect("fixture json");
+        let (gold, pred) = (json_str(&rec, "gold").unwrap(), json_str(&rec, "prediction").unwrap());
+        let ours = rec["ours"].as_bool().unwrap();
+        let got = verify(&format!("\\boxed{{{pred}}}"), gold, &opts).is_correct();
+        assert_eq!(got, ours, "gold {gold:?} pred {pred:?}");
+        if let Some(mv) = rec["math_verify"].as_bool()
+            && mv != ours
+        {
+            let glued_e = |s: &str| s.as_bytes().windows(2).any(|w| w[0].is_ascii_digit() && w[1] == b'e');
+            assert!(glued_e(pred) || glued_e(gold), "unexplained disagreement: gold {gold:?} pred {pred:?}");
+        }
+        n += 1;
+    }
+    assert!(n >= 25, "fixture too small: {n}");
+}
+
+/// Long answers: plain numbers of any length are compared exactly (within the parse budget);
+/// any other answer over `max_answer_len` is its own outcome, never "no answer".
+#[test]
+fn long_answers() {
+    let o = VerifyOptions::default();
+    let digits: String = (0..5000).map(|i| char::from(b'0' + ((i * 7 + 3) % 10) as u8)).collect();
+    let n = format!("9{digits}");
+    let boxed = format!("Lots of work.\n\\boxed{{{n}}}");
+    let v = verify(&boxed, &n, &o);
+    assert!(v.is_correct(), "{}", v.label());
+    assert!(verify(&format!("#### {n}"), &format!("So:\n#### {n}"), &o).is_correct());
+    let mut other = n.clone();
+    other.pop();
+    other.push(if n.ends_with('1') { '2' } else { '1' });
+    assert_eq!(verify(&boxed, &other, &o).label(), "incorrect");
+    assert_eq!(verify(&boxed, &n[..n.len() - 1], &o).label(), "incorrect");
+    // The same number with separators, or in scientific notation.
+    let grouped: String = {
+        let head = n.len() % 3;
+        let mut g = n[..head].to_string();
+        for chunk in n.as_bytes()[head..].chunks(3) {
+            if !g.is_empty() {
+                g.push(',');
+            }
+            g.push_str(std::str::from_utf8(chunk).unwrap());
+        }
+        g
+    };
+    assert!(verify(&format!("\\boxed{{{grouped}}}"), &n, &o).is_correct());
+    let power = format!("1{}", "0".repeat(4999));
+    assert!(verify("\\boxed{1e4999}", &power, &o).is_correct());
+    assert_eq!(verify("\\boxed{1e4998}", &power, &o).label(), "incorrect");
+    let long_decimal = format!("0.{}1", "0".repeat(3000));
+    assert!(verify(&format!("\\boxed{{{long_decimal}}}"), "1e-3001", &o).is_correct());
+    // Not a number: too long to judge, on either side.
+    let expr = format!("x{}", "+x".repeat(600));
+    let v = verify(&format!("\\boxed{{{expr}}}"), "x", &o);
+    assert_eq!((v.label(), v.signed_reward()), ("too_long_prediction", Some(-1.0)));
+    assert_eq!(v.pred().map(|p| p.extracted.len()), Some(expr.len()));
+    let v = verify("\\boxed{2}", &expr, &o);
+    assert_eq!((v.label(), v.signed_reward()), ("too_long_gold", None));
+    // A number longer than the parse budget allows (16 bytes per step) is reported, not hung on.
+    let huge = "7".repeat(16 * (o.parse_fuel as usize + 1));
+    let v = verify(&format!("\\boxed{{{huge}}}"), &huge, &o);
+    assert!(matches!(&v, Verdict::Unparseable { reason, .. } if reason.contains("budget")), "{}", v.label());
 }

@@ -4,12 +4,13 @@
 //! - `token_scores` (every loss): the fused CPU training engine (`crate::fused`) for `f32`
 //!   weights on burn's `flex` backend unless [`ScoringEngine`](crate::decoder::ScoringEngine)
 //!   says otherwise, the tensor forward (`crate::forward`) everywhere else.
+//! - `hidden_states` (a PPO critic's features): the tensor forward.
 //! - `sample`: a fresh [`Generator`] (the generation loop of [`crate::generate`], which picks
 //!   its own decoding engine).
 //!
-//! Under mixed precision ([`Decoder::with_precision`]) both first cast the f32 weights to bf16:
-//! `token_scores` inside the autodiff graph (gradients return to the f32 weights), `sample` on a
-//! graph-free snapshot.
+//! Under mixed precision ([`Decoder::with_precision`]) all three first cast the f32 weights to
+//! bf16: `token_scores` and `hidden_states` inside the autodiff graph (gradients return to the
+//! f32 weights), `sample` on a graph-free snapshot.
 
 use crate::decoder::Decoder;
 use crate::generate::Generator;
@@ -18,6 +19,7 @@ use crate::weights::lora::LoraAdapter;
 use bridge_core::policy::{CausalLm, Completion, SamplingParams, SequenceBatch, TextCodec, TokenScores};
 use bridge_core::{BridgeRng, Result};
 use burn::module::Module;
+use burn::tensor::Tensor;
 
 impl CausalLm for Decoder {
     type Base = DecoderWeights;
@@ -44,6 +46,21 @@ impl CausalLm for Decoder {
             return crate::fused::token_scores(self, base, adapter, batch, with_entropy);
         }
         self.tensor_token_scores(base, adapter, batch, with_entropy)
+    }
+
+    /// The tensor engine's final hidden states (the fused engine keeps them to itself): a forward
+    /// pass through burn tensor operations, in f32.
+    fn hidden_states(
+        &self,
+        base: &DecoderWeights,
+        adapter: Option<&LoraAdapter>,
+        batch: &SequenceBatch,
+    ) -> Result<Tensor<3>> {
+        self.check_weights(base, adapter)?;
+        self.check_ids(batch.rows().iter().flat_map(|r| r.tokens.iter().copied()))?;
+        let (cast_base, cast_adapter) = self.autocast(base, adapter);
+        let (base, adapter) = (cast_base.as_ref().unwrap_or(base), cast_adapter.as_ref().or(adapter));
+        self.tensor_hidden_states(base, adapter, batch)
     }
 
     /// Samples with a fresh [`Generator`], the KV-cache engine of [`crate::generate`] (prefill

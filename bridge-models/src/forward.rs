@@ -426,6 +426,39 @@ impl Decoder {
         Ok(upcast_half(self.head(base, hidden)))
     }
 
+    /// The final hidden states `[B, T, hidden]` of a right-padded batch (padded keys masked) and
+    /// its ids `[B, T]`, on the tensor engine.
+    fn batch_hidden(
+        &self,
+        base: &DecoderWeights,
+        adapter: Option<&LoraAdapter>,
+        batch: &SequenceBatch,
+    ) -> Result<(Tensor<3>, Tensor<2, Int>)> {
+        let device = base.embed_tokens.weight.device();
+        let (b, t) = (batch.batch_size(), batch.seq_len());
+        let valid: Vec<Vec<bool>> = batch.rows().iter().map(|r| (0..t).map(|j| j < r.tokens.len()).collect()).collect();
+        let all_full = valid.iter().all(|r| r.iter().all(|&x| x));
+        // A sequence batch is right-padded: causal attention is exact at every real position.
+        let fused = self.fused_attention(&device)?;
+        let ctx = self.ctx(b, t, (!all_full).then_some(valid.as_slice()), &device, base.dtype(), fused);
+        let ids = batch.ids(&device);
+        Ok((self.forward_hidden(base, adapter, ids.clone(), &ctx), ids))
+    }
+
+    /// [`CausalLm::hidden_states`](bridge_core::policy::CausalLm::hidden_states) on the tensor
+    /// engine, in f32 whatever the weights' dtype (the caller has checked the weights and the ids).
+    ///
+    /// # Shapes
+    /// `[B, T, hidden]` for a batch of `B` rows padded to `T` tokens.
+    pub(crate) fn tensor_hidden_states(
+        &self,
+        base: &DecoderWeights,
+        adapter: Option<&LoraAdapter>,
+        batch: &SequenceBatch,
+    ) -> Result<Tensor<3>> {
+        Ok(upcast_half(self.batch_hidden(base, adapter, batch)?.0))
+    }
+
     /// [`CausalLm::token_scores`](bridge_core::policy::CausalLm::token_scores) on the tensor
     /// engine (the caller has checked the weights and the ids).
     pub(crate) fn tensor_token_scores(
@@ -435,15 +468,9 @@ impl Decoder {
         batch: &SequenceBatch,
         with_entropy: bool,
     ) -> Result<TokenScores> {
-        let device = base.embed_tokens.weight.device();
         let (b, t) = (batch.batch_size(), batch.seq_len());
-        let valid: Vec<Vec<bool>> = batch.rows().iter().map(|r| (0..t).map(|j| j < r.tokens.len()).collect()).collect();
-        let all_full = valid.iter().all(|r| r.iter().all(|&x| x));
-        // A sequence batch is right-padded: causal attention is exact at every real position.
-        let fused = self.fused_attention(&device)?;
-        let ctx = self.ctx(b, t, (!all_full).then_some(valid.as_slice()), &device, base.dtype(), fused);
-        let ids = batch.ids(&device);
-        let hidden = self.forward_hidden(base, adapter, ids.clone(), &ctx);
+        let (hidden, ids) = self.batch_hidden(base, adapter, batch)?;
+        let device = base.embed_tokens.weight.device();
         // The last position predicts nothing that is scored.
         let logits = self.head(base, hidden.slice([0..b, 0..t - 1])); // [B, T−1, V], the weights' dtype
         let targets = ids.slice([0..b, 1..t]);

@@ -1,5 +1,5 @@
 //! The `CausalLm` contract on a real decoder: token scores against transformers' logits,
-//! sampling (log-probs, determinism, greedy, stopping), random init, bad input.
+//! sampling (log-probs, determinism, greedy, stopping), hidden states, random init, bad input.
 
 mod common;
 
@@ -174,4 +174,54 @@ fn random_init_is_deterministic_and_shaped_like_the_config() {
     let emb = &ma["model.embed_tokens.weight"].data;
     let std = (emb.iter().map(|x| x * x).sum::<f32>() / emb.len() as f32).sqrt();
     assert!((std - 0.02).abs() < 0.002, "{std}");
+}
+
+/// `hidden_states` are the final hidden states: through the LM head (or the tied embedding) they
+/// give `forward_logits`' logits at every real position, with and without an adapter, on a
+/// right-padded batch; a padded row's states equal those of the row alone.
+#[test]
+fn hidden_states_through_the_head_are_the_logits() {
+    let device = Device::flex();
+    for name in FIXTURES {
+        let (lm, w) = setup(name, &device);
+        let lora = bridge_models::LoraConfig { rank: 2, alpha: 4.0, ..Default::default() };
+        let adapter = randomise_b(lm.init_adapter(&lora, &device, &mut BridgeRng::seed_from_u64(2)).unwrap(), 0.1, 3);
+        let rows =
+            vec![TokenSequence::all_scored(vec![1, 5, 6, 2, 9]), TokenSequence::prompt_completion(&[3], &[4, 7])];
+        let batch = SequenceBatch::new(rows.clone(), 0).unwrap();
+        for a in [None, Some(&adapter)] {
+            let hidden = lm.hidden_states(&w, a, &batch).unwrap();
+            let [b, t, h] = hidden.dims();
+            assert_eq!((b, t, h), (2, 5, lm.config().hidden_size), "{name}");
+            let flat = hidden.clone().reshape([b * t, h]);
+            let logits = match &w.lm_head {
+                Some(head) => {
+                    let out = flat.matmul(head.weight.val());
+                    match &head.bias {
+                        Some(bias) => out + bias.val().unsqueeze::<2>(),
+                        None => out,
+                    }
+                }
+                None => flat.matmul(w.embed_tokens.weight.val().transpose()),
+            };
+            let expected = lm.forward_logits(&w, a, batch.ids(&device), Some(batch.attention_mask(&device))).unwrap();
+            let v = expected.dims()[2];
+            let (got, want) = (host(logits), host(expected));
+            for (row, r) in rows.iter().enumerate() {
+                let span = row * t * v..(row * t + r.tokens.len()) * v;
+                let d = max_abs_diff(&got[span.clone()], &want[span]);
+                assert!(d <= 1e-4, "{name}, adapter {}: row {row} differs by {d}", a.is_some());
+            }
+            // The padded second row alone: the same states at its real positions.
+            let alone = SequenceBatch::new(vec![rows[1].clone()], 0).unwrap();
+            let single = host(lm.hidden_states(&w, a, &alone).unwrap());
+            let padded = host(hidden);
+            let d = max_abs_diff(&single, &padded[t * h..(t + 3) * h]);
+            assert!(d <= 1e-5, "{name}: padding changed the hidden states by {d}");
+        }
+    }
+    // A token outside the vocabulary is an error, not a panic.
+    let (lm, w) = setup("qwen2_tied", &device);
+    let bad = SequenceBatch::new(vec![TokenSequence::all_scored(vec![1, 999])], 0).unwrap();
+    assert!(lm.hidden_states(&w, None, &bad).unwrap_err().to_string().contains("999"));
 }

@@ -6,13 +6,16 @@
 //! [`GrpoTrainer`] drives the whole loop for RL alone.
 
 use crate::advantage::AdvantageScaling;
-use crate::loss::{PolicyLossConfig, PolicyLossInputs, PolicyLossOutput, policy_loss};
+use crate::loss::{
+    PolicyLossConfig, PolicyLossInputs, PolicyLossOutput, TokenPolicyLossInputs, policy_loss, token_policy_loss,
+};
 use crate::rollout::{RlTrainingBatch, Rollouts, collect_rollouts};
 use bridge_core::{
     AdamWSettings, BridgeError, BridgeRng, CausalLm, DataCursor, FinishReason, FlatGradients, GroupOptimizer,
     PromptSource, Result, RewardFunction, SamplingParams, error::ensure_finite,
 };
 use burn::module::Module;
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -62,17 +65,36 @@ impl GrpoConfig {
         if self.sampling.max_new_tokens == 0 {
             return Err(BridgeError::config(format!("{prefix}.sampling.max_new_tokens"), "must be ≥ 1"));
         }
-        self.sampling.validate()?;
+        self.sampling.validate_as(&format!("{prefix}.sampling"))?;
+        if self.sampling.n < 2 {
+            return Err(BridgeError::config(
+                format!("{prefix}.sampling.n"),
+                format!(
+                    "GRPO needs at least 2 completions per prompt, got {}: with one, every \
+                     group-relative advantage is 0 and nothing is learned",
+                    self.sampling.n
+                ),
+            ));
+        }
         self.loss.validate(&format!("{prefix}.loss"))
     }
 }
 
-/// The GRPO loss of `π(·; base, adapter)` on `batch`, and the mean entropy when asked for.
-///
-/// `reference` is `π_ref`'s base (used without adapter); it is required when `kl_coef > 0` and the
-/// batch has no cached reference log-probs ([`RlTrainingBatch::cache_reference`]), and not
-/// evaluated otherwise.
-pub fn grpo_loss<L: CausalLm>(
+/// The log-probabilities a policy loss reads from `batch`, with the mean entropy when asked for.
+pub(crate) struct ScoredBatch {
+    /// `log π(·; base, adapter)` `[B, T−1]`, differentiable.
+    pub(crate) logprobs: Tensor<2>,
+    /// `log π_ref` `[B, T−1]` when `kl_coef > 0`.
+    pub(crate) ref_logprobs: Option<Tensor<2>>,
+    /// The loss mask `[B, T−1]`.
+    pub(crate) mask: Tensor<2>,
+    /// Token-mean entropy over the mask.
+    pub(crate) entropy: Option<f64>,
+}
+
+/// Scores `batch` under `π(·; base, adapter)` (and `π_ref` when the KL term is on; see
+/// [`grpo_loss`]).
+pub(crate) fn score_batch<L: CausalLm>(
     lm: &L,
     base: &L::Base,
     adapter: Option<&L::Adapter>,
@@ -80,7 +102,7 @@ pub fn grpo_loss<L: CausalLm>(
     reference: Option<&L::Base>,
     cfg: &PolicyLossConfig,
     with_entropy: bool,
-) -> Result<(PolicyLossOutput, Option<f64>)> {
+) -> Result<ScoredBatch> {
     let scores = lm.token_scores(base, adapter, &batch.sequences, with_entropy)?;
     let device = scores.logprobs.device();
     let mask = batch.mask(&device);
@@ -103,18 +125,74 @@ pub fn grpo_loss<L: CausalLm>(
         }
         None => None,
     };
+    Ok(ScoredBatch { logprobs: scores.logprobs, ref_logprobs, mask, entropy })
+}
+
+/// The GRPO loss of `π(·; base, adapter)` on `batch`, and the mean entropy when asked for.
+///
+/// `reference` is `π_ref`'s base (used without adapter); it is required when `kl_coef > 0` and the
+/// batch has no cached reference log-probs ([`RlTrainingBatch::cache_reference`]), and not
+/// evaluated otherwise.
+pub fn grpo_loss<L: CausalLm>(
+    lm: &L,
+    base: &L::Base,
+    adapter: Option<&L::Adapter>,
+    batch: &RlTrainingBatch,
+    reference: Option<&L::Base>,
+    cfg: &PolicyLossConfig,
+    with_entropy: bool,
+) -> Result<(PolicyLossOutput, Option<f64>)> {
+    let s = score_batch(lm, base, adapter, batch, reference, cfg, with_entropy)?;
+    let device = s.logprobs.device();
     let out = policy_loss(
         cfg,
         PolicyLossInputs {
-            logprobs: scores.logprobs,
+            logprobs: s.logprobs,
             old_logprobs: batch.old_logprobs(&device),
-            ref_logprobs,
+            ref_logprobs: s.ref_logprobs,
             advantages: batch.advantages(&device),
-            mask,
+            mask: s.mask,
             max_completion_len: batch.max_completion_len,
         },
     )?;
-    Ok((out, entropy))
+    Ok((out, s.entropy))
+}
+
+/// The clipped-surrogate loss of `π(·; base, adapter)` on `batch` with one advantage per token
+/// (`advantages [B, T−1]`, PPO's GAE advantages) in place of the batch's per-sequence ones; KL,
+/// aggregation and entropy as [`grpo_loss`].
+#[allow(clippy::too_many_arguments)]
+pub fn token_advantage_loss<L: CausalLm>(
+    lm: &L,
+    base: &L::Base,
+    adapter: Option<&L::Adapter>,
+    batch: &RlTrainingBatch,
+    advantages: Tensor<2>,
+    reference: Option<&L::Base>,
+    cfg: &PolicyLossConfig,
+    with_entropy: bool,
+) -> Result<(PolicyLossOutput, Option<f64>)> {
+    let s = score_batch(lm, base, adapter, batch, reference, cfg, with_entropy)?;
+    let device = s.logprobs.device();
+    if advantages.dims() != s.logprobs.dims() {
+        return Err(BridgeError::InvalidInput(format!(
+            "{:?} token advantages for log-probs of shape {:?}",
+            advantages.dims(),
+            s.logprobs.dims()
+        )));
+    }
+    let out = token_policy_loss(
+        cfg,
+        TokenPolicyLossInputs {
+            logprobs: s.logprobs,
+            old_logprobs: batch.old_logprobs(&device),
+            ref_logprobs: s.ref_logprobs,
+            advantages,
+            mask: s.mask,
+            max_completion_len: batch.max_completion_len,
+        },
+    )?;
+    Ok((out, s.entropy))
 }
 
 /// What one GRPO step did (one JSONL line of the metrics file).
@@ -302,11 +380,11 @@ impl<L: CausalLm> GrpoTrainer<L> {
 mod tests {
     use super::*;
     use bridge_core::testing::{BigramLm, CharCodec, FnReward};
-    use bridge_core::{InMemorySource, Metadata, Reward, RlPrompt};
+    use bridge_core::{InMemorySource, Reward, RlPrompt};
     use burn::tensor::Device;
 
     fn prompt(text: &str, reference: &str) -> RlPrompt {
-        RlPrompt { id: text.into(), prompt: text.into(), reference: reference.into(), metadata: Metadata::new() }
+        RlPrompt::new(text, text, reference)
     }
 
     /// Toy task with a verifiable answer: after the prompt, the first sampled character must be
@@ -385,6 +463,15 @@ mod tests {
     fn config_validation_names_fields() {
         let bad = GrpoConfig { epochs_per_batch: 0, ..GrpoConfig::default() };
         assert!(bad.validate("rl").unwrap_err().to_string().contains("rl.epochs_per_batch"));
+        for n in [0, 1] {
+            let mut one = GrpoConfig::default();
+            one.sampling.n = n;
+            let e = one.validate("rl").unwrap_err().to_string();
+            assert!(e.starts_with("config `rl.sampling.n`"), "{e}");
+        }
+        let mut top_k = GrpoConfig::default();
+        top_k.sampling.top_k = Some(0);
+        assert!(top_k.validate("rl").unwrap_err().to_string().starts_with("config `rl.sampling.top_k`"));
         let typo = serde_json::from_str::<GrpoConfig>(r#"{"prompts_per_stp": 3}"#).unwrap_err();
         assert!(typo.to_string().contains("prompts_per_stp"));
     }

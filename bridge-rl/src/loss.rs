@@ -162,19 +162,79 @@ pub fn kl_estimate(logprobs: Tensor<2>, ref_logprobs: Tensor<2>, estimator: KlEs
     }
 }
 
-fn scalar(t: Tensor<1>) -> f64 {
+pub(crate) fn scalar(t: Tensor<1>) -> f64 {
     t.into_scalar::<f64>()
 }
 
-/// Evaluates the policy loss of [`PolicyLossConfig`] on `inputs`.
+/// Evaluates the policy loss of [`PolicyLossConfig`] on `inputs` (one advantage per sequence).
 pub fn policy_loss(cfg: &PolicyLossConfig, inputs: PolicyLossInputs) -> Result<PolicyLossOutput> {
     let PolicyLossInputs { logprobs, old_logprobs, ref_logprobs, advantages, mask, max_completion_len } = inputs;
     let [b, t] = logprobs.dims();
+    let advantages = advantages.reshape([b, 1]).expand([b, t]);
+    token_policy_loss(
+        cfg,
+        TokenPolicyLossInputs { logprobs, old_logprobs, ref_logprobs, advantages, mask, max_completion_len },
+    )
+}
+
+/// The tensors of [`token_policy_loss`]: [`PolicyLossInputs`] with one advantage per token (PPO's
+/// GAE advantages).
+///
+/// # Shapes
+/// `logprobs`, `old_logprobs`, `ref_logprobs`, `advantages`, `mask`: `[B, T]`
+pub struct TokenPolicyLossInputs {
+    /// `log π_θ` of each target, differentiable.
+    pub logprobs: Tensor<2>,
+    /// `log π_old`, constant.
+    pub old_logprobs: Tensor<2>,
+    /// `log π_ref`, constant; required when `kl_coef > 0`.
+    pub ref_logprobs: Option<Tensor<2>>,
+    /// One advantage per token, constant.
+    pub advantages: Tensor<2>,
+    /// 1 on completion tokens that take part in the loss, 0 elsewhere.
+    pub mask: Tensor<2>,
+    /// `L_max` for [`LossAggregation::DrGrpo`].
+    pub max_completion_len: usize,
+}
+
+/// `Σ masked` reduced by `aggregation`, where `masked` is a per-token loss already multiplied by
+/// `mask` and `tokens = Σ mask > 0`.
+///
+/// # Shapes
+/// `masked`, `mask`: `[B, T]` → `[1]`
+pub fn aggregate(
+    aggregation: LossAggregation,
+    masked: Tensor<2>,
+    mask: &Tensor<2>,
+    tokens: f64,
+    max_completion_len: usize,
+) -> Result<Tensor<1>> {
+    let [b, _] = masked.dims();
+    Ok(match aggregation {
+        LossAggregation::TokenMean => masked.sum().div_scalar(tokens),
+        LossAggregation::SequenceMean => {
+            let per_seq_tokens = mask.clone().sum_dim(1).clamp_min(1.0); // [B, 1]
+            let has_tokens = mask.clone().sum_dim(1).greater_elem(0.0).float(); // [B, 1]
+            let seqs = scalar(has_tokens.clone().sum());
+            (masked.sum_dim(1) / per_seq_tokens * has_tokens).sum().div_scalar(seqs)
+        }
+        LossAggregation::DrGrpo => {
+            if max_completion_len == 0 {
+                return Err(BridgeError::InvalidInput("Dr.GRPO aggregation needs max_completion_len > 0".into()));
+            }
+            masked.sum().div_scalar((b * max_completion_len) as f64)
+        }
+    })
+}
+
+/// Evaluates the policy loss of [`PolicyLossConfig`] on `inputs` with per-token advantages.
+pub fn token_policy_loss(cfg: &PolicyLossConfig, inputs: TokenPolicyLossInputs) -> Result<PolicyLossOutput> {
+    let TokenPolicyLossInputs { logprobs, old_logprobs, ref_logprobs, advantages: adv, mask, max_completion_len } =
+        inputs;
     let tokens = scalar(mask.clone().sum());
     if tokens <= 0.0 {
         return Err(BridgeError::InvalidInput("policy loss over a batch without completion tokens".into()));
     }
-    let adv = advantages.reshape([b, 1]).expand([b, t]);
     let ratio = (logprobs.clone() - old_logprobs).exp();
     let unclipped = ratio.clone() * adv.clone();
     let clipped = ratio.clone().clamp(1.0 - cfg.epsilon_low, 1.0 + cfg.epsilon_high) * adv.clone();
@@ -189,21 +249,7 @@ pub fn policy_loss(cfg: &PolicyLossConfig, inputs: PolicyLossInputs) -> Result<P
         per_token = per_token + kl.mul_scalar(cfg.kl_coef);
     }
     let masked = per_token * mask.clone();
-    let loss = match cfg.aggregation {
-        LossAggregation::TokenMean => masked.sum().div_scalar(tokens),
-        LossAggregation::SequenceMean => {
-            let per_seq_tokens = mask.clone().sum_dim(1).clamp_min(1.0); // [B, 1]
-            let has_tokens = mask.clone().sum_dim(1).greater_elem(0.0).float(); // [B, 1]
-            let seqs = scalar(has_tokens.clone().sum());
-            (masked.sum_dim(1) / per_seq_tokens * has_tokens).sum().div_scalar(seqs)
-        }
-        LossAggregation::DrGrpo => {
-            if max_completion_len == 0 {
-                return Err(BridgeError::InvalidInput("Dr.GRPO aggregation needs max_completion_len > 0".into()));
-            }
-            masked.sum().div_scalar((b * max_completion_len) as f64)
-        }
-    };
+    let loss = aggregate(cfg.aggregation, masked, &mask, tokens, max_completion_len)?;
     let ratio_d = ratio.detach();
     let adv_pos = adv.clone().greater_elem(0.0);
     let adv_neg = adv.lower_elem(0.0);
@@ -302,6 +348,69 @@ mod tests {
                     assert_relative_eq!(out.stats.loss, expected, epsilon = 1e-6);
                 }
             }
+        }
+    }
+
+    /// Per-token advantages (PPO's GAE): the same formulas with `A_{i,t}` in place of `A_i`;
+    /// advantages constant along each row reproduce [`policy_loss`].
+    #[test]
+    fn per_token_advantages_match_the_reference_formulas() {
+        let device = Device::flex();
+        let adv_tokens: [f64; 12] = [0.5, -1.0, 2.0, 0.3, -0.2, 1.1, 0.0, 0.7, -1.5, 0.4, 0.9, -0.6];
+        for aggregation in [LossAggregation::TokenMean, LossAggregation::SequenceMean, LossAggregation::DrGrpo] {
+            let cfg = PolicyLossConfig { kl_coef: 0.1, aggregation, ..Default::default() };
+            let mut per_token = [0.0; 12];
+            for k in 0..B * T {
+                let ratio = (LOGP[k] - OLD[k]).exp();
+                let a = adv_tokens[k];
+                let surr = (ratio * a).min(ratio.clamp(0.8, 1.2) * a);
+                let d = REF[k] - LOGP[k];
+                per_token[k] = (-surr + 0.1 * (d.exp() - d - 1.0)) * MASK[k];
+            }
+            let expected = match aggregation {
+                LossAggregation::TokenMean => per_token.iter().sum::<f64>() / MASK.iter().sum::<f64>(),
+                LossAggregation::SequenceMean => {
+                    (0..B)
+                        .map(|i| {
+                            per_token[i * T..(i + 1) * T].iter().sum::<f64>()
+                                / MASK[i * T..(i + 1) * T].iter().sum::<f64>()
+                        })
+                        .sum::<f64>()
+                        / B as f64
+                }
+                LossAggregation::DrGrpo => per_token.iter().sum::<f64>() / (B * 6) as f64,
+            };
+            let i = inputs(&device, t2(&LOGP, &device));
+            let out = token_policy_loss(
+                &cfg,
+                TokenPolicyLossInputs {
+                    logprobs: i.logprobs,
+                    old_logprobs: i.old_logprobs,
+                    ref_logprobs: i.ref_logprobs,
+                    advantages: t2(&adv_tokens, &device),
+                    mask: i.mask,
+                    max_completion_len: 6,
+                },
+            )
+            .unwrap();
+            assert_relative_eq!(out.stats.loss, expected, epsilon = 1e-6);
+            // Row-constant token advantages are policy_loss exactly.
+            let rows: Vec<f64> = (0..B * T).map(|k| ADV[k / T]).collect();
+            let i = inputs(&device, t2(&LOGP, &device));
+            let a = token_policy_loss(
+                &cfg,
+                TokenPolicyLossInputs {
+                    logprobs: i.logprobs,
+                    old_logprobs: i.old_logprobs,
+                    ref_logprobs: i.ref_logprobs,
+                    advantages: t2(&rows.try_into().unwrap(), &device),
+                    mask: i.mask,
+                    max_completion_len: 6,
+                },
+            )
+            .unwrap();
+            let b = policy_loss(&cfg, inputs(&device, t2(&LOGP, &device))).unwrap();
+            assert_eq!(a.stats, b.stats);
         }
     }
 

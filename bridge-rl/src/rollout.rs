@@ -26,6 +26,9 @@ pub struct Rollouts {
     pub rewards: Vec<Reward>,
     /// Group-relative advantages.
     pub advantages: Advantages,
+    /// One flag per completion: `true` for an off-policy demonstration (LUFFY's mixed groups,
+    /// [`crate::luffy::collect_mixed_rollouts`]), `false` for a completion sampled from the policy.
+    pub off_policy: Vec<bool>,
     /// `G`.
     pub group_size: usize,
     /// The sampler's `max_new_tokens` (`L_max` of Dr.GRPO).
@@ -72,6 +75,7 @@ pub fn collect_rollouts<L: CausalLm>(
     Ok(Rollouts {
         prompts: prompts.to_vec(),
         prompt_tokens,
+        off_policy: vec![false; completions.len()],
         completions,
         rewards,
         advantages,
@@ -97,6 +101,10 @@ pub struct RlTrainingBatch {
     /// `[B·(T−1)]` row-major: `log π_ref` of every target, once computed (see
     /// [`RlTrainingBatch::cache_reference`]).
     ref_logprobs: Option<Vec<f32>>,
+    /// `[B·(T−1)]` row-major: 1 on the completion targets of off-policy rows (demonstrations).
+    off_policy: Vec<f32>,
+    /// Per row: the first target column of its completion and the completion's length.
+    spans: Vec<(usize, usize)>,
 }
 
 impl Rollouts {
@@ -112,6 +120,8 @@ impl Rollouts {
         let t1 = sequences.seq_len() - 1;
         let mut old_logprobs = vec![0.0f32; self.completions.len() * t1];
         let mut mask = vec![0.0f32; self.completions.len() * t1];
+        let mut off_policy = vec![0.0f32; self.completions.len() * t1];
+        let mut spans = Vec::with_capacity(self.completions.len());
         for (i, c) in self.completions.iter().enumerate() {
             if c.logprobs.len() != c.tokens.len() {
                 return Err(BridgeError::Model(format!(
@@ -121,12 +131,15 @@ impl Rollouts {
                 )));
             }
             let keep = self.advantages.valid[i] && !(mask_truncated && c.finish == FinishReason::Length);
+            let off = self.off_policy.get(i).copied().unwrap_or(false);
             let p = self.prompt_tokens[c.prompt_index].len();
+            spans.push((p.saturating_sub(1), c.tokens.len()));
             for (k, lp) in c.logprobs.iter().enumerate() {
                 // completion token k sits at position p + k and is predicted by column p + k − 1
                 let col = i * t1 + p + k - 1;
                 old_logprobs[col] = *lp;
                 mask[col] = if keep { 1.0 } else { 0.0 };
+                off_policy[col] = if off { 1.0 } else { 0.0 };
             }
         }
         let advantages = self.advantages.values.iter().map(|&a| a as f32).collect();
@@ -137,6 +150,8 @@ impl Rollouts {
             advantages,
             max_completion_len: self.max_new_tokens,
             ref_logprobs: None,
+            off_policy,
+            spans,
         })
     }
 
@@ -159,6 +174,14 @@ impl Rollouts {
     /// Number of skipped completions.
     pub fn skipped(&self) -> usize {
         self.rewards.iter().filter(|r| r.is_skip()).count()
+    }
+
+    /// Mean of the non-skipped rewards of the completions sampled from the policy (demonstrations
+    /// left out; 0 when there is none).
+    pub fn on_policy_reward_mean(&self) -> f64 {
+        let v: Vec<f64> =
+            self.rewards.iter().zip(&self.off_policy).filter(|(_, off)| !**off).filter_map(|(r, _)| r.value).collect();
+        if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 }
     }
 }
 
@@ -191,7 +214,7 @@ impl RlTrainingBatch {
             .into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()
-            .map_err(|e| BridgeError::Model(format!("reading reference log-probs: {e:?}")))?;
+            .map_err(|e| BridgeError::Model(format!("reading reference log-probs: {e}")))?;
         self.ref_logprobs = Some(values);
         Ok(())
     }
@@ -205,5 +228,27 @@ impl RlTrainingBatch {
     /// Number of tokens in the loss.
     pub fn num_loss_tokens(&self) -> usize {
         self.mask.iter().filter(|m| **m > 0.0).count()
+    }
+
+    /// The off-policy mask `[B, T−1]`: 1 on the completion targets of demonstration rows.
+    pub fn off_policy_mask(&self, device: &Device) -> Tensor<2> {
+        let shape = [self.sequences.batch_size(), self.sequences.seq_len() - 1];
+        Tensor::from_data(TensorData::new(self.off_policy.clone(), shape), device)
+    }
+
+    /// Number of off-policy targets in the loss.
+    pub fn num_off_policy_tokens(&self) -> usize {
+        self.mask.iter().zip(&self.off_policy).filter(|(m, o)| **m > 0.0 && **o > 0.0).count()
+    }
+
+    /// The loss mask `[B·(T−1)]` row-major, on the host.
+    pub fn mask_values(&self) -> &[f32] {
+        &self.mask
+    }
+
+    /// The target columns of row `row`'s completion (`start..start + len` of the `[B, T−1]`
+    /// layout); `None` past the last row.
+    pub fn completion_columns(&self, row: usize) -> Option<std::ops::Range<usize>> {
+        self.spans.get(row).map(|&(start, len)| start..start + len)
     }
 }

@@ -166,15 +166,24 @@ pub struct TokenizedSource {
 impl TokenizedSource {
     /// Tokenises every example of `source`; an error if none is kept.
     pub fn new<S: SftSource>(source: &S, tokenizer: &SftTokenizer<'_>) -> Result<Self> {
-        let mut stats = TokenizeStats::default();
-        let (mut sequences, mut ids) = (Vec::new(), Vec::new());
-        for ex in source.iter() {
+        Self::from_outcomes(source.iter().map(|ex| {
             let ex = ex?;
             let outcome = tokenizer.tokenize(&ex)?;
+            Ok((ex.id, outcome))
+        }))
+    }
+
+    /// The kept sequences of already tokenised examples (`(id, outcome)` in order; the first
+    /// error is returned); an error if none is kept.
+    pub fn from_outcomes(outcomes: impl IntoIterator<Item = Result<(String, TokenizeOutcome)>>) -> Result<Self> {
+        let mut stats = TokenizeStats::default();
+        let (mut sequences, mut ids) = (Vec::new(), Vec::new());
+        for item in outcomes {
+            let (id, outcome) = item?;
             stats.record(&outcome);
             if let TokenizeOutcome::Kept { sequence, .. } = outcome {
                 sequences.push(sequence);
-                ids.push(ex.id);
+                ids.push(id);
             }
         }
         if sequences.is_empty() {

@@ -16,6 +16,8 @@
 //!
 //! Identifiers: a record's `id` field (string or integer) when present, else `file_name:line`.
 
+use crate::batch::TokenizedSource;
+use crate::tokenize::SftTokenizer;
 use bridge_core::jsonl::kind as type_name;
 use bridge_core::{BridgeError, ChatMessage, InMemorySource, Metadata, Result, RlPrompt, SftExample, TextCodec};
 use serde::{Deserialize, Serialize};
@@ -63,6 +65,28 @@ impl DataFormat {
             Self::Gsm8k => "gsm8k",
             Self::Math => "math",
             Self::PromptCompletion => "prompt_completion",
+            Self::Messages => "messages",
+        }
+    }
+
+    /// The record field the prompt is rendered from (`question`, `problem`, `prompt`,
+    /// `messages`).
+    pub fn prompt_field(self) -> &'static str {
+        match self {
+            Self::Auto | Self::Gsm8k => "question",
+            Self::Math => "problem",
+            Self::PromptCompletion => "prompt",
+            Self::Messages => "messages",
+        }
+    }
+
+    /// The record field the SFT completion comes from (`answer`, `solution`, `completion`,
+    /// `messages`).
+    pub fn completion_field(self) -> &'static str {
+        match self {
+            Self::Auto | Self::Gsm8k => "answer",
+            Self::Math => "solution",
+            Self::PromptCompletion => "completion",
             Self::Messages => "messages",
         }
     }
@@ -125,6 +149,21 @@ impl DatasetConfig {
             .map(InMemorySource::new)
     }
 
+    /// Loads the file as supervised examples and tokenises them (what [`TokenizedSource::new`]
+    /// does with [`DatasetConfig::load_sft`]'s examples), every prompt and completion encoded
+    /// once: one that the codec cannot encode is an error naming the file, the line and the field.
+    pub fn load_sft_tokenized(&self, tokenizer: &SftTokenizer<'_>) -> Result<TokenizedSource> {
+        self.validate("data")?;
+        let codec = tokenizer.codec();
+        let records = read_jsonl(&self.path, self.format, self.max_examples)?;
+        TokenizedSource::from_outcomes(records.iter().map(|r| {
+            let ex = r.to_sft_example(&self.template, codec)?;
+            let prompt = r.encode(codec, r.format.prompt_field(), "prompt", &ex.prompt)?;
+            let completion = r.encode(codec, r.format.completion_field(), "completion", &ex.completion)?;
+            Ok((ex.id.clone(), tokenizer.tokenize_encoded(&ex.id, prompt, completion)?))
+        }))
+    }
+
     /// Loads the file as RL prompts with references (`D_RL`).
     pub fn load_rl(&self, codec: &dyn TextCodec) -> Result<InMemorySource<RlPrompt>> {
         self.validate("data")?;
@@ -133,6 +172,20 @@ impl DatasetConfig {
             .map(|r| r.to_rl_prompt(&self.template, codec))
             .collect::<Result<Vec<_>>>()
             .map(InMemorySource::new)
+    }
+
+    /// [`DatasetConfig::load_rl`], with every rendered prompt encoded (the token ids, index-aligned
+    /// with the prompts): one that the codec cannot encode is an error naming the file, the line
+    /// and the field now, not at the training step that draws it.
+    pub fn load_rl_encoded(&self, codec: &dyn TextCodec) -> Result<(InMemorySource<RlPrompt>, Vec<Vec<u32>>)> {
+        self.validate("data")?;
+        let (mut prompts, mut ids) = (Vec::new(), Vec::new());
+        for r in read_jsonl(&self.path, self.format, self.max_examples)? {
+            let p = r.to_rl_prompt(&self.template, codec)?;
+            ids.push(r.encode(codec, r.format.prompt_field(), "prompt", &p.prompt)?);
+            prompts.push(p);
+        }
+        Ok((InMemorySource::new(prompts), ids))
     }
 }
 
@@ -203,6 +256,12 @@ pub fn read_jsonl(path: impl AsRef<Path>, format: DataFormat, max_records: Optio
 impl JsonlRecord {
     fn err(&self, field: Option<&str>, message: impl Into<String>) -> BridgeError {
         BridgeError::data(&self.path, self.line, field, message)
+    }
+
+    /// `text` (this record's rendered `part`, from `field`) encoded with `codec`; an error names
+    /// the record and the field.
+    fn encode(&self, codec: &dyn TextCodec, field: &str, part: &str, text: &str) -> Result<Vec<u32>> {
+        codec.encode(text).map_err(|e| self.err(Some(field), format!("the {part} does not encode: {e}")))
     }
 
     /// The record's identifier: its `id` field (string or integer), else `file_name:line`.
@@ -299,41 +358,44 @@ impl JsonlRecord {
         Ok(SftExample { id: self.id(), prompt, completion })
     }
 
-    /// The record as an RL prompt: the same rendered prompt and the final answer as reference.
-    /// Keys the format does not consume go to the metadata, plus `format` and `source`
+    /// The record as an RL prompt: the same rendered prompt, the final answer as reference, and
+    /// the record's worked solution (the SFT completion) as demonstration when it has one. Keys the format does not consume go to the metadata, plus `format` and `source`
     /// (`file_name:line`) unless the record has keys of those names.
     pub fn to_rl_prompt(&self, template: &PromptTemplate, codec: &dyn TextCodec) -> Result<RlPrompt> {
-        let (prompt, reference) = match self.format {
+        // The record's worked solution, when it has one, becomes the prompt's demonstration.
+        let (prompt, reference, demonstration) = match self.format {
             DataFormat::Gsm8k => {
                 let question = self.str_field("question")?;
                 let answer = self.str_field("answer")?;
                 let reference = gsm8k_final_answer(answer)
                     .ok_or_else(|| self.err(Some("answer"), "no final answer after `####`"))?;
-                (template.render_question(question, codec)?, reference)
+                (template.render_question(question, codec)?, reference, Some(answer.to_owned()))
             }
             DataFormat::Math => {
                 let problem = self.str_field("problem")?;
+                let solution =
+                    if self.fields.contains_key("solution") { Some(self.str_field("solution")?) } else { None };
                 let reference = match self.answer_field("answer")? {
                     Some(a) if !a.is_empty() => a,
-                    _ => {
-                        let solution = self.str_field("solution")?;
-                        last_boxed(solution).ok_or_else(|| {
-                            self.err(Some("solution"), "no `answer` field and no complete `\\boxed{…}` in the solution")
-                        })?
-                    }
+                    _ => last_boxed(self.str_field("solution")?).ok_or_else(|| {
+                        self.err(Some("solution"), "no `answer` field and no complete `\\boxed{…}` in the solution")
+                    })?,
                 };
-                (template.render_question(problem, codec)?, reference)
+                (template.render_question(problem, codec)?, reference, solution.map(str::to_owned))
             }
             DataFormat::PromptCompletion => {
                 let prompt = self.str_field("prompt")?;
-                (template.render_question(prompt, codec)?, self.required_answer()?)
+                let completion = self.str_field("completion")?.to_owned();
+                (template.render_question(prompt, codec)?, self.required_answer()?, Some(completion))
             }
             DataFormat::Messages => {
                 let mut messages = self.messages()?;
-                if messages.last().is_some_and(|m| m.role == "assistant") {
-                    messages.pop();
-                }
-                (template.render_conversation(&messages, codec)?, self.required_answer()?)
+                let demonstration = if messages.last().is_some_and(|m| m.role == "assistant") {
+                    messages.pop().map(|m| m.content)
+                } else {
+                    None
+                };
+                (template.render_conversation(&messages, codec)?, self.required_answer()?, demonstration)
             }
             DataFormat::Auto => return Err(self.err(None, "the record's format was not resolved")),
         };
@@ -346,7 +408,7 @@ impl JsonlRecord {
         metadata.entry("format").or_insert_with(|| Value::String(self.format.name().into()));
         let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         metadata.entry("source").or_insert_with(|| Value::String(format!("{name}:{}", self.line)));
-        Ok(RlPrompt { id: self.id(), prompt, reference, metadata })
+        Ok(RlPrompt { id: self.id(), prompt, reference, metadata, demonstration })
     }
 
     fn required_answer(&self) -> Result<String> {

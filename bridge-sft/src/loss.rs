@@ -61,7 +61,7 @@ pub fn masked_nll(scores: &TokenScores, reduction: LossReduction) -> Result<Mask
         .into_data()
         .convert::<f32>()
         .try_to_vec()
-        .map_err(|e| BridgeError::Model(format!("reading the loss mask: {e:?}")))?;
+        .map_err(|e| BridgeError::Model(format!("reading the loss mask: {e}")))?;
     let num_tokens = host.iter().filter(|&&m| m > 0.0).count();
     let total: f64 = host.iter().map(|&m| f64::from(m)).sum();
     if num_tokens == 0 || total <= 0.0 {

@@ -146,12 +146,29 @@ impl<'a> SftTokenizer<'a> {
         self.config
     }
 
-    /// Tokenises one example.
+    /// The codec.
+    pub fn codec(&self) -> &'a dyn TextCodec {
+        self.codec
+    }
+
+    /// Tokenises one example; an encoding error names the example and the part (`prompt` or
+    /// `completion`).
     pub fn tokenize(&self, example: &SftExample) -> Result<TokenizeOutcome> {
-        let prompt = self.codec.encode(&example.prompt)?;
-        let mut completion = self.codec.encode(&example.completion)?;
+        let encode = |part: &str, text: &str| {
+            self.codec.encode(text).map_err(|e| {
+                BridgeError::InvalidInput(format!("example `{}`: the {part} does not encode: {e}", example.id))
+            })
+        };
+        let prompt = encode("prompt", &example.prompt)?;
+        let completion = encode("completion", &example.completion)?;
+        self.tokenize_encoded(&example.id, prompt, completion)
+    }
+
+    /// Tokenises an example whose prompt and completion are already encoded (EOS not yet
+    /// appended).
+    pub fn tokenize_encoded(&self, id: &str, prompt: Vec<u32>, mut completion: Vec<u32>) -> Result<TokenizeOutcome> {
         completion.extend(self.eos);
-        self.assemble(&example.id, prompt, completion)
+        self.assemble(id, prompt, completion)
     }
 
     /// Applies truncation to already encoded parts (`completion` with its EOS, if any).

@@ -44,6 +44,10 @@ fn gsm8k_loads_for_sft_and_rl() {
     assert_eq!(p.metadata["format"], "gsm8k");
     assert_eq!(p.metadata["source"], "gsm.jsonl:4");
     assert_eq!(rl.get(0).unwrap().prompt, sft.get(0).unwrap().prompt, "D_SFT and D_RL share the prompt");
+    // The row's worked solution is the prompt's demonstration (LUFFY's off-policy trace).
+    for i in 0..2 {
+        assert_eq!(rl.get(i).unwrap().demonstration.as_ref(), Some(&sft.get(i).unwrap().completion));
+    }
 
     // The chat template: a user message, optionally after a system prompt.
     let chat = PromptTemplate::Chat { system_prompt: Some("Think.".into()), instruction: None };
@@ -79,8 +83,15 @@ fn math_loads_with_answer_field_or_boxed() {
     let rl = load_rl_prompts(&path, DataFormat::Auto, &plain(), &codec()).unwrap();
     let refs: Vec<String> = rl.iter().map(|p| p.unwrap().reference).collect();
     assert_eq!(refs, vec!["\\frac{1}{2}", "3", "5"]);
+    let demos: Vec<Option<String>> = rl.iter().map(|p| p.unwrap().demonstration).collect();
+    let solutions: Vec<Option<String>> = sft.iter().map(|e| Some(e.unwrap().completion)).collect();
+    assert_eq!(demos, solutions, "the solution is the demonstration");
     assert_eq!(rl.get(0).unwrap().metadata["level"], "Level 2");
     assert_eq!(rl.get(1).unwrap().id, "m-7");
+    // Forced to the math format, a row with an answer but no solution is a prompt without one.
+    let bare = write("math-bare.jsonl", "{\"problem\": \"R\", \"answer\": \"7\"}\n");
+    let p = load_rl_prompts(&bare, DataFormat::Math, &plain(), &codec()).unwrap().get(0).unwrap();
+    assert_eq!((p.reference.as_str(), p.demonstration.as_ref()), ("7", None));
 }
 
 #[test]
@@ -100,7 +111,8 @@ fn prompt_completion_loads_and_needs_an_answer_for_rl() {
     let e = cfg.load_rl(&codec()).unwrap_err();
     assert_data_error(&e, "pc.jsonl", 2, Some("answer"));
     let first = DatasetConfig { max_examples: Some(1), ..cfg };
-    assert_eq!(first.load_rl(&codec()).unwrap().get(0).unwrap().reference, "2");
+    let p = first.load_rl(&codec()).unwrap().get(0).unwrap();
+    assert_eq!((p.reference.as_str(), p.demonstration.as_deref()), ("2", Some("2")));
 }
 
 #[test]
@@ -134,6 +146,7 @@ fn conversations_load_with_the_last_assistant_message_as_completion() {
     let rl = load_rl_prompts(&path, DataFormat::Messages, &chat, &c).unwrap();
     assert_eq!(rl.get(0).unwrap().prompt, e0.prompt);
     assert_eq!(rl.get(1).unwrap().reference, "6");
+    assert_eq!(rl.get(1).unwrap().demonstration.as_deref(), Some("6"), "the final assistant message");
 
     let sft = load_sft_examples(&path, DataFormat::Auto, &PromptTemplate::plain("<{question}>"), &c).unwrap();
     assert_eq!(sft.get(1).unwrap().prompt, "<3+3?>");
@@ -235,4 +248,36 @@ fn gsm_symbolic_train_loads_with_both_loaders() {
         assert!(e.completion.contains("####"), "{}", e.id);
         assert!(p.reference.parse::<f64>().is_ok(), "{}: reference {:?} is not a number", p.id, p.reference);
     }
+}
+
+/// Text the model's codec cannot encode is found when the data is loaded for training, and the
+/// error names the file, the line and the field.
+#[test]
+fn unencodable_text_names_file_line_and_field() {
+    use bridge_sft::{SftTokenizer, TokenizeConfig};
+    let codec = CharCodec::new("abcQ:? \n#4");
+    let template = PromptTemplate::plain("Q: {question}\n");
+    let path = write(
+        "unencodable.jsonl",
+        "{\"question\": \"abc\", \"answer\": \"cab\\n#### 4\"}\n{\"question\": \"abz\", \"answer\": \"a\\n#### 4\"}\n",
+    );
+    let cfg = DatasetConfig { template: template.clone(), ..DatasetConfig::new(&path) };
+    let e = cfg.load_rl_encoded(&codec).unwrap_err();
+    assert_data_error(&e, "unencodable.jsonl", 2, Some("question"));
+    assert!(e.to_string().contains("'z'"), "{e}");
+    let tokenize = TokenizeConfig::default();
+    let tokenizer = SftTokenizer::new(&codec, &tokenize).unwrap();
+    let e = cfg.load_sft_tokenized(&tokenizer).unwrap_err();
+    assert_data_error(&e, "unencodable.jsonl", 2, Some("question"));
+    // The completion side, and a record that encodes.
+    let path = write("unencodable2.jsonl", "{\"question\": \"abc\", \"answer\": \"c!\\n#### 4\"}\n");
+    let cfg = DatasetConfig { template, ..DatasetConfig::new(&path) };
+    assert_data_error(&cfg.load_sft_tokenized(&tokenizer).unwrap_err(), "unencodable2.jsonl", 1, Some("answer"));
+    let (prompts, ids) = cfg.load_rl_encoded(&codec).unwrap();
+    assert_eq!((prompts.len(), ids), (1, vec![codec.encode("Q: abc\n").unwrap()]));
+    let ok = write("encodable.jsonl", "{\"question\": \"abc\", \"answer\": \"cab\\n#### 4\"}\n");
+    let source = DatasetConfig { template: PromptTemplate::plain("Q: {question}\n"), ..DatasetConfig::new(&ok) }
+        .load_sft_tokenized(&tokenizer)
+        .unwrap();
+    assert_eq!(source.len(), 1);
 }

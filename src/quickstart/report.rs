@@ -51,8 +51,11 @@ pub struct MethodSummary {
     pub overall: Stat,
     /// Training wall time, seconds.
     pub train_seconds: Stat,
-    /// Training time until the test accuracy first reached the best baseline's final accuracy of
-    /// the same seed (the highest final accuracy among SFT, RL-zero, Cold-start and
+    /// Training CPU time (all threads), seconds, over the runs that report it.
+    #[serde(default)]
+    pub train_cpu_seconds: Option<Stat>,
+    /// Training CPU time ([`super::CurvePoint::cpu_time`]) until the test accuracy first reached
+    /// the best baseline's final accuracy of the same seed (the highest final accuracy among SFT, RL-zero, Cold-start and
     /// alternating), over the seeds where it did (`None`: no seed did, or no baseline ran).
     pub time_to_best_baseline: Option<Stat>,
     /// Seeds on which the method reached the best baseline's final accuracy.
@@ -90,8 +93,7 @@ pub fn summarise(methods: &[Method], seeds: &[SeedRun], levels: u32) -> Vec<Meth
             let level = |l: usize| {
                 Stat::of(&finals.iter().map(|p| p.levels.get(l).copied().unwrap_or(0.0)).collect::<Vec<_>>())
             };
-            let times: Vec<f64> =
-                runs.iter().filter_map(|(s, m)| m.time_to_reach(best_baseline(s)?.1)).collect();
+            let times: Vec<f64> = runs.iter().filter_map(|(s, m)| m.time_to_reach(best_baseline(s)?.1)).collect();
             let paired: Vec<f64> = seeds
                 .iter()
                 .filter_map(|s| {
@@ -106,6 +108,7 @@ pub fn summarise(methods: &[Method], seeds: &[SeedRun], levels: u32) -> Vec<Meth
                 levels: (0..levels as usize).map(|l| level(l).unwrap_or(zero)).collect(),
                 overall: Stat::of(&finals.iter().map(|p| p.accuracy).collect::<Vec<_>>()).unwrap_or(zero),
                 train_seconds: Stat::of(&runs.iter().map(|(_, m)| m.train_seconds).collect::<Vec<_>>()).unwrap_or(zero),
+                train_cpu_seconds: Stat::of(&runs.iter().filter_map(|(_, m)| m.train_cpu_seconds).collect::<Vec<_>>()),
                 reached_best_baseline: times.len(),
                 time_to_best_baseline: Stat::of(&times),
             }
@@ -114,13 +117,19 @@ pub fn summarise(methods: &[Method], seeds: &[SeedRun], levels: u32) -> Vec<Meth
 }
 
 /// The table: accuracy (%) per level and overall, the overall accuracy minus RL-zero's on the same
-/// seed (points), training wall time and time to the best baseline's final accuracy (s), as mean
-/// ± std when there are several seeds.
+/// seed (points), training wall time and CPU time, and the CPU time to the best baseline's final
+/// accuracy (s), as mean ± std when there are several seeds.
 pub fn format_table(summary: &[MethodSummary], levels: u32, seeds: usize) -> String {
     let multi = seeds > 1;
     let mut header: Vec<String> = vec!["method".into()];
     header.extend((1..=levels).map(|l| format!("L{l} %")));
-    header.extend(["overall %".into(), "− RL-zero".into(), "train s".into(), "→ best baseline s".into()]);
+    header.extend([
+        "overall %".into(),
+        "− RL-zero".into(),
+        "train s".into(),
+        "train CPU s".into(),
+        "→ best baseline, CPU s".into(),
+    ]);
     let mut rows = vec![header];
     for s in summary {
         let mut row = vec![s.method.label().to_owned()];
@@ -131,6 +140,7 @@ pub fn format_table(summary: &[MethodSummary], levels: u32, seeds: usize) -> Str
             Some(d) => format!("{}{}", if d.mean >= 0.0 { "+" } else { "" }, d.show(100.0, 1, multi)),
         });
         row.push(s.train_seconds.show(1.0, 1, multi));
+        row.push(s.train_cpu_seconds.map_or("—".into(), |t| t.show(1.0, 1, multi)));
         row.push(match &s.time_to_best_baseline {
             None => "—".into(),
             Some(t) if t.n < seeds => format!("{} ({}/{seeds})", t.show(1.0, 1, t.n > 1), t.n),
@@ -233,8 +243,9 @@ mod tests {
         let run = |method, accuracy| MethodRun {
             method,
             hyper: None,
-            curve: vec![CurvePoint { step: 1, seconds: 1.0, accuracy, levels: vec![accuracy] }],
+            curve: vec![CurvePoint { step: 1, seconds: 1.0, cpu_seconds: None, accuracy, levels: vec![accuracy] }],
             train_seconds: 1.0,
+            train_cpu_seconds: None,
             eval_seconds: 0.0,
         };
         let seed = |seed, rl, cold| SeedRun {
@@ -256,6 +267,6 @@ mod tests {
         assert_eq!(best_baseline(&seeds[0]), Some((Method::ColdStart, 0.25)));
         assert_eq!(summary[0].reached_best_baseline, 0);
         assert_eq!(summary[1].reached_best_baseline, 2);
-        assert!(table.contains("→ best baseline s"), "{table}");
+        assert!(table.contains("→ best baseline, CPU s") && table.contains("train CPU s"), "{table}");
     }
 }

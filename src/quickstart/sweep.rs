@@ -2,8 +2,7 @@
 //! data and evaluation, and is scored on the validation split.
 
 use super::{
-    CurvePoint, Hyper, Method, QuickstartConfig, SeedSetup, Split, Stat, in_pool, report::render_table,
-    source_commit,
+    CurvePoint, Hyper, Method, QuickstartConfig, SeedSetup, Split, Stat, in_pool, report::render_table, source_commit,
 };
 use bridge_core::{BridgeError, Result};
 use serde::{Deserialize, Serialize};
@@ -63,7 +62,10 @@ pub struct SweepReport {
 pub fn sweep(cfg: &QuickstartConfig, progress: &mut (dyn FnMut(&str) + Send)) -> Result<SweepReport> {
     cfg.validate()?;
     if cfg.task.n_val == 0 {
-        return Err(BridgeError::config("quickstart.task.n_val", "the sweep chooses on the validation split: set n_val > 0"));
+        return Err(BridgeError::config(
+            "quickstart.task.n_val",
+            "the sweep chooses on the validation split: set n_val > 0",
+        ));
     }
     in_pool(cfg.threads, || sweep_in_pool(cfg, progress))
 }
@@ -90,12 +92,17 @@ fn sweep_in_pool(cfg: &QuickstartConfig, progress: &mut (dyn FnMut(&str) + Send)
     let mut done = 0;
     for &seed in &seeds {
         let setup = SeedSetup::new(cfg, seed, progress)?;
-        let base: CurvePoint = setup.evaluate(Split::Val, 0, 0.0, &setup.theta0, None)?;
+        let mut base: CurvePoint = setup.evaluate(Split::Val, 0, 0.0, &setup.theta0, None)?;
+        base.cpu_seconds = Some(0.0);
         progress(&format!("[seed {seed}] base: validation accuracy {:.3}", base.accuracy));
         base_val_accuracy.push(base.accuracy);
         for point in &mut points {
             done += 1;
-            progress(&format!("sweep run {done}/{total}: seed {seed}, {} at {}", point.method.label(), point.hyper.label()));
+            progress(&format!(
+                "sweep run {done}/{total}: seed {seed}, {} at {}",
+                point.method.label(),
+                point.hyper.label()
+            ));
             let dir = setup.seed_dir.join("sweep").join(format!("{}-{}", point.method.slug(), point.hyper.slug()));
             let run = setup.train(point.method, &point.hyper, Split::Val, cfg.budget.steps, &base, &dir, progress)?;
             let last = run.last().cloned().unwrap_or_else(|| base.clone());

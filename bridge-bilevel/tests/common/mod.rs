@@ -8,7 +8,7 @@ use bridge_bilevel::{
 };
 use bridge_core::schedule::ConstantLambda;
 use bridge_core::testing::{BigramAdapter, BigramBase, BigramLm, CharCodec, FnReward};
-use bridge_core::{BridgeRng, CausalLm, InMemorySource, Metadata, Reward, RlPrompt, TokenSequence};
+use bridge_core::{BridgeRng, CausalLm, InMemorySource, Reward, RlPrompt, TokenSequence};
 use bridge_rl::{GrpoConfig, PolicyLossConfig};
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -48,12 +48,8 @@ pub fn sft_data(lm: &BigramLm) -> InMemorySource<TokenSequence> {
 pub fn prompts() -> InMemorySource<RlPrompt> {
     [("a", "b"), ("b", "c"), ("c", "d"), ("d", "e"), ("e", "a")]
         .iter()
-        .map(|(p, r)| RlPrompt {
-            id: p.to_string(),
-            prompt: p.to_string(),
-            reference: r.to_string(),
-            metadata: Metadata::new(),
-        })
+        // The demonstration (LUFFY's off-policy trace) is the reference followed by EOS.
+        .map(|(p, r)| RlPrompt::new(*p, *p, *r).with_demonstration(*r))
         .collect()
 }
 

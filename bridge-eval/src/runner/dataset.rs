@@ -207,7 +207,7 @@ pub fn gsm8k_gold(solution: &str) -> Option<&str> {
 
 /// The contents of the last well-formed `\boxed{…}` (or `\fbox{…}`) of a MATH solution.
 pub fn last_boxed(solution: &str) -> Option<String> {
-    let opts = ExtractOptions { tail_chars: usize::MAX, max_answer_len: usize::MAX, ..ExtractOptions::default() };
+    let opts = ExtractOptions { tail_chars: usize::MAX, ..ExtractOptions::default() };
     extract_answer(solution, &opts).filter(|e| e.method == ExtractMethod::Boxed).map(|e| e.text)
 }
 

@@ -8,7 +8,7 @@ use super::report::{
 };
 use super::score::{majority_vote, pass_at_k};
 use crate::verify::{VerifyOptions, verify};
-use bridge_core::{BridgeError, BridgeRng, CausalLm, Completion, FinishReason, Result, SamplingParams};
+use bridge_core::{BridgeError, BridgeRng, CausalLm, Completion, FinishReason, Result, SamplingParams, TextCodec};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -205,6 +205,40 @@ fn mode_scores(runs: &[&RecordRun<'_>], config: &EvalConfig) -> Result<(Option<M
     Ok((greedy, sampled))
 }
 
+/// The prompts of the records `config` evaluates (the first `limit`), rendered with
+/// `config.prompt` and encoded with `codec`: `(texts, token ids)`. Everything an evaluation can
+/// reject before generating is checked here (a run checks its evaluation sets with it before
+/// training): no record to evaluate, a prompt that does not render or encode, or encodes to no
+/// token; the error names the dataset's file and the record (`file:line`).
+pub fn encode_prompts(
+    dataset: &EvalDataset,
+    config: &EvalConfig,
+    codec: &dyn TextCodec,
+) -> Result<(Vec<String>, Vec<Vec<u32>>)> {
+    let source = dataset.path.as_ref().map_or_else(|| dataset.name.clone(), |p| p.display().to_string());
+    let records = &dataset.records[..config.limit.map_or(dataset.len(), |n| n.min(dataset.len()))];
+    if records.is_empty() {
+        return Err(BridgeError::InvalidInput(format!("evaluation set {source}: no records to evaluate")));
+    }
+    let mut texts = Vec::with_capacity(records.len());
+    let mut prompts = Vec::with_capacity(records.len());
+    for r in records {
+        let at = || format!("evaluation set {source}, record {}", r.id);
+        let bad = |what: String| BridgeError::InvalidInput(format!("{}: {what}", at()));
+        let text = config.prompt.render_question(&r.question, codec).map_err(|e| bad(format!("the prompt: {e}")))?;
+        let ids = codec.encode(&text).map_err(|e| match e {
+            BridgeError::Tokenizer(m) => BridgeError::Tokenizer(format!("{}: the prompt does not encode: {m}", at())),
+            e => bad(format!("the prompt does not encode: {e}")),
+        })?;
+        if ids.is_empty() {
+            return Err(bad("the prompt encodes to no tokens".into()));
+        }
+        texts.push(text);
+        prompts.push(ids);
+    }
+    Ok((texts, prompts))
+}
+
 /// Evaluates one dataset (see [`evaluate`]).
 pub fn evaluate_dataset<L: CausalLm + ?Sized>(
     lm: &L,
@@ -216,22 +250,8 @@ pub fn evaluate_dataset<L: CausalLm + ?Sized>(
 ) -> Result<DatasetReport> {
     config.validate()?;
     let start = Instant::now();
-    let records = &dataset.records[..config.limit.map_or(dataset.len(), |n| n.min(dataset.len()))];
-    if records.is_empty() {
-        return Err(BridgeError::InvalidInput(format!("dataset `{}` has no records to evaluate", dataset.name)));
-    }
-    let codec = lm.codec();
-    let mut texts = Vec::with_capacity(records.len());
-    let mut prompts = Vec::with_capacity(records.len());
-    for r in records {
-        let text = config.prompt.render_question(&r.question, codec)?;
-        let ids = codec.encode(&text)?;
-        if ids.is_empty() {
-            return Err(BridgeError::InvalidInput(format!("record {}: the prompt encodes to no tokens", r.id)));
-        }
-        texts.push(text);
-        prompts.push(ids);
-    }
+    let (texts, prompts) = encode_prompts(dataset, config, lm.codec())?;
+    let records = &dataset.records[..texts.len()];
     let total = records.len();
     let mut runs: Vec<RecordRun<'_>> =
         records.iter().map(|record| RecordRun { record, greedy: None, samples: Vec::new(), shown: None }).collect();

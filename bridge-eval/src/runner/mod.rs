@@ -36,7 +36,7 @@ mod score;
 
 pub use config::{EvalConfig, SampledEval};
 pub use dataset::{DatasetFormat, EvalDataset, EvalRecord, gsm8k_gold, last_boxed};
-pub use eval::{EvalProgress, evaluate, evaluate_dataset, evaluate_datasets, score_completion};
+pub use eval::{EvalProgress, encode_prompts, evaluate, evaluate_dataset, evaluate_datasets, score_completion};
 pub use prompt::{PromptTemplate, QUESTION_PLACEHOLDER};
 pub use report::{
     CategoryReport, DatasetReport, EvalReport, Failure, ModeScores, Outcome, PassAtK, RecordResult, SampleResult,

@@ -25,6 +25,12 @@ pub enum Outcome {
     UnparseableBoth,
     /// The comparison ran out of its step budget.
     Undecided,
+    /// The completion's answer is too long to judge.
+    TooLongPrediction,
+    /// The gold answer is too long to judge (a dataset problem).
+    TooLongGold,
+    /// Both answers are unusable, the gold one too long.
+    TooLongBoth,
 }
 
 impl Outcome {
@@ -38,6 +44,9 @@ impl Outcome {
             Verdict::Unparseable { side: Side::Gold, .. } => Self::UnparseableGold,
             Verdict::Unparseable { side: Side::Both, .. } => Self::UnparseableBoth,
             Verdict::Undecided { .. } => Self::Undecided,
+            Verdict::TooLong { side: Side::Prediction, .. } => Self::TooLongPrediction,
+            Verdict::TooLong { side: Side::Gold, .. } => Self::TooLongGold,
+            Verdict::TooLong { side: Side::Both, .. } => Self::TooLongBoth,
         }
     }
 
@@ -46,14 +55,17 @@ impl Outcome {
         if self == Self::Correct { 1.0 } else { 0.0 }
     }
 
-    /// Whether the prediction had no usable answer.
+    /// Whether the prediction had no usable answer (none, unparseable or too long).
     pub fn prediction_unparseable(self) -> bool {
-        matches!(self, Self::UnparseablePrediction | Self::UnparseableBoth)
+        matches!(
+            self,
+            Self::UnparseablePrediction | Self::UnparseableBoth | Self::TooLongPrediction | Self::TooLongBoth
+        )
     }
 
-    /// Whether the gold answer could not be used.
+    /// Whether the gold answer could not be used (unparseable or too long).
     pub fn gold_unparseable(self) -> bool {
-        matches!(self, Self::UnparseableGold | Self::UnparseableBoth)
+        matches!(self, Self::UnparseableGold | Self::UnparseableBoth | Self::TooLongGold | Self::TooLongBoth)
     }
 }
 

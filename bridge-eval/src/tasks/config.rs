@@ -188,11 +188,18 @@ impl TaskConfig {
         if !self.ops_per_level.is_empty() && self.ops_per_level.len() != self.levels as usize {
             return err(
                 "ops_per_level",
-                format!("has {} entries but there are {} levels (one per level, or none)", self.ops_per_level.len(), self.levels),
+                format!(
+                    "has {} entries but there are {} levels (one per level, or none)",
+                    self.ops_per_level.len(),
+                    self.levels
+                ),
             );
         }
         if let Some(i) = self.ops_per_level.iter().position(|&n| !(1..=MAX_LEVEL).contains(&n)) {
-            return err("ops_per_level", format!("entry {i} must be in 1..={MAX_LEVEL}, got {}", self.ops_per_level[i]));
+            return err(
+                "ops_per_level",
+                format!("entry {i} must be in 1..={MAX_LEVEL}, got {}", self.ops_per_level[i]),
+            );
         }
         if self.squares_per_level.len() > self.levels as usize {
             return err(

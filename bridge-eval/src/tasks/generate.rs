@@ -72,11 +72,7 @@ fn shapes(n: u32) -> Vec<Shape> {
 
 /// Fills `shape` in order: operators and leaves left to right as they will be written; a leaf
 /// whose `squared` entry is set becomes `leaf^2`.
-fn fill(
-    shape: &Shape,
-    ops: &mut impl Iterator<Item = Op>,
-    leaves: &mut impl Iterator<Item = (i64, bool)>,
-) -> Expr {
+fn fill(shape: &Shape, ops: &mut impl Iterator<Item = Op>, leaves: &mut impl Iterator<Item = (i64, bool)>) -> Expr {
     match shape {
         Shape::Leaf => match leaves.next().unwrap_or((0, false)) {
             (n, false) => Expr::Num(n),
@@ -129,8 +125,7 @@ impl<'a> LevelSpace<'a> {
         let ops: Vec<Op> = (0..self.n_ops).map(|_| self.ops[pick(self.ops.len() as u64) as usize]).collect();
         let mask = self.square_masks[pick(self.square_masks.len() as u64) as usize];
         let n_leaf = (self.cfg.max_operand + 1) as u64;
-        let leaves: Vec<(i64, bool)> =
-            (0..=self.n_ops).map(|i| (pick(n_leaf) as i64, mask & (1 << i) != 0)).collect();
+        let leaves: Vec<(i64, bool)> = (0..=self.n_ops).map(|i| (pick(n_leaf) as i64, mask & (1 << i) != 0)).collect();
         fill(shape, &mut ops.into_iter(), &mut leaves.into_iter())
     }
 
@@ -305,7 +300,9 @@ pub fn generate(cfg: &TaskConfig) -> Result<TaskSplits> {
         .enumerate()
         .map(|(i, p)| SftExample { id: format!("sft-{i:05}"), prompt: p.prompt(template), completion: p.solution() })
         .collect();
-    let prompts = |split: &str, ps: &[Problem]| -> Vec<RlPrompt> {
+    // RL prompts carry their worked solution (LUFFY's off-policy demonstration); evaluation
+    // prompts do not.
+    let prompts = |split: &str, ps: &[Problem], demonstrations: bool| -> Vec<RlPrompt> {
         ps.iter()
             .enumerate()
             .map(|(i, p)| RlPrompt {
@@ -313,12 +310,13 @@ pub fn generate(cfg: &TaskConfig) -> Result<TaskSplits> {
                 prompt: p.prompt(template),
                 reference: p.answer.to_string(),
                 metadata: level_metadata(p.level),
+                demonstration: demonstrations.then(|| p.solution()),
             })
             .collect()
     };
-    let rl = prompts("rl", &problems.rl);
-    let test = prompts("test", &problems.test);
-    let val = prompts("val", &problems.val);
+    let rl = prompts("rl", &problems.rl, true);
+    let test = prompts("test", &problems.test, false);
+    let val = prompts("val", &problems.val, false);
     Ok(TaskSplits { pretrain, sft, rl, test, val, problems })
 }
 

@@ -206,7 +206,45 @@ fn lookup(point: &[(String, Val)]) -> impl Fn(&str) -> Val + '_ {
     move |name: &str| point.iter().find(|(n, _)| n == name).map_or(Val::Undef, |(_, v)| *v)
 }
 
+/// A number literal, possibly negated: `(negative, node)` with `node` a `Num` or a `Big`.
+fn literal(n: &Node) -> Option<(bool, &Node)> {
+    match n {
+        Node::Num(..) | Node::Big(..) => Some((false, n)),
+        Node::Neg(inner) => literal(inner).map(|(neg, m)| (!neg, m)),
+        _ => None,
+    }
+}
+
+/// Two literals of which at least one is beyond `Rat` (a [`Node::Big`]): `Some(equal)`, decided
+/// exactly (a `Big` never equals a `Num`: both are canonical). When they differ and either was
+/// written with decimals, the rounding rule of [`vals_close`] still applies while both values are
+/// finite `f64`s; otherwise different literals are different (`1e999999998` ≠ `1e999999999`, and
+/// two 5000-digit integers that differ in their last digit). `None` when the rule does not apply.
+fn big_literals_equal(x: &Node, y: &Node, o: &CompareOptions, fuel: &mut Fuel) -> Result<Option<bool>, Exhausted> {
+    let (Some((nx, lx)), Some((ny, ly))) = (literal(x), literal(y)) else {
+        return Ok(None);
+    };
+    if !matches!((lx, ly), (Node::Big(..), _) | (_, Node::Big(..))) {
+        return Ok(None);
+    }
+    if let (Node::Big(a, _), Node::Big(b, _)) = (lx, ly) {
+        fuel.spend(1 + (a.len() as u64) / 64)?;
+        if nx == ny && a == b {
+            return Ok(Some(true));
+        }
+    }
+    if !(x.has_decimal() || y.has_decimal()) {
+        return Ok(Some(false));
+    }
+    let none = |_: &str| Val::Undef;
+    let (vx, vy) = (x.eval(&none, fuel)?, y.eval(&none, fuel)?);
+    Ok(Some(matches!((vx, vy), (Val::Q(_) | Val::F(_), Val::Q(_) | Val::F(_))) && vals_close(vx, vy, true, o)))
+}
+
 fn num_equiv(x: &Node, y: &Node, o: &CompareOptions, fuel: &mut Fuel) -> R {
+    if let Some(equal) = big_literals_equal(x, y, o, fuel)? {
+        return Ok(equal);
+    }
     let mut vars = Vec::new();
     collect_vars(x, &mut vars, fuel)?;
     collect_vars(y, &mut vars, fuel)?;

@@ -1,24 +1,21 @@
 //! Locating the final answer inside a model completion or a reference solution.
 
-use super::normalize::matching_brace;
-
 /// Options for [`extract_answer`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExtractOptions {
-    /// Only the last `tail_chars` characters are searched (cut on a char boundary).
+    /// Only answers that end within the last `tail_chars` characters count (an answer may start
+    /// before them: a long boxed number is found whole).
     pub tail_chars: usize,
     /// Fall back to the last number in the text when no anchor is found.
     pub last_number_fallback: bool,
     /// Accept the whole (trimmed) text as the answer when it is at most this many
     /// bytes long and nothing else matched; `0` disables this.
     pub bare_answer_max_len: usize,
-    /// Longest extracted answer kept (bytes); longer candidates are ignored.
-    pub max_answer_len: usize,
 }
 
 impl Default for ExtractOptions {
     fn default() -> Self {
-        ExtractOptions { tail_chars: 4000, last_number_fallback: false, bare_answer_max_len: 0, max_answer_len: 1000 }
+        ExtractOptions { tail_chars: 4000, last_number_fallback: false, bare_answer_max_len: 0 }
     }
 }
 
@@ -59,42 +56,47 @@ pub fn tail(s: &str, n: usize) -> &str {
     }
 }
 
+/// Byte offset of the end of `part`, a slice of `text`.
+fn end_in(text: &str, part: &str) -> usize {
+    part.as_ptr() as usize - text.as_ptr() as usize + part.len()
+}
+
 /// Finds the final answer in `text`: last box, then `####`, then an answer
 /// anchor, then the last math span, then (optionally) the last number or the
-/// whole short text. `None` when nothing is found.
+/// whole short text. Each rule looks at the whole text but only accepts an answer that ends in the
+/// last [`ExtractOptions::tail_chars`] characters. `None` when nothing is found. The answer is
+/// returned at any length (the verifier reports answers too long to judge).
 pub fn extract_answer(text: &str, opts: &ExtractOptions) -> Option<Extracted> {
-    let t = tail(text, opts.tail_chars);
-    let ok = |s: &str| {
-        let s = s.trim();
-        !s.is_empty() && s.len() <= opts.max_answer_len
-    };
+    let window = text.len() - tail(text, opts.tail_chars).len();
+    let ok = |s: &str| !s.trim().is_empty() && end_in(text, s) > window;
     let mk = |s: &str, method| Some(Extracted { text: s.trim().to_string(), method });
-    if let Some(s) = last_boxed(t)
+    if let Some(s) = last_boxed(text, window)
         && ok(s)
     {
         return mk(s, ExtractMethod::Boxed);
     }
-    if let Some(s) = after_hashes(t)
+    if let Some(s) = after_hashes(text)
         && ok(s)
     {
         return mk(s, ExtractMethod::Hashes);
     }
-    if let Some(s) = after_anchor(t)
+    if let Some(s) = after_anchor(text)
         && ok(s)
     {
         return mk(s, ExtractMethod::Anchor);
     }
-    if let Some(s) = last_math_span(t)
+    if let Some(s) = last_math_span(text)
         && ok(s)
     {
         return mk(s, ExtractMethod::MathSpan);
     }
     if opts.last_number_fallback
-        && let Some(s) = last_number(t)
+        && let Some(s) = last_number(text)
+        && ok(s)
     {
         return mk(s, ExtractMethod::LastNumber);
     }
-    let whole = t.trim();
+    let whole = text.trim();
     if opts.bare_answer_max_len > 0 && !whole.is_empty() && whole.len() <= opts.bare_answer_max_len {
         return mk(whole, ExtractMethod::Whole);
     }
@@ -106,29 +108,58 @@ pub fn has_answer_marker(text: &str) -> bool {
     text.contains("####") || text.contains("\\boxed") || text.contains("\\fbox")
 }
 
-/// Contents of the last well-formed `\boxed{…}` / `\fbox{…}` (or `\boxed 5`).
-fn last_boxed(t: &str) -> Option<&str> {
-    let mut starts: Vec<(usize, usize)> = Vec::new();
+/// Every matched `{…}` pair of `t` as `(open, close)` byte offsets, sorted by `open`, found in
+/// one pass (escaped braces `\{` `\}` skipped, as [`super::normalize::matching_brace`] does).
+fn brace_pairs(t: &str) -> Vec<(usize, usize)> {
+    let b = t.as_bytes();
+    let (mut open, mut pairs) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b'{' => open.push(i),
+            b'}' => {
+                if let Some(o) = open.pop() {
+                    pairs.push((o, i));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    pairs.sort_unstable();
+    pairs
+}
+
+/// Contents of the last well-formed `\boxed{…}` / `\fbox{…}` (or `\boxed 5`) that ends after
+/// byte `window`. Linear in the length of `t`.
+fn last_boxed(t: &str, window: usize) -> Option<&str> {
+    let mut starts: Vec<usize> = Vec::new();
     for cmd in ["\\boxed", "\\fbox"] {
-        starts.extend(t.match_indices(cmd).map(|(i, _)| (i, i + cmd.len())));
+        starts.extend(t.match_indices(cmd).map(|(i, _)| i + cmd.len()));
+    }
+    if starts.is_empty() {
+        return None;
     }
     starts.sort_unstable();
-    for &(_, after) in starts.iter().rev() {
+    let pairs = brace_pairs(t);
+    for &after in starts.iter().rev() {
         let rest = &t[after..];
         let trimmed = rest.trim_start();
         let open = after + (rest.len() - trimmed.len());
-        if trimmed.starts_with('{') {
-            if let Some(close) = matching_brace(t, open) {
-                return Some(&t[open + 1..close]);
-            }
-            continue; // unbalanced: try an earlier box
-        }
-        if rest.starts_with(' ') {
+        let inner = if trimmed.starts_with('{') {
+            // Unbalanced: try an earlier box.
+            let Ok(k) = pairs.binary_search_by_key(&open, |p| p.0) else { continue };
+            &t[open + 1..pairs[k].1]
+        } else if rest.starts_with(' ') {
             // `\boxed 5`: up to whitespace or `$`.
             let end = trimmed.find(|c: char| c.is_whitespace() || c == '$').unwrap_or(trimmed.len());
-            if end > 0 {
-                return Some(&trimmed[..end]);
-            }
+            &trimmed[..end]
+        } else {
+            continue;
+        };
+        if end_in(t, inner) > window {
+            return Some(inner);
         }
     }
     None
@@ -166,7 +197,7 @@ fn after_anchor(t: &str) -> Option<&str> {
             return Some(&inner[..j]);
         }
     }
-    if let Some(b) = last_boxed(rest) {
+    if let Some(b) = last_boxed(rest, 0) {
         return Some(b);
     }
     let line = rest.split('\n').next().unwrap_or(rest);

@@ -144,8 +144,14 @@ const IGNORED: &[&str] = &[
     "nolimits",
 ];
 
-/// Tokenises `s`; at most `max_tokens` tokens.
-pub(crate) fn lex(s: &str, max_tokens: usize) -> Result<Vec<Tok>, ParseError> {
+/// Tokenises `s`; at most `max_tokens` tokens. `Ok(None)`: `s` is not maths but text, because a
+/// number is glued to a lone `e`/`E` that starts no exponent (`3e`, `2E+x`; see
+/// [`super::parse_answer`]).
+///
+/// A number is `12`, `1.5`, `.5`, optionally followed, with nothing in between, by an exponent
+/// `e`/`E`, an optional sign and digits (`1e5`, `2.5E-3`): scientific notation is one number
+/// token. Elsewhere `e` is Euler's constant (`e`, `e^2`, `2 e`, `2\cdot e`).
+pub(crate) fn lex(s: &str, max_tokens: usize) -> Result<Option<Vec<Tok>>, ParseError> {
     let b = s.as_bytes();
     let mut out: Vec<Tok> = Vec::new();
     let mut i = 0;
@@ -173,6 +179,15 @@ pub(crate) fn lex(s: &str, max_tokens: usize) -> Result<Vec<Tok>, ParseError> {
                     // A lone '.' (e.g. after `\left.`): ignore it.
                     i += 1;
                     continue;
+                }
+                if matches!(b.get(i), Some(b'e' | b'E')) {
+                    let sign = usize::from(matches!(b.get(i + 1), Some(b'+' | b'-')));
+                    let digits = b[i + 1 + sign..].iter().take_while(|c| c.is_ascii_digit()).count();
+                    if digits > 0 {
+                        i += 1 + sign + digits;
+                    } else if !b.get(i + 1).is_some_and(u8::is_ascii_alphabetic) {
+                        return Ok(None);
+                    }
                 }
                 out.push(Tok::Num(s[start..i].to_string()));
             }
@@ -252,7 +267,7 @@ pub(crate) fn lex(s: &str, max_tokens: usize) -> Result<Vec<Tok>, ParseError> {
             }
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 fn lex_word(word: &str, out: &mut Vec<Tok>) {

@@ -2,14 +2,14 @@
 //!
 //! # Pipeline
 //!
-//! 1. **Extraction** ([`extract_answer`]). Only the last
-//!    [`ExtractOptions::tail_chars`] characters are searched. In order of
+//! 1. **Extraction** ([`extract_answer`]). Only an answer that ends in the last
+//!    [`ExtractOptions::tail_chars`] characters counts. In order of
 //!    priority: the last well-formed `\boxed{…}`/`\fbox{…}` (braces matched, so
 //!    when several boxes appear the last one wins), GSM8K's `#### N`, an anchor
 //!    ("the answer is", "final answer:", "Answer:"), the last `$…$`/`\(…\)`/`\[…\]`
 //!    span, and optionally the last number. The gold side goes through the same
-//!    extraction only when it carries a `####` or a box; otherwise it is taken
-//!    as a bare answer.
+//!    extraction (over the whole text) only when it carries a `####` or a box;
+//!    otherwise the whole gold text is the answer.
 //! 2. **Normalisation** (string level): math delimiters and boxes unwrapped,
 //!    `\text{…}` units, currency, degrees, thousands separators (`1,234` and
 //!    `1{,}234`, only when the whole answer is such a number), trailing unit words
@@ -40,10 +40,19 @@
 //!   `(a,b)` matches the open interval `(a,b)`; unions are unordered.
 //! * Multiple choice: `B`, `(B)`, `\text{(B)}`, `B)` are the same letter.
 //! * Text answers compare case-insensitively with whitespace collapsed.
+//! * Scientific notation is exact (`1e5` = `100000`, `2.5E-3` = `0.0025`,
+//!   `1e999999998` ≠ `1e999999999`); `e` on its own is Euler's constant (`e^2`, `2 e`), and a
+//!   number glued to a lone `e` that starts no exponent (`3e`) is a text answer. Python's
+//!   `math_verify` (0.9.0) reads the upper-case forms the same way but `$1e5$` as `1·e·5` and
+//!   `3e` as `3·e`; this verifier follows what a model means by `1e5`.
+//! * Numbers too long for `i128` rationals (a 5000-digit integer, `1e400`) are compared
+//!   exactly as decimals.
 //!
 //! # Bounded cost
 //!
-//! Inputs longer than [`MAX_ANSWER_LEN`] bytes are rejected before parsing,
+//! Answers longer than [`VerifyOptions::max_answer_len`] bytes are not parsed: the verdict
+//! is [`Verdict::TooLong`]. Plain numbers are the exception: they are read at any length the
+//! step budget allows (one step per 16 bytes). Beyond that,
 //! nesting is limited to [`MAX_DEPTH`], exact powers are capped (larger ones go to
 //! `f64` and overflow to "undefined", never to a huge integer), and every parsing,
 //! evaluation and comparison step spends from a deterministic step budget
@@ -74,6 +83,10 @@ pub struct VerifyOptions {
     pub compare: CompareOptions,
     /// Step budget for parsing each side.
     pub parse_fuel: u64,
+    /// Longest answer (bytes, as extracted) that is judged; a longer one is
+    /// [`Verdict::TooLong`], unless it is a plain number (read at any length the step budget
+    /// allows).
+    pub max_answer_len: usize,
 }
 
 impl Default for VerifyOptions {
@@ -82,6 +95,7 @@ impl Default for VerifyOptions {
             extract: ExtractOptions::default(),
             compare: CompareOptions::default(),
             parse_fuel: DEFAULT_PARSE_FUEL,
+            max_answer_len: 1000,
         }
     }
 }
@@ -141,6 +155,19 @@ pub enum Verdict {
         /// Gold side.
         gold: AnswerText,
     },
+    /// The answer on `side` is longer than [`VerifyOptions::max_answer_len`] (and not a plain
+    /// number), so it was not judged.
+    TooLong {
+        /// Which side is too long (`Both` also when the other side is unusable).
+        side: Side,
+        /// Prediction side, when an answer was extracted (`normalized` is empty when too long).
+        pred: Option<AnswerText>,
+        /// Gold side, when an answer was extracted (`normalized` is empty when too long).
+        gold: Option<AnswerText>,
+        /// The limit exceeded: [`VerifyOptions::max_answer_len`] bytes, or the parser's token
+        /// limit.
+        limit: usize,
+    },
 }
 
 impl Verdict {
@@ -150,7 +177,8 @@ impl Verdict {
     }
 
     /// A short label: `correct`, `incorrect`, `unparseable_prediction`,
-    /// `unparseable_gold`, `unparseable_both` or `undecided`.
+    /// `unparseable_gold`, `unparseable_both`, `undecided`, `too_long_prediction`,
+    /// `too_long_gold` or `too_long_both`.
     pub fn label(&self) -> &'static str {
         match self {
             Verdict::Correct { .. } => "correct",
@@ -159,6 +187,9 @@ impl Verdict {
             Verdict::Unparseable { side: Side::Gold, .. } => "unparseable_gold",
             Verdict::Unparseable { side: Side::Both, .. } => "unparseable_both",
             Verdict::Undecided { .. } => "undecided",
+            Verdict::TooLong { side: Side::Prediction, .. } => "too_long_prediction",
+            Verdict::TooLong { side: Side::Gold, .. } => "too_long_gold",
+            Verdict::TooLong { side: Side::Both, .. } => "too_long_both",
         }
     }
 
@@ -168,11 +199,13 @@ impl Verdict {
     }
 
     /// Reward in {-1, +1}, or `None` ("skip this sample") when the gold answer is
-    /// unusable or the comparison was undecided. An unparseable prediction is -1.
+    /// unusable or the comparison was undecided. An unparseable or too long prediction is -1.
     pub fn signed_reward(&self) -> Option<f32> {
         match self {
             Verdict::Correct { .. } => Some(1.0),
-            Verdict::Incorrect { .. } | Verdict::Unparseable { side: Side::Prediction, .. } => Some(-1.0),
+            Verdict::Incorrect { .. }
+            | Verdict::Unparseable { side: Side::Prediction, .. }
+            | Verdict::TooLong { side: Side::Prediction, .. } => Some(-1.0),
             _ => None,
         }
     }
@@ -183,7 +216,7 @@ impl Verdict {
             Verdict::Correct { pred, .. } | Verdict::Incorrect { pred, .. } | Verdict::Undecided { pred, .. } => {
                 Some(pred)
             }
-            Verdict::Unparseable { pred, .. } => pred.as_ref(),
+            Verdict::Unparseable { pred, .. } | Verdict::TooLong { pred, .. } => pred.as_ref(),
         }
     }
 
@@ -193,21 +226,42 @@ impl Verdict {
             Verdict::Correct { gold, .. } | Verdict::Incorrect { gold, .. } | Verdict::Undecided { gold, .. } => {
                 Some(gold)
             }
-            Verdict::Unparseable { gold, .. } => gold.as_ref(),
+            Verdict::Unparseable { gold, .. } | Verdict::TooLong { gold, .. } => gold.as_ref(),
         }
     }
 }
 
-/// Extracts the gold answer: through [`extract_answer`] when `gold` carries a
-/// `####` or a box, otherwise the (tail of the) whole string.
+/// Extracts the gold answer: through [`extract_answer`] (over the whole text) when `gold`
+/// carries a `####` or a box, otherwise the whole trimmed string. A reference is never cut to
+/// [`ExtractOptions::tail_chars`].
 pub fn extract_gold(gold: &str, opts: &ExtractOptions) -> Option<Extracted> {
-    if has_answer_marker(tail(gold, opts.tail_chars))
-        && let Some(e) = extract_answer(gold, opts)
+    if has_answer_marker(gold)
+        && let Some(e) = extract_answer(gold, &ExtractOptions { tail_chars: usize::MAX, ..opts.clone() })
     {
         return Some(e);
     }
-    let t = tail(gold, opts.tail_chars).trim();
+    let t = gold.trim();
     if t.is_empty() { None } else { Some(Extracted { text: t.to_string(), method: ExtractMethod::Whole }) }
+}
+
+/// Why one side has no parsed answer.
+enum Failure {
+    /// Nothing was extracted.
+    Missing,
+    /// Longer than the limit (bytes, or tokens: [`ParseError::TooLong`]).
+    TooLong(usize),
+    /// Extracted, but not parsed.
+    Parse(ParseError),
+}
+
+impl Failure {
+    fn reason(&self) -> String {
+        match self {
+            Failure::Missing => "no answer found".to_string(),
+            Failure::TooLong(limit) => ParseError::TooLong { max: *limit }.to_string(),
+            Failure::Parse(e) => e.to_string(),
+        }
+    }
 }
 
 /// Judges a model completion against a gold answer (bare, or a full GSM8K/MATH
@@ -215,19 +269,18 @@ pub fn extract_gold(gold: &str, opts: &ExtractOptions) -> Option<Extracted> {
 pub fn verify(prediction: &str, gold: &str, opts: &VerifyOptions) -> Verdict {
     let pred_ex = extract_answer(prediction, &opts.extract);
     let gold_ex = extract_gold(gold, &opts.extract);
-    let side_parse = |ex: &Option<Extracted>| -> (Option<AnswerText>, Result<Answer, String>) {
-        match ex {
-            None => (None, Err("no answer found".to_string())),
-            Some(e) => {
-                let mut fuel = Fuel::new(opts.parse_fuel);
-                match parse::parse_with_fuel(&e.text, &mut fuel) {
-                    Ok((a, norm)) => (Some(AnswerText { extracted: e.text.clone(), normalized: norm }), Ok(a)),
-                    Err(err) => {
-                        let norm =
-                            if e.text.len() <= MAX_ANSWER_LEN { normalize::normalize(&e.text) } else { String::new() };
-                        (Some(AnswerText { extracted: e.text.clone(), normalized: norm }), Err(err.to_string()))
-                    }
-                }
+    let side_parse = |ex: &Option<Extracted>| -> (Option<AnswerText>, Result<Answer, Failure>) {
+        let Some(e) = ex else { return (None, Err(Failure::Missing)) };
+        let mut fuel = Fuel::new(opts.parse_fuel);
+        match parse::parse_with_fuel(&e.text, &mut fuel, opts.max_answer_len) {
+            Ok((a, norm)) => (Some(AnswerText { extracted: e.text.clone(), normalized: norm }), Ok(a)),
+            Err(ParseError::TooLong { max }) => {
+                (Some(AnswerText { extracted: e.text.clone(), normalized: String::new() }), Err(Failure::TooLong(max)))
+            }
+            Err(err) => {
+                let norm =
+                    if e.text.len() <= opts.max_answer_len { normalize::normalize(&e.text) } else { String::new() };
+                (Some(AnswerText { extracted: e.text.clone(), normalized: norm }), Err(Failure::Parse(err)))
             }
         }
     };
@@ -257,9 +310,17 @@ pub fn verify(prediction: &str, gold: &str, opts: &VerifyOptions) -> Verdict {
                 (Err(_), _) => Side::Prediction,
                 _ => Side::Gold,
             };
+            // Too long when the gold is, or when the prediction is and the gold is fine.
+            let too_long = match (&p, &g) {
+                (_, Err(Failure::TooLong(limit))) | (Err(Failure::TooLong(limit)), Ok(_)) => Some(*limit),
+                _ => None,
+            };
+            if let Some(limit) = too_long {
+                return Verdict::TooLong { side, pred: pt, gold: gt, limit };
+            }
             let reason = match (p, g) {
-                (Err(e), _) => format!("prediction: {e}"),
-                (_, Err(e)) => format!("gold: {e}"),
+                (Err(e), _) => format!("prediction: {}", e.reason()),
+                (_, Err(e)) => format!("gold: {}", e.reason()),
                 _ => "missing answer".to_string(),
             };
             Verdict::Unparseable { side, pred: pt, gold: gt, reason }

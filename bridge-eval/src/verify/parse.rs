@@ -6,10 +6,13 @@ use std::fmt;
 use super::fuel::{Exhausted, Fuel};
 use super::lex::{ConstK, Func, Rel, Tok, lex};
 use super::normalize::{MATH_WORDS, normalize};
-use super::value::{Rat, Val};
+use super::value::{Dec, Rat, Val};
 
-/// Longest answer (in bytes, after extraction) that is parsed at all.
+/// Longest answer (in bytes, after extraction) that [`parse_answer`] parses, unless it is a plain
+/// number (those are read at any length the step budget allows).
 pub const MAX_ANSWER_LEN: usize = 2000;
+/// Largest power of ten of a number in scientific notation (`1e999999999999999` still parses).
+const MAX_EXPONENT: i64 = 1_000_000_000_000_000;
 /// Maximum nesting depth of brackets, fractions, powers and unary signs.
 pub const MAX_DEPTH: usize = 48;
 /// Maximum number of tokens in one answer.
@@ -80,9 +83,11 @@ impl fmt::Debug for Expr {
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Node {
-    /// Exact number; `decimal` is true when written with a fractional part (`0.5`).
+    /// Exact number; `decimal` is true when written with a fractional part (`0.5`) and no
+    /// exponent.
     Num(Rat, bool),
-    Float(f64),
+    /// A decimal literal beyond [`Rat`] (compared exactly); `decimal` as for `Num`.
+    Big(Dec, bool),
     Const(ConstK),
     Var(String),
     Add(Vec<Node>),
@@ -132,23 +137,44 @@ pub enum Answer {
 
 /// Parses one bare answer (no surrounding prose) with the default fuel.
 ///
+/// Numbers in scientific notation are exact (`1e5` = `100000`, `2.5E-3` = `\frac{1}{400}`,
+/// `1e999999998` ≠ `1e999999999`). A number glued to a lone `e` that starts no exponent (`3e`,
+/// `2e^2`) makes the whole answer a [`Answer::Text`]: compared as written, never as `3·e`;
+/// `e` standing on its own is Euler's constant. A plain number (digits, a point, an exponent,
+/// thousands separators) is read at any length; any other answer longer than
+/// [`MAX_ANSWER_LEN`] bytes is [`ParseError::TooLong`].
+///
 /// # Errors
 /// Returns a [`ParseError`] when the answer is empty, too long, too deep,
 /// malformed, unsupported, or costs more than the default step budget.
 pub fn parse_answer(s: &str) -> Result<Answer, ParseError> {
     let mut fuel = Fuel::new(DEFAULT_PARSE_FUEL);
-    parse_with_fuel(s, &mut fuel).map(|(a, _)| a)
+    parse_with_fuel(s, &mut fuel, MAX_ANSWER_LEN).map(|(a, _)| a)
 }
 
-/// Parses `s`, returning the answer and the normalised string.
-pub(crate) fn parse_with_fuel(s: &str, fuel: &mut Fuel) -> Result<(Answer, String), ParseError> {
-    if s.len() > MAX_ANSWER_LEN {
-        return Err(ParseError::TooLong { max: MAX_ANSWER_LEN });
+/// Whether `s` could be a plain number once normalised (only digits, points, separators, signs,
+/// exponent letters and spaces), so that the length limit does not apply to it.
+fn numeric_chars(s: &str) -> bool {
+    s.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b',' | b'+' | b'-' | b'e' | b'E' | b' ' | b'\t'))
+}
+
+/// Parses `s`, returning the answer and the normalised string. Answers longer than `max_len`
+/// bytes are [`ParseError::TooLong`] unless they are plain numbers.
+pub(crate) fn parse_with_fuel(s: &str, fuel: &mut Fuel, max_len: usize) -> Result<(Answer, String), ParseError> {
+    let long = s.len() > max_len;
+    if long && !numeric_chars(s) {
+        return Err(ParseError::TooLong { max: max_len });
     }
     fuel.spend(s.len() as u64 / 16 + 1)?;
     let norm = normalize(s);
     if norm.is_empty() {
         return Err(ParseError::Empty);
+    }
+    if let Some(n) = plain_number(&norm)? {
+        return Ok((Answer::Expr(Expr(n)), norm));
+    }
+    if long {
+        return Err(ParseError::TooLong { max: max_len });
     }
     if let Some(c) = as_choice(&norm) {
         return Ok((Answer::Choice(c), norm));
@@ -156,7 +182,10 @@ pub(crate) fn parse_with_fuel(s: &str, fuel: &mut Fuel) -> Result<(Answer, Strin
     if let Some(t) = as_text(&norm) {
         return Ok((Answer::Text(t), norm));
     }
-    let toks = lex(&norm, MAX_TOKENS)?;
+    let Some(toks) = lex(&norm, MAX_TOKENS)? else {
+        let text = norm.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_lowercase();
+        return Ok((Answer::Text(text), norm));
+    };
     if toks.is_empty() {
         return Err(ParseError::Empty);
     }
@@ -517,7 +546,7 @@ impl Parser<'_> {
             }
             Some(Tok::Num(n)) if n.len() > 1 && n.bytes().all(|b| b.is_ascii_digit()) => {
                 let (first, rest) = n.split_at(1);
-                let node = number(first);
+                let node = number(first)?;
                 let rest = rest.to_string();
                 if let Some(slot) = self.toks.get_mut(self.pos) {
                     *slot = Tok::Num(rest);
@@ -538,7 +567,7 @@ impl Parser<'_> {
     fn parse_atom_inner(&mut self) -> PResult<Node> {
         let t = self.bump()?;
         match t {
-            Tok::Num(s) => Ok(number(&s)),
+            Tok::Num(s) => number(&s),
             Tok::Ident(s) => Ok(Node::Var(s)),
             Tok::Const(c) => Ok(Node::Const(c)),
             Tok::Open(o) => {
@@ -661,21 +690,71 @@ fn chain(a: Node, r1: Rel, b: Node, r2: Rel, c: Node) -> PResult<Answer> {
     }
 }
 
-/// A numeric literal: exact when it fits, else a float.
-fn number(s: &str) -> Node {
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    let decimal = !frac.is_empty();
-    let digits = format!("{int}{frac}");
-    let digits = digits.trim_start_matches('0');
-    if digits.len() <= 36
-        && let Ok(n) = if digits.is_empty() { Ok(0) } else { digits.parse::<i128>() }
-        && let Ok(k) = u32::try_from(frac.len())
-        && let Some(d) = 10i128.checked_pow(k)
-        && let Some(r) = Rat::new(n, d)
-    {
-        return Node::Num(r, decimal);
+/// A whole answer that is one number, `[+-]digits[.digits][(e|E)[+-]digits]` (or `.digits…`):
+/// its node, read at any length (the caller has paid fuel for the length).
+fn plain_number(s: &str) -> Result<Option<Node>, ParseError> {
+    let (neg, body) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let b = body.as_bytes();
+    let int = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut i = int;
+    let mut frac = 0;
+    if b.get(i) == Some(&b'.') {
+        frac = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        i += 1 + frac;
     }
-    Node::Float(s.parse::<f64>().unwrap_or(f64::NAN))
+    if int + frac == 0 || (frac == 0 && i > int) {
+        return Ok(None);
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        let sign = usize::from(matches!(b.get(i + 1), Some(b'+' | b'-')));
+        let digits = b[i + 1 + sign..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return Ok(None);
+        }
+        i += 1 + sign + digits;
+    }
+    if i != b.len() {
+        return Ok(None);
+    }
+    let n = number(body)?;
+    Ok(Some(if neg { Node::Neg(Box::new(n)) } else { n }))
+}
+
+/// A numeric literal (`12`, `0.5`, `1e5`, `2.5E-3`): exact, as a [`Rat`] when it fits and as a
+/// [`Dec`] otherwise.
+fn number(s: &str) -> Result<Node, ParseError> {
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(k) => (&s[..k], Some(&s[k + 1..])),
+        None => (s, None),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let decimal = !frac.is_empty() && exponent.is_none();
+    let exp = match exponent {
+        None => 0,
+        Some(e) => {
+            let digits = e.trim_start_matches(['+', '-']).trim_start_matches('0');
+            let magnitude = match digits.len() {
+                0 => Some(0),
+                1..=18 => digits.parse::<i64>().ok(),
+                _ => None,
+            };
+            match magnitude.filter(|m| *m <= MAX_EXPONENT) {
+                Some(m) if e.starts_with('-') => -m,
+                Some(m) => m,
+                None => return Err(ParseError::Unsupported("exponent out of range")),
+            }
+        }
+    };
+    let frac_len = i64::try_from(frac.len()).map_err(|_| ParseError::Unsupported("number too long"))?;
+    let dec = Dec::new(&format!("{int}{frac}"), exp - frac_len);
+    Ok(match dec.to_rat() {
+        Some(r) => Node::Num(r, decimal),
+        None => Node::Big(dec, decimal),
+    })
 }
 
 impl Node {
@@ -694,7 +773,7 @@ impl Node {
     pub(crate) fn has_decimal(&self) -> bool {
         let mut found = false;
         self.walk(&mut |n| {
-            if matches!(n, Node::Num(_, true) | Node::Float(_)) {
+            if matches!(n, Node::Num(_, true) | Node::Big(_, true)) {
                 found = true;
             }
         });
@@ -707,7 +786,7 @@ impl Node {
         while let Some(n) = stack.pop() {
             f(n);
             match n {
-                Node::Num(..) | Node::Float(_) | Node::Const(_) | Node::Var(_) => {}
+                Node::Num(..) | Node::Big(..) | Node::Const(_) | Node::Var(_) => {}
                 Node::Add(v) | Node::Mul(v) => stack.extend(v.iter()),
                 Node::Neg(a)
                 | Node::Recip(a)
@@ -730,7 +809,7 @@ impl Node {
         fuel.step()?;
         Ok(match self {
             Node::Num(r, _) => Val::Q(*r),
-            Node::Float(x) => Val::float(*x),
+            Node::Big(d, _) => Val::float(d.to_f64()),
             Node::Const(ConstK::Pi) => Val::F(std::f64::consts::PI),
             Node::Const(ConstK::E) => Val::F(std::f64::consts::E),
             Node::Const(ConstK::Inf) => Val::Inf(true),

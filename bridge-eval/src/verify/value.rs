@@ -152,6 +152,49 @@ fn checked_upow(b: u128, k: u32) -> Option<u128> {
     Some(acc)
 }
 
+/// A non-negative decimal literal too large or too precise for [`Rat`]: `digits × 10^exp`, with
+/// neither leading nor trailing zeros in `digits` (so two equal values have equal fields). Long
+/// numbers (`1e999999998`, a 5000-digit integer) are compared through it exactly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Dec {
+    digits: String,
+    exp: i64,
+}
+
+impl Dec {
+    /// `digits × 10^exp` in canonical form (`digits`: ASCII digits, possibly with leading or
+    /// trailing zeros).
+    pub(crate) fn new(digits: &str, exp: i64) -> Dec {
+        let digits = digits.trim_start_matches('0');
+        let kept = digits.trim_end_matches('0');
+        if kept.is_empty() {
+            return Dec { digits: String::new(), exp: 0 };
+        }
+        let shift = i64::try_from(digits.len() - kept.len()).unwrap_or(i64::MAX);
+        Dec { digits: kept.to_string(), exp: exp.saturating_add(shift) }
+    }
+
+    /// Number of significant digits.
+    pub(crate) fn len(&self) -> usize {
+        self.digits.len()
+    }
+
+    /// The exact rational, when numerator and denominator fit in `i128`.
+    pub(crate) fn to_rat(&self) -> Option<Rat> {
+        let n: i128 = if self.digits.is_empty() { 0 } else { self.digits.parse().ok()? };
+        let scale = 10i128.checked_pow(u32::try_from(self.exp.unsigned_abs()).ok()?)?;
+        if self.exp >= 0 { Rat::new(n.checked_mul(scale)?, 1) } else { Rat::new(n, scale) }
+    }
+
+    /// The nearest `f64` (infinite when the value is beyond `f64`'s range, 0 below it).
+    pub(crate) fn to_f64(&self) -> f64 {
+        if self.digits.is_empty() {
+            return 0.0;
+        }
+        format!("{}e{}", self.digits, self.exp).parse().unwrap_or(f64::NAN)
+    }
+}
+
 /// A value: exact rational, finite float, signed infinity, or undefined.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Val {
@@ -396,6 +439,17 @@ mod tests {
         assert_eq!(s, Val::Q(Rat::new(5, 6).unwrap()));
         assert_eq!(Val::Q(Rat::int(4)).sqrt(), Val::Q(Rat::int(2)));
         assert_eq!(Val::Q(Rat::int(8)).pow(Val::Q(Rat::new(-1, 3).unwrap())), Val::Q(Rat::new(1, 2).unwrap()));
+    }
+
+    #[test]
+    fn decimals_are_canonical() {
+        assert_eq!(Dec::new("00120", 3), Dec::new("12", 4));
+        assert_eq!(Dec::new("000", 7), Dec::new("", 0));
+        assert_ne!(Dec::new("1", 999_999_998), Dec::new("1", 999_999_999));
+        assert_eq!(Dec::new("25", -4).to_rat(), Rat::new(1, 400));
+        assert_eq!(Dec::new("1", 40).to_rat(), None);
+        assert_eq!(Dec::new("1", 999_999_998).to_f64(), f64::INFINITY);
+        assert_eq!(Dec::new("15", 2).to_f64(), 1500.0);
     }
 
     #[test]
