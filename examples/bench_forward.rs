@@ -39,7 +39,8 @@ fn run(args: cli::Args) -> Result<()> {
     let (steps, warmup, batch, seq, engine) = (args.steps, args.warmup, args.batch, args.seq_len, args.engine);
     // `--backward-steps 0` times the forward pass alone (e.g. to profile it).
     let backward_steps = args.backward_steps.unwrap_or(steps);
-    let paths = TensorPaths { attention: args.attention, chunked_scores: args.chunked_scores, ..TensorPaths::default() };
+    let paths =
+        TensorPaths { attention: args.attention, chunked_scores: args.chunked_scores, ..TensorPaths::default() };
     let device = burn::tensor::Device::flex().autodiff();
     let mut rng = BridgeRng::seed_from_u64(0);
     let (config, weights, model_name) = match &args.model {

@@ -135,8 +135,8 @@ fn compute(choice: DeviceChoice, seed: u64) -> Result<Computed> {
         .collect();
 
     // mixed precision: the same loss computed in bf16 on the f32 weights, f32 gradients
-    let mixed = Decoder::new(check_config()?, Box::new(IdsOnlyCodec { vocab_size: 96 }))?
-        .with_precision(Precision::MixedBf16);
+    let mixed =
+        Decoder::new(check_config()?, Box::new(IdsOnlyCodec { vocab_size: 96 }))?.with_precision(Precision::MixedBf16);
     let m = mixed.token_scores(&theta, Some(&adapter), &batch, false)?;
     let mut grads = (m.logprobs * m.mask).sum().backward();
     let grad_theta_mixed = flat(&FlatGradients::from_backward(&mut grads, &theta), &theta);
@@ -218,11 +218,7 @@ pub fn compare_devices(reference: DeviceChoice, target: DeviceChoice, seed: u64)
     // bf16 compute: the two backends round in different places (flex's materialised attention
     // rounds scores to bf16 as transformers' eager attention does, a GPU's fused kernel keeps
     // them in f32), so only bf16-sized differences are accepted
-    add(
-        "gradient of θ, mixed_bf16 (max abs / max |g|)",
-        relative(&a.grad_theta_mixed, &b.grad_theta_mixed),
-        5e-2,
-    );
+    add("gradient of θ, mixed_bf16 (max abs / max |g|)", relative(&a.grad_theta_mixed, &b.grad_theta_mixed), 5e-2);
     add("greedy tokens (differing)", differing_tokens(&a.greedy, &b.greedy), 0.0);
     add("greedy log-probs (max abs)", max_abs_diff(&a.greedy_logprobs, &b.greedy_logprobs), 2e-3);
     add("sampled tokens, same seed (differing)", differing_tokens(&a.sampled, &b.sampled), 0.0);

@@ -792,8 +792,8 @@ mod tests {
         assert_eq!(cfg.model.precision, Precision::F32);
         let mixed = text.replace("[model]", "[model]\nprecision = \"mixed_bf16\"");
         assert_eq!(parse_config(&mixed, Path::new("t.toml")).unwrap().model.precision, Precision::MixedBf16);
-        let bad = parse_config(&text.replace("[model]", "[model]\nprecision = \"fp8\""), Path::new("t.toml"))
-            .unwrap_err();
+        let bad =
+            parse_config(&text.replace("[model]", "[model]\nprecision = \"fp8\""), Path::new("t.toml")).unwrap_err();
         assert!(bad.to_string().contains("fp8") && bad.to_string().contains("t.toml"), "{bad}");
     }
 

@@ -143,7 +143,11 @@ fn bench_flags() {
     let a = bench_forward::Args::try_parse_from(["bench_forward", "--attention", "fused", "--chunked-scores", "off"])
         .unwrap();
     assert_eq!((a.attention, a.chunked_scores), (bridge_models::AttentionPath::Fused, false));
-    refused::<bench_forward::Args>(&["bench_forward", "--attention", "flash"], ErrorKind::ValueValidation, &["--attention"]);
+    refused::<bench_forward::Args>(
+        &["bench_forward", "--attention", "flash"],
+        ErrorKind::ValueValidation,
+        &["--attention"],
+    );
     refused::<bench_forward::Args>(
         &["bench_forward", "--chunked-scores", "yes"],
         ErrorKind::ValueValidation,

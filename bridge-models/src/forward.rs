@@ -613,7 +613,11 @@ mod tests {
             let (cos_q, sin_q, scale) = query_tables(&cos, &signed_sin(sin.clone()), d, dtype);
             let (cos_q_old, sin_q_old, scale_old) = query_tables(&cos, &sin, d, dtype);
             assert_eq!(scale, scale_old);
-            assert_eq!(host(apply_rope(x.clone(), &cos_q, &sin_q, &perm)), old(cos_q_old, sin_q_old), "{dtype:?} queries");
+            assert_eq!(
+                host(apply_rope(x.clone(), &cos_q, &sin_q, &perm)),
+                old(cos_q_old, sin_q_old),
+                "{dtype:?} queries"
+            );
         }
     }
 }

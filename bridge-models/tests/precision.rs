@@ -88,7 +88,8 @@ fn mixed_precision_is_f32_adamw_on_the_bf16_gradient() {
         for step in 0..2 {
             let (g, got) = gradients(&mixed, &theta, &a);
             // the pure-bf16 computation on the same weights, cast to bf16 as leaves
-            let (_, want) = gradients(&plain, &Precision::Bf16.prepare(theta.clone()), &Precision::Bf16.prepare(a.clone()));
+            let (_, want) =
+                gradients(&plain, &Precision::Bf16.prepare(theta.clone()), &Precision::Bf16.prepare(a.clone()));
             assert_eq!(got.len(), want.len());
             for (i, ((dt, g_mixed), (dt_ref, g_bf16))) in got.iter().zip(&want).enumerate() {
                 assert_eq!((*dt, *dt_ref), (DType::F32, DType::BF16), "{name} step {step} parameter {i}");

@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(long, value_name = "PATH", default_value = "auto")]
     pub attention: AttentionPath,
     /// The tensor engine's chunked token scores (off: burn's `[N, V]` log-softmax).
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
     pub chunked_scores: bool,
 }
 

@@ -131,7 +131,8 @@ fn backward<B: Backend>(st: &AttentionState<B>, dout: Prim<B>) -> (Prim<B>, Prim
         let tc = t1 - t0;
         let rows = [0..b, 0..hkv, 0..n_rep, t0..t1, 0..d];
         let keys = [0..b, 0..hkv, 0..t1, 0..d];
-        let stacked = |x: &Prim<B>, w: usize| x.slice(&[0..b, 0..hkv, 0..n_rep, t0..t1, 0..w]).reshape(&[b, hkv, n_rep * tc, w]);
+        let stacked =
+            |x: &Prim<B>, w: usize| x.slice(&[0..b, 0..hkv, 0..n_rep, t0..t1, 0..w]).reshape(&[b, hkv, n_rep * tc, w]);
         let (qc, doc, ddc) = (stacked(&q5, d), stacked(&do5, d), stacked(&dd, 1));
         let (kc, vc) = (k.slice(&keys), v.slice(&keys));
         let scores = qc.clone().matmul(kc.clone().swap_dims(2, 3)).mul_scalar(scale);
@@ -148,11 +149,7 @@ fn backward<B: Backend>(st: &AttentionState<B>, dout: Prim<B>) -> (Prim<B>, Prim
         dk = dk.clone().slice_assign(&keys, dk.slice(&keys) + dk_c);
         dv = dv.clone().slice_assign(&keys, dv.slice(&keys) + dv_c);
     }
-    (
-        dq.reshape(&[b, hq, t, d]).cast(st.q.dtype().into()),
-        dk.cast(st.k.dtype().into()),
-        dv.cast(st.v.dtype().into()),
-    )
+    (dq.reshape(&[b, hq, t, d]).cast(st.q.dtype().into()), dk.cast(st.k.dtype().into()), dv.cast(st.v.dtype().into()))
 }
 
 #[derive(Debug)]
@@ -254,7 +251,10 @@ mod tests {
         let n_rep = hq / hkv;
         let repeat = |x: Tensor<4>| x.unsqueeze_dim::<5>(2).expand([b, hkv, n_rep, t, d]).reshape([b, hq, t, d]);
         let bias: Tensor<4> = Tensor::from_data(
-            TensorData::new(causal_mask(1, t, |_, _| false).into_iter().map(f64::from).collect::<Vec<_>>(), [1, 1, t, t]),
+            TensorData::new(
+                causal_mask(1, t, |_, _| false).into_iter().map(f64::from).collect::<Vec<_>>(),
+                [1, 1, t, t],
+            ),
             TensorCreationOptions::new(q.device()).with_dtype(q.dtype()),
         );
         let scores = q.matmul(repeat(k).swap_dims(2, 3)).mul_scalar(1.0 / (d as f64).sqrt());

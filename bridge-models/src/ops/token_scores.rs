@@ -133,7 +133,8 @@ fn backward<B: Backend>(state: &ScoresState<B>, grad: Prim<B>) -> Prim<B> {
             Some((g_h, h)) => g_lp.clone() + g_h.clone() * (lp + h.clone()),
             None => g_lp.clone(),
         };
-        let ids = B::int_expand(B::int_reshape(arange::<B>(r.clone(), &device), Shape::new([1, c])), Shape::new([n, c]));
+        let ids =
+            B::int_expand(B::int_reshape(arange::<B>(r.clone(), &device), Shape::new([1, c])), Shape::new([n, c]));
         let hit = int_equal::<B>(B::int_expand(targets.clone(), Shape::new([n, c])), ids);
         let d = bool_float::<B>(hit, cdtype) * g_lp.clone() - p * coef;
         let d = d.cast(dtype.into());
@@ -264,7 +265,11 @@ mod tests {
         let x = values(n * v, 3, 8.0);
         for with_entropy in [false, true] {
             let leaf = f32_tensor(x.clone(), [n, v], &device).require_grad();
-            let (lp, h) = log_softmax_scores(leaf.clone().reshape([1, n, v]), targets(n, v, &device).reshape([1, n]), with_entropy);
+            let (lp, h) = log_softmax_scores(
+                leaf.clone().reshape([1, n, v]),
+                targets(n, v, &device).reshape([1, n]),
+                with_entropy,
+            );
             let mut g = loss(lp.clone(), h.clone(), &device).backward();
             let g_ref = host(leaf.grad(&mut g).unwrap());
             let (lp_ref, h_ref) = (host(lp), h.map(host));
@@ -302,7 +307,8 @@ mod tests {
         let grad = leaf.grad(&mut g).unwrap();
         assert_eq!(grad.dtype(), DType::BF16);
         let leaf32 = x.cast(FloatDType::F32).detach().require_grad();
-        let (lp, h) = log_softmax_scores(leaf32.clone().reshape([1, n, v]), targets(n, v, &device).reshape([1, n]), true);
+        let (lp, h) =
+            log_softmax_scores(leaf32.clone().reshape([1, n, v]), targets(n, v, &device).reshape([1, n]), true);
         assert!(max_abs_diff(&host(out.clone().slice([0..1, 0..n])), &host(lp.clone())) < 2e-6);
         assert!(max_abs_diff(&host(out.slice([1..2, 0..n])), &host(h.clone().unwrap())) < 2e-6);
         let mut g32 = loss(lp, h, &device).backward();
@@ -323,7 +329,10 @@ mod tests {
         let w_lp = values(n, 21, 1.0);
         let w_h = values(n, 22, 1.0);
         let f64_tensor = |x: Vec<f64>, shape: [usize; 2]| {
-            Tensor::<2>::from_data(TensorData::new(x, shape), TensorCreationOptions::new(device.clone()).with_dtype(DType::F64))
+            Tensor::<2>::from_data(
+                TensorData::new(x, shape),
+                TensorCreationOptions::new(device.clone()).with_dtype(DType::F64),
+            )
         };
         for chunk in [3, 7] {
             let objective = |x: &[f64]| -> (f64, Option<Vec<f64>>) {
@@ -343,7 +352,11 @@ mod tests {
                 up[i] += eps;
                 down[i] -= eps;
                 let fd = (objective(&up).0 - objective(&down).0) / (2.0 * eps);
-                assert!((fd - grad[i]).abs() < 1e-7, "chunk {chunk}, logit {i}: backward {} vs finite difference {fd}", grad[i]);
+                assert!(
+                    (fd - grad[i]).abs() < 1e-7,
+                    "chunk {chunk}, logit {i}: backward {} vs finite difference {fd}",
+                    grad[i]
+                );
             }
         }
     }
