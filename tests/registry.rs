@@ -29,7 +29,7 @@ impl<L: CausalLm> TrainingAlgorithm<L> for SftEvery {
     }
     fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
         let mut m = Metrics::new();
-        let loss = if state.step % self.every == 0 {
+        let loss = if state.step.is_multiple_of(self.every) {
             let batch = next_sft_batch(ctx, state)?;
             let out = bridge::sft::sft_loss(ctx.lm, &state.theta, None, &batch)?;
             m.insert("sft_loss".into(), ensure_finite("sft_loss", out.value, state.step)?);

@@ -95,6 +95,7 @@ enum Sense {
     Equal,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn judge(
     id: &str,
     statement: &str,

@@ -273,8 +273,8 @@ mod tests {
         let v = tensor(shapes.1, 3, dtype, device).require_grad();
         let out = f(q.clone(), k.clone(), v.clone());
         let c = tensor(shapes.0, 4, dtype, device);
-        let mut g = (out.clone() * c).sum().backward();
-        [host(out), host(q.grad(&mut g).unwrap()), host(k.grad(&mut g).unwrap()), host(v.grad(&mut g).unwrap())]
+        let g = (out.clone() * c).sum().backward();
+        [host(out), host(q.grad(&g).unwrap()), host(k.grad(&g).unwrap()), host(v.grad(&g).unwrap())]
     }
 
     /// The fused operation against the materialised path in f32: output and the three
@@ -345,9 +345,9 @@ mod tests {
         let v = tensor(shapes.1, 3, DType::BF16, &device).require_grad();
         let out = causal_attention(q.clone(), k.clone(), v.clone(), 4);
         assert_eq!(out.dtype(), DType::BF16);
-        let mut g = out.clone().sum().backward();
+        let g = out.clone().sum().backward();
         for x in [&q, &k, &v] {
-            assert_eq!(x.grad(&mut g).unwrap().dtype(), DType::BF16);
+            assert_eq!(x.grad(&g).unwrap().dtype(), DType::BF16);
         }
         let up = |x: &Tensor<4>| x.clone().cast(burn::tensor::FloatDType::F32).detach();
         let reference = reference(up(&q), up(&k), up(&v));

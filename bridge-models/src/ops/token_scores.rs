@@ -270,8 +270,8 @@ mod tests {
                 targets(n, v, &device).reshape([1, n]),
                 with_entropy,
             );
-            let mut g = loss(lp.clone(), h.clone(), &device).backward();
-            let g_ref = host(leaf.grad(&mut g).unwrap());
+            let g = loss(lp.clone(), h.clone(), &device).backward();
+            let g_ref = host(leaf.grad(&g).unwrap());
             let (lp_ref, h_ref) = (host(lp), h.map(host));
             for chunk in [1, 5, 8, 37, 100] {
                 let leaf = f32_tensor(x.clone(), [n, v], &device).require_grad();
@@ -285,8 +285,8 @@ mod tests {
                     let d_h = max_abs_diff(&host(h.clone()), h_ref);
                     assert!(d_h < 2e-6, "chunk {chunk}: entropies differ by {d_h}");
                 }
-                let mut g = loss(lp, h, &device).backward();
-                let grad = host(leaf.grad(&mut g).unwrap());
+                let g = loss(lp, h, &device).backward();
+                let grad = host(leaf.grad(&g).unwrap());
                 let d_g = max_abs_diff(&grad, &g_ref);
                 assert!(d_g < 1e-6, "chunk {chunk}, entropy {with_entropy}: gradients differ by {d_g}");
             }
@@ -303,16 +303,16 @@ mod tests {
         let leaf = x.clone().detach().require_grad();
         let out = chunked_token_scores(leaf.clone(), targets(n, v, &device), 4, true);
         assert_eq!(out.dtype(), DType::F32);
-        let mut g = loss(out.clone().slice([0..1, 0..n]), Some(out.clone().slice([1..2, 0..n])), &device).backward();
-        let grad = leaf.grad(&mut g).unwrap();
+        let g = loss(out.clone().slice([0..1, 0..n]), Some(out.clone().slice([1..2, 0..n])), &device).backward();
+        let grad = leaf.grad(&g).unwrap();
         assert_eq!(grad.dtype(), DType::BF16);
         let leaf32 = x.cast(FloatDType::F32).detach().require_grad();
         let (lp, h) =
             log_softmax_scores(leaf32.clone().reshape([1, n, v]), targets(n, v, &device).reshape([1, n]), true);
         assert!(max_abs_diff(&host(out.clone().slice([0..1, 0..n])), &host(lp.clone())) < 2e-6);
         assert!(max_abs_diff(&host(out.slice([1..2, 0..n])), &host(h.clone().unwrap())) < 2e-6);
-        let mut g32 = loss(lp, h, &device).backward();
-        let g_ref = host(leaf32.grad(&mut g32).unwrap());
+        let g32 = loss(lp, h, &device).backward();
+        let g_ref = host(leaf32.grad(&g32).unwrap());
         // one bf16 rounding of an f32 value: relative error ≤ 2⁻⁸ (plus f32 noise near zero)
         for (a, b) in host(grad).iter().zip(&g_ref) {
             assert!((a - b).abs() <= b.abs() / 256.0 + 1e-6, "bf16 gradient {a} vs f32 {b}");
@@ -342,8 +342,8 @@ mod tests {
                 let weights = f64_tensor([w_lp.clone(), w_h.clone()].concat(), [2, n]);
                 let l = (out * weights).sum();
                 let value = l.clone().into_data().convert::<f64>().try_into_vec::<f64>().unwrap()[0];
-                let mut g = l.backward();
-                (value, leaf.grad(&mut g).map(host))
+                let g = l.backward();
+                (value, leaf.grad(&g).map(host))
             };
             let grad = objective(&x).1.unwrap();
             let eps = 1e-6;
