@@ -44,7 +44,7 @@ pub mod tensors;
 pub mod weights;
 
 pub use config::{Architecture, DecoderConfig, RopeScaling};
-pub use decoder::{Decoder, ScoringEngine};
+pub use decoder::{DecodeEngine, Decoder, ScoringEngine};
 pub use io::hf::{load_hf_dir, open_model, save_hf_dir};
 pub use io::{gguf, hf, tokenizer};
 pub use weights::lora::{LoraAdapter, LoraConfig, LoraTarget};
