@@ -6,8 +6,9 @@
 //! This facade re-exports the workspace's crates and holds the application layer the examples
 //! are thin binaries over: [`train`] (a run from a TOML config), [`quickstart`] (the
 //! end-to-end comparison of `examples/quickstart.rs`), [`bench`](mod@bench) (training-step and
-//! generation throughput) and [`device_check`] (the same computations on two backends,
-//! compared).
+//! generation throughput), [`device_check`] (the same computations on two backends,
+//! compared), [`launches`] (kernel launches counted on cubecl backends) and [`compare`] (finished
+//! runs side by side: accuracy before and after, one plot).
 //!
 //! | crate | re-exported as | what it holds |
 //! |---|---|---|
@@ -26,6 +27,8 @@ pub use bridge_rl as rl;
 pub use bridge_sft as sft;
 
 pub mod bench;
+pub mod compare;
 pub mod device_check;
+pub mod launches;
 pub mod quickstart;
 pub mod train;

@@ -20,7 +20,7 @@ use bridge_eval::metrics::{MetricsWriter, ProgressReporter};
 use bridge_eval::reward::{AccuracyReward, FormatReward, RewardScale};
 use bridge_eval::runner::{DatasetFormat, EvalConfig, EvalDataset, evaluate_datasets};
 use bridge_models::tokenizer::HfCodec;
-use bridge_models::{Decoder, DecoderConfig, DecoderWeights, LoraConfig};
+use bridge_models::{DecodeEngine, Decoder, DecoderConfig, DecoderWeights, LoraConfig};
 use bridge_rl::GrpoConfig;
 use bridge_sft::{DatasetConfig, SftTokenizer, TokenizeConfig, TokenizedSource};
 use serde::{Deserialize, Serialize};
@@ -122,6 +122,10 @@ pub struct ModelSection {
     /// The tokenizer.
     #[serde(default)]
     pub codec: CodecSection,
+    /// The forward pass rollouts and evaluation decode with (`auto`: the host engine for f32 on a
+    /// CPU, the graph engine on a GPU; see `bridge_models::generate`).
+    #[serde(default)]
+    pub decode_engine: DecodeEngine,
 }
 
 /// `[model.codec]`.
@@ -307,6 +311,35 @@ pub fn load_config(path: impl AsRef<Path>) -> Result<TrainConfig> {
     parse_config(&text, path)
 }
 
+/// `text` (a TOML config) with each `(dotted.key, value)` of `sets` written over it: `value` is
+/// read as a TOML value (`2`, `1e-4`, `true`, `"x"`, `{ n = 2 }`), or taken as a string when it is
+/// not one; missing tables are created. Fails naming the key when a key crosses a value that is
+/// not a table.
+pub fn override_config(text: &str, origin: &Path, sets: &[(String, String)]) -> Result<String> {
+    let mut doc: toml::Table =
+        toml::from_str(text).map_err(|e| BridgeError::config(origin.display().to_string(), e.to_string()))?;
+    for (key, value) in sets {
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let parts: Vec<&str> = key.split('.').collect();
+        let (last, tables) = parts.split_last().filter(|(l, _)| !l.is_empty()).ok_or_else(|| {
+            BridgeError::config(key.clone(), "an override needs a key (`section.key=value`)".to_string())
+        })?;
+        let mut table = &mut doc;
+        for part in tables {
+            table = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| BridgeError::config(key.clone(), format!("`{part}` is not a table")))?;
+        }
+        table.insert(last.to_string(), parsed);
+    }
+    toml::to_string(&doc).map_err(|e| BridgeError::config(origin.display().to_string(), e.to_string()))
+}
+
 /// Parses and validates config text (`origin` names it in errors).
 pub fn parse_config(text: &str, origin: &Path) -> Result<TrainConfig> {
     let cfg: TrainConfig =
@@ -381,10 +414,10 @@ pub fn open_lm(model: &ModelSection, device: &burn::tensor::Device, seed: u64) -
     match (&model.path, &model.config) {
         (Some(path), _) => {
             let (config, weights) = bridge_models::open_model(path, device)?;
-            Ok((Decoder::new(config, codec)?, weights))
+            Ok((Decoder::new(config, codec)?.with_decode_engine(model.decode_engine), weights))
         }
         (None, Some(config)) => {
-            let lm = Decoder::new(DecoderConfig::from_file(config)?, codec)?;
+            let lm = Decoder::new(DecoderConfig::from_file(config)?, codec)?.with_decode_engine(model.decode_engine);
             let weights = lm.init_weights(device, &mut BridgeRng::for_stream(seed, "init/base"))?;
             Ok((lm, weights))
         }
@@ -578,6 +611,35 @@ impl TokenizedSourceOrEmpty {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_replace_values_create_tables_and_name_bad_keys() {
+        let text = "[run]\nsteps = 5\n[rl]\nsampling = { n = 4, max_new_tokens = 256 }\n[model]\npath = \"m.gguf\"\n";
+        let sets = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let origin = Path::new("c.toml");
+        let out = override_config(
+            text,
+            origin,
+            &sets(&[
+                ("run.steps", "7"),
+                ("rl.sampling.max_new_tokens", "8"),
+                ("eval.limit", "4"),
+                ("model.decode_engine", "graph"),
+                ("run.time_limit_s", "2.5"),
+            ]),
+        )
+        .unwrap();
+        let v: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(v["run"]["steps"].as_integer(), Some(7));
+        assert_eq!(v["run"]["time_limit_s"].as_float(), Some(2.5));
+        assert_eq!(v["rl"]["sampling"]["max_new_tokens"].as_integer(), Some(8));
+        assert_eq!(v["rl"]["sampling"]["n"].as_integer(), Some(4), "siblings kept");
+        assert_eq!(v["eval"]["limit"].as_integer(), Some(4), "tables created");
+        assert_eq!(v["model"]["decode_engine"].as_str(), Some("graph"), "a bare word is a string");
+        let bad = override_config(text, origin, &sets(&[("model.path.x", "1")])).unwrap_err();
+        assert!(bad.to_string().contains("model.path.x"), "{bad}");
+        assert!(override_config(text, origin, &sets(&[("run.", "1")])).is_err());
+    }
 
     #[test]
     fn config_defaults_follow_method_md_and_typos_are_errors() {
