@@ -10,6 +10,7 @@
 //!     [--gen-shapes qwen2.5-0.5b,smollm2-135m] [--gen-batch 64] [--prompt-len 256] [--new-tokens 256]
 //!     [--modes greedy,sample] [--repeats 2] [--selection auto|host|device]
 //!     [--engines graph,tensor] [--capture true|false] [--launches 4,12] [--launch-batch 4]
+//!     [--partial FILE]
 //! gpu train --config FILE.toml [--steps N] [--time-limit-s S] [--device cuda] [--run-dir DIR]
 //!     [--decode-engine auto|tensor|graph] [--set section.key=VALUE ...]
 //! gpu compare --run NAME=RUN_DIR [--run NAME=RUN_DIR ...] [--png FILE]
@@ -23,7 +24,8 @@
 //!   `--engines`, and (`launches`) the kernel launches per decode step of each shape
 //!   ([`bridge::bench::decode_launches`]: the tensor engine, the graph engine's step, and what a
 //!   replayed step still issues; a short and a long generation of `--launches` new tokens). Each
-//!   measurement that fails (out of memory, say) records its error and the others still run. The
+//!   measurement that fails (out of memory, say) records its error and the others still run;
+//!   `--partial FILE` rewrites the results so far after each measurement. The
 //!   PyTorch + transformers counterpart, with the same defaults, is
 //!   `bridge-models/scripts/bench_torch.py`.
 //! - `train` is `examples/train.rs` (see docs/config.md), with `--set` overrides of single
@@ -94,6 +96,7 @@ struct BenchArgs {
     engines: Vec<DecodeEngine>,
     launches: (usize, usize),
     launch_batch: usize,
+    partial: Option<PathBuf>,
 }
 
 fn bench_args(args: &[String]) -> Result<BenchArgs> {
@@ -116,6 +119,7 @@ fn bench_args(args: &[String]) -> Result<BenchArgs> {
         engines: vec![DecodeEngine::Auto],
         launches: (4, 12),
         launch_batch: 4,
+        partial: None,
     };
     for (flag, value) in flags(args)? {
         let f = flag.as_str();
@@ -140,6 +144,7 @@ fn bench_args(args: &[String]) -> Result<BenchArgs> {
             "--engines" => a.engines = list(f, &value)?,
             "--capture" => a.generation.capture = num(f, &value)?,
             "--launch-batch" => a.launch_batch = num(f, &value)?,
+            "--partial" => a.partial = Some(PathBuf::from(value)),
             "--launches" => match list::<usize>(f, &value)?.as_slice() {
                 &[short, long] if short >= 1 && long > short => a.launches = (short, long),
                 _ => return Err(BridgeError::InvalidInput(format!("--launches: `{value}` (SHORT,LONG new tokens)"))),
@@ -173,6 +178,16 @@ fn outcome<T: serde::Serialize>(r: Result<T>, seconds: f64) -> serde_json::Value
     }
 }
 
+/// Writes the results so far to `--partial` (if given), so that a run cut short by a timeout
+/// still leaves what it measured. Best effort: a failed write is reported, not fatal.
+fn save_partial(a: &BenchArgs, out: &serde_json::Value) {
+    if let Some(path) = &a.partial
+        && let Err(e) = std::fs::write(path, out.to_string())
+    {
+        eprintln!("--partial {}: {e}", path.display());
+    }
+}
+
 fn bench(args: &[String]) -> Result<()> {
     let a = bench_args(args)?;
     let device = a.placement.device()?;
@@ -191,6 +206,7 @@ fn bench(args: &[String]) -> Result<()> {
         out["train"] = outcome(r, t0.elapsed().as_secs_f64());
         out["train"]["shape"] = a.train_shape.clone().into();
         eprintln!("train: {}", out["train"]);
+        save_partial(&a, &out);
     }
     if a.what.iter().any(|w| w == "generate") {
         let mut generation = serde_json::Map::new();
@@ -206,13 +222,14 @@ fn bench(args: &[String]) -> Result<()> {
                 let v = outcome(r, t0.elapsed().as_secs_f64());
                 eprintln!("generate {shape} ({engine}): {v}");
                 generation.insert(format!("{shape}/{engine}"), v);
+                out["generate"] = serde_json::json!({
+                    "prompt_len": a.generation.prompt_len, "new_tokens": a.generation.new_tokens,
+                    "repeats": a.generation.repeats, "selection": a.generation.selection,
+                    "capture": a.generation.capture, "shapes": generation.clone(),
+                });
+                save_partial(&a, &out);
             }
         }
-        out["generate"] = serde_json::json!({
-            "prompt_len": a.generation.prompt_len, "new_tokens": a.generation.new_tokens,
-            "repeats": a.generation.repeats, "selection": a.generation.selection,
-            "capture": a.generation.capture, "shapes": generation,
-        });
     }
     if a.what.iter().any(|w| w == "launches") {
         let mut launches = serde_json::Map::new();
@@ -231,8 +248,9 @@ fn bench(args: &[String]) -> Result<()> {
             let v = outcome(r, t0.elapsed().as_secs_f64());
             eprintln!("launches {shape}: {v}");
             launches.insert(shape.clone(), v);
+            out["launches_per_decode_step"] = serde_json::Value::Object(launches.clone());
+            save_partial(&a, &out);
         }
-        out["launches_per_decode_step"] = serde_json::Value::Object(launches);
     }
     println!("{out}");
     Ok(())
