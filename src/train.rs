@@ -677,20 +677,31 @@ mod tests {
         assert_eq!((cfg.run.time_limit_s, cfg.run.eval_on_start), (None, false));
         let bad = run("time_limit_s = -1").unwrap_err();
         assert!(bad.to_string().contains("run.time_limit_s"), "{bad}");
+        assert_eq!(cfg.model.decode_engine, DecodeEngine::Auto);
+        let graph = text.replace("[model]", "[model]\ndecode_engine = \"graph\"");
+        assert_eq!(parse_config(&graph, Path::new("t.toml")).unwrap().model.decode_engine, DecodeEngine::Graph);
+        let bad = parse_config(&text.replace("[model]", "[model]\ndecode_engine = \"fast\""), Path::new("t.toml"));
+        assert!(bad.unwrap_err().to_string().contains("fast"));
     }
 
-    /// The GPU run's configs (examples/configs/smollm2-gsm-*.toml) parse and differ only in the
-    /// algorithm and the run directory.
+    /// The GPU run's three configs (examples/configs/smollm2-gsm-*.toml) parse and differ only in
+    /// the algorithm and the run directory.
     #[test]
     fn smollm2_configs_parse_and_match() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
         let bridge = load_config(dir.join("smollm2-gsm-bridge.toml")).unwrap();
         let mut cold = load_config(dir.join("smollm2-gsm-cold-start.toml")).unwrap();
-        assert_eq!((bridge.algorithm.name, cold.algorithm.name), (AlgorithmName::Bridge, AlgorithmName::ColdStart));
+        let mut zero = load_config(dir.join("smollm2-gsm-rl-zero.toml")).unwrap();
+        assert_eq!(
+            (bridge.algorithm.name, cold.algorithm.name, zero.algorithm.name),
+            (AlgorithmName::Bridge, AlgorithmName::ColdStart, AlgorithmName::RlZero)
+        );
         assert_eq!(bridge.run.device, DeviceChoice::Cuda(0));
-        cold.algorithm = bridge.algorithm.clone();
-        cold.run.run_dir = bridge.run.run_dir.clone();
-        assert_eq!(cold, bridge);
+        for other in [&mut cold, &mut zero] {
+            other.algorithm = bridge.algorithm.clone();
+            other.run.run_dir = bridge.run.run_dir.clone();
+            assert_eq!(*other, bridge);
+        }
     }
 
     /// With the real SmolLM2 tokenizer (skipped when its GGUF was not fetched), the configs'

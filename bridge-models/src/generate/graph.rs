@@ -312,7 +312,16 @@ impl<'a> Stepper<'a> {
         // cubecl's capture pool. Nothing else touches these tensors concurrently: this thread
         // issues the input refreshes, the replay and the read of its output on the device's one
         // stream, in that order.
-        Ok(unsafe { graph.replay() }.clone())
+        let replayed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { graph.replay() }.clone()));
+        // burn's `replay` panics when the driver refuses the launch: an error for the caller.
+        replayed.map_err(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown reason");
+            BridgeError::Device(format!("replaying the captured decode step failed: {why}"))
+        })
     }
 }
 
