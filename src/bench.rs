@@ -16,7 +16,7 @@
 
 use bridge_core::policy::{CausalLm, SamplingParams, SequenceBatch, TokenSelection, TokenSequence};
 use bridge_core::{AdamWSettings, BridgeError, BridgeRng, FlatGradients, GroupOptimizer, IdsOnlyCodec, Result};
-use bridge_models::generate::{DecodeEngine, Generator};
+use bridge_models::generate::{DecodeEngine, GenerationStats, Generator};
 use bridge_models::{Decoder, DecoderConfig, DecoderWeights, Precision, TensorPaths};
 use burn::tensor::{DType, Device};
 use serde::Serialize;
@@ -278,8 +278,11 @@ pub struct GenerationBenchConfig {
     pub repeats: usize,
     /// Where tokens are chosen (host or device; `auto` picks by backend).
     pub selection: TokenSelection,
-    /// Which forward pass decodes (`auto`: the host engine for f32 weights on a CPU).
+    /// Which forward pass decodes (`auto`: the host engine for f32 weights on a CPU, the graph
+    /// engine on a GPU).
     pub engine: DecodeEngine,
+    /// Whether the graph engine captures its step (`false`: the same steps run eagerly).
+    pub capture: bool,
 }
 
 /// One generation measurement.
@@ -295,6 +298,14 @@ pub struct GenerationBenchResult {
     pub seconds_all: Vec<f64>,
     /// `batch × new_tokens / seconds`.
     pub new_tokens_per_second: f64,
+    /// The engine that ran (`Generator::engine_for`: never `auto`).
+    pub engine: String,
+    /// What the generator did in the last timed run (steps, compactions, graph captures and
+    /// replays).
+    pub stats: GenerationStats,
+    /// Bytes the device's allocator held after the runs (its pools keep freed pages, so this is
+    /// close to the peak); `None` on a backend that does not report it.
+    pub device_bytes_reserved: Option<u64>,
 }
 
 /// New-token throughput of [`CausalLm::sample`] (prefill and KV-cache decode, one completion per
@@ -324,17 +335,17 @@ pub fn generation_throughput(
             let prompts: Vec<Vec<u32>> =
                 (0..batch).map(|_| (0..cfg.prompt_len).map(|_| (3 + rng.below(vocab - 3)) as u32).collect()).collect();
             let mut times = Vec::with_capacity(cfg.repeats);
+            let (mut stats, mut engine) = (GenerationStats::default(), DecodeEngine::Auto);
             for i in 0..=cfg.repeats.max(1) {
                 let t0 = Instant::now();
-                let completions = Generator::new(lm, weights, None)?.with_engine(cfg.engine).generate(
-                    &prompts,
-                    &params,
-                    &mut BridgeRng::seed_from_u64(1),
-                )?;
+                let mut g = Generator::new(lm, weights, None)?.with_engine(cfg.engine).with_capture(cfg.capture);
+                engine = g.engine_for(&params)?;
+                let completions = g.generate(&prompts, &params, &mut BridgeRng::seed_from_u64(1))?;
                 let dt = t0.elapsed().as_secs_f64();
                 if completions.iter().any(|c| c.tokens.len() != cfg.new_tokens) {
                     return Err(BridgeError::Model("a completion stopped early (is EOS disabled?)".into()));
                 }
+                stats = g.stats();
                 if i > 0 {
                     times.push(dt); // the first run is a warm-up
                 }
@@ -346,10 +357,94 @@ pub fn generation_throughput(
                 seconds: best,
                 seconds_all: times,
                 new_tokens_per_second: (batch * cfg.new_tokens) as f64 / best,
+                engine: engine.to_string(),
+                stats,
+                device_bytes_reserved: weights.device().memory_pool_usage().map(|u| u.bytes_reserved),
             });
         }
     }
     Ok(out)
+}
+
+/// Kernel launches per decode step (see [`crate::launches`]), each measured as the difference
+/// between two generations of `short` and `long` new tokens (greedy, EOS disabled, no early
+/// stop) divided by `long − short`: the prefill, the first selection and any capture cancel out.
+#[derive(Clone, Debug, Serialize)]
+pub struct DecodeLaunches {
+    /// The tensor engine (dynamic shapes, device selection): every kernel of a step, issued one
+    /// by one.
+    pub tensor_engine: f64,
+    /// The graph engine's static step run eagerly: the kernels one replayed graph holds.
+    pub graph_step_kernels: f64,
+    /// What the graph engine still issues per step when its step is replayed (input refreshes),
+    /// plus the one graph launch, which cubecl does not observe.
+    pub graph_replayed: f64,
+    /// Steps replayed from a hardware graph in the long replayed run (0: no graph was used and
+    /// `graph_replayed` counts eager steps).
+    pub graph_replays: usize,
+    /// The most launched kernels of the tensor engine's long run, `(name, launches)`.
+    pub tensor_engine_top: Vec<(String, u64)>,
+}
+
+/// [`DecodeLaunches`] for `weights` on their device, `batch` random prompts of `prompt_len`
+/// tokens; `None` where the backend cannot count launches (anything but cubecl).
+pub fn decode_launches(
+    lm: &Decoder,
+    weights: &DecoderWeights,
+    batch: usize,
+    prompt_len: usize,
+    (short, long): (usize, usize),
+    rng: &mut BridgeRng,
+) -> Result<Option<DecodeLaunches>> {
+    if short == 0 || long <= short || batch == 0 || prompt_len == 0 {
+        return Err(BridgeError::InvalidInput("decode launches: 1 ≤ short < long, batch and prompt ≥ 1".into()));
+    }
+    if crate::launches::LaunchCounter::start(&weights.device()).is_none() {
+        return Ok(None);
+    }
+    let vocab = lm.config().vocab_size as u64;
+    let prompts: Vec<Vec<u32>> =
+        (0..batch).map(|_| (0..prompt_len).map(|_| (3 + rng.below(vocab.max(4) - 3)) as u32).collect()).collect();
+    /// One counted generation: launches, the generator's counters, the most launched kernels.
+    struct Counted {
+        launches: f64,
+        stats: GenerationStats,
+        top: Vec<(String, u64)>,
+    }
+    let count = |engine: DecodeEngine, capture: bool, tokens: usize| -> Result<Counted> {
+        let params = SamplingParams {
+            max_new_tokens: tokens,
+            temperature: 0.0,
+            selection: TokenSelection::Device,
+            ..Default::default()
+        };
+        let mut g = Generator::new(lm, weights, None)?.with_engine(engine).with_capture(capture);
+        let counter = crate::launches::LaunchCounter::start(&weights.device())
+            .ok_or_else(|| BridgeError::Device("the launch counter went away".into()))?;
+        let completions = g.generate(&prompts, &params, &mut BridgeRng::seed_from_u64(1))?;
+        if completions.iter().any(|c| c.tokens.len() != tokens) {
+            return Err(BridgeError::Model("a completion stopped early (is EOS disabled?)".into()));
+        }
+        Ok(Counted { launches: counter.total() as f64, stats: g.stats(), top: counter.top(12) })
+    };
+    // Per step: (long − short) / (long − short tokens), after a warm-up run of `long` tokens
+    // (compilation and autotuning launch kernels of their own, for every new shape).
+    let per_step = |engine, capture| -> Result<Counted> {
+        count(engine, capture, long)?;
+        let a = count(engine, capture, short)?;
+        let b = count(engine, capture, long)?;
+        Ok(Counted { launches: (b.launches - a.launches) / (long - short) as f64, ..b })
+    };
+    let tensor = per_step(DecodeEngine::Tensor, false)?;
+    let graph_step = per_step(DecodeEngine::Graph, false)?;
+    let replayed = per_step(DecodeEngine::Graph, true)?;
+    Ok(Some(DecodeLaunches {
+        tensor_engine: tensor.launches,
+        graph_step_kernels: graph_step.launches,
+        graph_replayed: replayed.launches + if replayed.stats.graph_replays > 0 { 1.0 } else { 0.0 },
+        graph_replays: replayed.stats.graph_replays,
+        tensor_engine_top: tensor.top,
+    }))
 }
 
 #[cfg(test)]
@@ -437,11 +532,16 @@ mod tests {
             repeats: 1,
             selection: TokenSelection::Auto,
             engine: DecodeEngine::Auto,
+            capture: true,
         };
         let r = generation_throughput(&lm, &w, &cfg, &mut rng).unwrap();
         assert_eq!(r.len(), 4);
         assert_eq!((r[3].mode.as_str(), r[3].batch), ("sample", 3));
         assert!(r.iter().all(|x| x.seconds_all.len() == 1 && x.new_tokens_per_second > 0.0));
+        assert!(r.iter().all(|x| x.engine == "host" && x.stats.decode_steps == 4 && x.stats.graph_replays == 0));
+        // flex counts no kernel launches
+        assert!(decode_launches(&lm, &w, 2, 4, (2, 4), &mut rng).unwrap().is_none());
+        assert!(decode_launches(&lm, &w, 2, 4, (4, 4), &mut rng).is_err());
         // With EOS enabled a completion may stop early: reported as an error, not a wrong figure.
         let mut config = shape_config("tiny").unwrap();
         config.eos_token_ids = (0..512).collect();

@@ -25,7 +25,7 @@ use bridge_eval::metrics::{MetricsWriter, ProgressReporter};
 use bridge_eval::reward::{AccuracyReward, FormatReward, RewardScale};
 use bridge_eval::runner::{DatasetFormat, EvalConfig, EvalDataset, encode_prompts, evaluate_datasets};
 use bridge_models::tokenizer::HfCodec;
-use bridge_models::{Decoder, DecoderConfig, DecoderWeights, LoraConfig, Precision};
+use bridge_models::{DecodeEngine, Decoder, DecoderConfig, DecoderWeights, LoraConfig, Precision};
 use bridge_rl::GrpoConfig;
 use bridge_sft::{DatasetConfig, SftTokenizer, TokenizeConfig};
 use serde::{Deserialize, Serialize};
@@ -131,6 +131,10 @@ pub struct ModelSection {
     /// `mixed_bf16` (f32 master weights and AdamW state, bf16 forward and backward).
     #[serde(default)]
     pub precision: Precision,
+    /// The forward pass rollouts and evaluation decode with (`auto`: the host engine for f32 on a
+    /// CPU, the graph engine on a GPU; see `bridge_models::generate`).
+    #[serde(default)]
+    pub decode_engine: DecodeEngine,
 }
 
 /// `[model.codec]`.
@@ -261,6 +265,35 @@ pub fn load_config_with(path: impl AsRef<Path>, registry: &AlgorithmRegistry<Dec
     parse_config_with(&text, path, registry)
 }
 
+/// `text` (a TOML config) with each `(dotted.key, value)` of `sets` written over it: `value` is
+/// read as a TOML value (`2`, `1e-4`, `true`, `"x"`, `{ n = 2 }`), or taken as a string when it is
+/// not one; missing tables are created. Fails naming the key when a key crosses a value that is
+/// not a table.
+pub fn override_config(text: &str, origin: &Path, sets: &[(String, String)]) -> Result<String> {
+    let mut doc: toml::Table =
+        toml::from_str(text).map_err(|e| BridgeError::config(origin.display().to_string(), e.to_string()))?;
+    for (key, value) in sets {
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let parts: Vec<&str> = key.split('.').collect();
+        let (last, tables) = parts.split_last().filter(|(l, _)| !l.is_empty()).ok_or_else(|| {
+            BridgeError::config(key.clone(), "an override needs a key (`section.key=value`)".to_string())
+        })?;
+        let mut table = &mut doc;
+        for part in tables {
+            table = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| BridgeError::config(key.clone(), format!("`{part}` is not a table")))?;
+        }
+        table.insert(last.to_string(), parsed);
+    }
+    toml::to_string(&doc).map_err(|e| BridgeError::config(origin.display().to_string(), e.to_string()))
+}
+
 /// Parses and validates config text (`origin` names it in errors).
 pub fn parse_config(text: &str, origin: &Path) -> Result<TrainConfig> {
     parse_config_with(text, origin, &AlgorithmRegistry::builtin())
@@ -360,10 +393,10 @@ pub fn open_lm(model: &ModelSection, device: &burn::tensor::Device, seed: u64) -
     let (lm, weights) = match (&model.path, &model.config) {
         (Some(path), _) => {
             let (config, weights) = bridge_models::open_model(path, device)?;
-            (Decoder::new(config, codec)?, weights)
+            (Decoder::new(config, codec)?.with_decode_engine(model.decode_engine), weights)
         }
         (None, Some(config)) => {
-            let lm = Decoder::new(DecoderConfig::from_file(config)?, codec)?;
+            let lm = Decoder::new(DecoderConfig::from_file(config)?, codec)?.with_decode_engine(model.decode_engine);
             let weights = lm.init_weights(device, &mut BridgeRng::for_stream(seed, "init/base"))?;
             (lm, weights)
         }
@@ -753,6 +786,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn overrides_replace_values_create_tables_and_name_bad_keys() {
+        let text = "[run]\nsteps = 5\n[rl]\nsampling = { n = 4, max_new_tokens = 256 }\n[model]\npath = \"m.gguf\"\n";
+        let sets = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let origin = Path::new("c.toml");
+        let out = override_config(
+            text,
+            origin,
+            &sets(&[
+                ("run.steps", "7"),
+                ("rl.sampling.max_new_tokens", "8"),
+                ("eval.limit", "4"),
+                ("model.decode_engine", "graph"),
+                ("run.time_limit_s", "2.5"),
+            ]),
+        )
+        .unwrap();
+        let v: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(v["run"]["steps"].as_integer(), Some(7));
+        assert_eq!(v["run"]["time_limit_s"].as_float(), Some(2.5));
+        assert_eq!(v["rl"]["sampling"]["max_new_tokens"].as_integer(), Some(8));
+        assert_eq!(v["rl"]["sampling"]["n"].as_integer(), Some(4), "siblings kept");
+        assert_eq!(v["eval"]["limit"].as_integer(), Some(4), "tables created");
+        assert_eq!(v["model"]["decode_engine"].as_str(), Some("graph"), "a bare word is a string");
+        let bad = override_config(text, origin, &sets(&[("model.path.x", "1")])).unwrap_err();
+        assert!(bad.to_string().contains("model.path.x"), "{bad}");
+        assert!(override_config(text, origin, &sets(&[("run.", "1")])).is_err());
+    }
+
+    #[test]
     fn config_defaults_follow_method_md_and_typos_are_errors() {
         let text = r#"
             [model]
@@ -795,6 +857,11 @@ mod tests {
         let bad =
             parse_config(&text.replace("[model]", "[model]\nprecision = \"fp8\""), Path::new("t.toml")).unwrap_err();
         assert!(bad.to_string().contains("fp8") && bad.to_string().contains("t.toml"), "{bad}");
+        assert_eq!(cfg.model.decode_engine, DecodeEngine::Auto);
+        let graph = text.replace("[model]", "[model]\ndecode_engine = \"graph\"");
+        assert_eq!(parse_config(&graph, Path::new("t.toml")).unwrap().model.decode_engine, DecodeEngine::Graph);
+        let bad = parse_config(&text.replace("[model]", "[model]\ndecode_engine = \"fast\""), Path::new("t.toml"));
+        assert!(bad.unwrap_err().to_string().contains("fast"));
     }
 
     /// A mixed-precision model opens as f32 weights with a bf16-computing decoder; a bf16 one as
@@ -821,6 +888,7 @@ mod tests {
                 config: Some(config.clone()),
                 codec: CodecSection::Chars { alphabet: "abc".into() },
                 precision,
+                decode_engine: DecodeEngine::Auto,
             };
             let (lm, w) = open_lm(&model, &device, 0).unwrap();
             assert_eq!((w.dtype(), lm.compute_dtype()), (dtype, compute), "{precision}");
@@ -876,18 +944,24 @@ mod tests {
         assert!(e.to_string().contains("data.sft"), "{e}");
     }
 
-    /// The GPU run's configs (examples/configs/smollm2-gsm-*.toml) parse and differ only in the
-    /// algorithm and the run directory.
+    /// The GPU run's three configs (examples/configs/smollm2-gsm-*.toml) parse and differ only in
+    /// the algorithm and the run directory.
     #[test]
     fn smollm2_configs_parse_and_match() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
         let bridge = load_config(dir.join("smollm2-gsm-bridge.toml")).unwrap();
         let mut cold = load_config(dir.join("smollm2-gsm-cold-start.toml")).unwrap();
-        assert_eq!((bridge.algorithm.name.as_str(), cold.algorithm.name.as_str()), ("bridge", "cold_start"));
+        let mut zero = load_config(dir.join("smollm2-gsm-rl-zero.toml")).unwrap();
+        assert_eq!(
+            (bridge.algorithm.name.as_str(), cold.algorithm.name.as_str(), zero.algorithm.name.as_str()),
+            ("bridge", "cold_start", "rl_zero")
+        );
         assert_eq!(bridge.run.device, DeviceChoice::Cuda(0));
-        cold.algorithm = bridge.algorithm.clone();
-        cold.run.run_dir = bridge.run.run_dir.clone();
-        assert_eq!(cold, bridge);
+        for other in [&mut cold, &mut zero] {
+            other.algorithm = bridge.algorithm.clone();
+            other.run.run_dir = bridge.run.run_dir.clone();
+            assert_eq!(*other, bridge);
+        }
     }
 
     /// With the real SmolLM2 tokenizer (skipped when its GGUF was not fetched), the configs'

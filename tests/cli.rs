@@ -26,6 +26,7 @@ mod train;
 #[path = "../examples/cli/verify.rs"]
 mod verify;
 
+use bridge_models::DecodeEngine;
 use clap::Parser;
 use clap::error::ErrorKind;
 
@@ -202,4 +203,60 @@ fn gpu_flags() {
         &["--time-limit-s"],
     );
     refused::<Args>(&["gpu", "train", "--config", "c", "--resume", "d"], ErrorKind::UnknownArgument, &["--resume"]);
+    // the generation side's flags: engines, capture, launch counts, partial results, overrides
+    let a = Args::try_parse_from([
+        "gpu",
+        "bench",
+        "--what",
+        "generate,launches",
+        "--engines",
+        "graph,tensor",
+        "--capture",
+        "false",
+        "--launches",
+        "2,6",
+        "--partial",
+        "p.json",
+    ])
+    .unwrap();
+    let Command::Bench(b) = a.command else { panic!("bench") };
+    assert_eq!(
+        (b.engines.0.clone(), b.generation().capture, b.launches),
+        (vec![DecodeEngine::Graph, DecodeEngine::Tensor], false, (2, 6))
+    );
+    assert_eq!(b.partial, Some(std::path::PathBuf::from("p.json")));
+    let a = Args::try_parse_from(["gpu", "bench"]).unwrap();
+    let Command::Bench(b) = a.command else { panic!("bench") };
+    assert_eq!((b.engines.0.clone(), b.generation().capture, b.launches), (vec![DecodeEngine::Auto], true, (4, 12)));
+    let a = Args::try_parse_from([
+        "gpu",
+        "train",
+        "--config",
+        "c.toml",
+        "--decode-engine",
+        "tensor",
+        "--set",
+        "rl.sampling.n=2",
+        "--set",
+        "eval.limit=3",
+    ])
+    .unwrap();
+    let Command::Train(t) = a.command else { panic!("train") };
+    assert_eq!(t.decode_engine, Some(DecodeEngine::Tensor));
+    assert_eq!(t.sets, [("rl.sampling.n".to_string(), "2".to_string()), ("eval.limit".to_string(), "3".to_string())]);
+    let a = Args::try_parse_from(["gpu", "compare", "--run", "bridge=runs/b", "--run", "rl=runs/r", "--png", "x.png"])
+        .unwrap();
+    let Command::Compare(c) = a.command else { panic!("compare") };
+    assert_eq!(c.runs().len(), 2);
+    assert_eq!(c.runs()[1], ("rl".to_string(), std::path::PathBuf::from("runs/r")));
+    refused::<Args>(&["gpu", "bench", "--engines", "warp"], ErrorKind::ValueValidation, &["--engines", "warp"]);
+    refused::<Args>(&["gpu", "bench", "--capture", "maybe"], ErrorKind::InvalidValue, &["--capture"]);
+    refused::<Args>(&["gpu", "bench", "--launches", "12,4"], ErrorKind::ValueValidation, &["--launches"]);
+    refused::<Args>(&["gpu", "train", "--config", "c", "--set", "novalue"], ErrorKind::ValueValidation, &["--set"]);
+    refused::<Args>(
+        &["gpu", "train", "--config", "c", "--decode-engine", "fast"],
+        ErrorKind::ValueValidation,
+        &["--decode-engine"],
+    );
+    refused::<Args>(&["gpu", "compare"], ErrorKind::MissingRequiredArgument, &["--run"]);
 }

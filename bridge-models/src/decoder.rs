@@ -156,6 +156,53 @@ impl ScoringEngine {
     }
 }
 
+/// Which forward pass [`Decoder::sample`](bridge_core::policy::CausalLm::sample) decodes with
+/// (see `crate::generate`, section "Engines").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodeEngine {
+    /// [`DecodeEngine::Host`] for `f32` weights on a CPU backend (unless device selection is asked
+    /// for), [`DecodeEngine::Tensor`] for other weights on a CPU backend or with host selection
+    /// asked for, [`DecodeEngine::Graph`] otherwise (a GPU).
+    #[default]
+    Auto,
+    /// burn tensor operations through [`Decoder`]'s layer function, one dynamic-shape step at a
+    /// time (attention over the filled prefix): any backend and dtype, host or device selection.
+    Tensor,
+    /// Fused host kernels over `f32` copies of the weights, adapter merged: CPU, `f32` only.
+    Host,
+    /// Static-shape decode steps (KV cache written in place, attention over the whole cache
+    /// masked, tokens chosen on the device) captured once and replayed as one CUDA graph; run
+    /// eagerly where the backend cannot capture.
+    Graph,
+}
+
+impl std::str::FromStr for DecodeEngine {
+    type Err = BridgeError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "tensor" => Ok(Self::Tensor),
+            "host" => Ok(Self::Host),
+            "graph" => Ok(Self::Graph),
+            other => {
+                Err(BridgeError::InvalidInput(format!("unknown decode engine `{other}` (auto, tensor, host or graph)")))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for DecodeEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Tensor => "tensor",
+            Self::Host => "host",
+            Self::Graph => "graph",
+        })
+    }
+}
+
 /// The architecture of a decoder: config, rotary tables and codec. The weights are passed to
 /// every call (see [`CausalLm`](bridge_core::policy::CausalLm)).
 pub struct Decoder {
@@ -164,6 +211,7 @@ pub struct Decoder {
     scoring: ScoringEngine,
     paths: TensorPaths,
     compute_dtype: Option<WeightDType>,
+    decoding: DecodeEngine,
     rope: Rope,
 }
 
@@ -195,6 +243,7 @@ impl Decoder {
             scoring: ScoringEngine::Auto,
             paths: TensorPaths::default(),
             compute_dtype: None,
+            decoding: DecodeEngine::Auto,
             rope,
         })
     }
@@ -285,6 +334,19 @@ impl Decoder {
     /// Whether the tensor engine scores tokens with the chunked operation on `device`.
     pub(crate) fn chunked_scores(&self, device: &Device) -> bool {
         self.paths.chunked_scores && ops_run_on(device)
+    }
+
+    /// This decoder sampling with `engine` ([`DecodeEngine::Auto`] by default): the engine every
+    /// `Generator` built for it starts with.
+    pub fn with_decode_engine(mut self, engine: DecodeEngine) -> Self {
+        self.decoding = engine;
+        self
+    }
+
+    /// The engine [`CausalLm::sample`](bridge_core::policy::CausalLm::sample) decodes with (see
+    /// [`DecodeEngine`]).
+    pub fn decode_engine(&self) -> DecodeEngine {
+        self.decoding
     }
 
     /// A random base θ (see [`DecoderWeights::init`]).

@@ -48,7 +48,7 @@ pub mod tensors;
 pub mod weights;
 
 pub use config::{Architecture, DecoderConfig, RopeScaling};
-pub use decoder::{AttentionPath, Decoder, ScoringEngine, TensorPaths};
+pub use decoder::{AttentionPath, DecodeEngine, Decoder, ScoringEngine, TensorPaths};
 pub use io::hf::{load_hf_dir, open_model, save_hf_dir};
 pub use io::{gguf, hf, tokenizer};
 pub use weights::lora::{LoraAdapter, LoraConfig, LoraTarget};
