@@ -5,7 +5,7 @@
 //! ```text
 //! ../shared/tools/cuda-build.sh --example gpu --features cuda        # → .gpu/gpu.xz
 //! gpu check [--device cuda]
-//! gpu bench [--device cuda] [--dtype bf16] [--what train,generate,launches]
+//! gpu bench [--device cuda] [--dtype bf16] [--precision f32|bf16|mixed_bf16] [--what train,generate,launches]
 //!     [--train-shape qwen2.5-0.5b] [--train-batch 8] [--train-seq 1024] [--train-steps 10] [--train-warmup 3]
 //!     [--gen-shapes qwen2.5-0.5b,smollm2-135m] [--gen-batch 64] [--prompt-len 256] [--new-tokens 256]
 //!     [--modes greedy,sample] [--repeats 2] [--selection auto|host|device]
@@ -43,10 +43,10 @@ mod cli;
 mod common;
 
 use bridge::bench::{
-    GenerationBenchConfig, decode_launches, generation_throughput, shape_config, train_step_throughput,
+    GenerationBenchConfig, decode_launches, generation_throughput, shape_config, train_bench, train_step_throughput,
 };
 use bridge_core::{BridgeError, BridgeRng, DeviceChoice, IdsOnlyCodec, Result};
-use bridge_models::Decoder;
+use bridge_models::{Decoder, TensorPaths};
 use clap::Parser;
 use common::Placement;
 use std::process::ExitCode;
@@ -99,11 +99,14 @@ fn bench(a: &cli::BenchArgs) -> Result<()> {
     });
     if a.what.0.iter().any(|w| w == "train") {
         let t0 = Instant::now();
-        let r = (|| {
-            let lm = model(&a.train_shape)?;
-            let weights =
-                placement.cast(lm.init_weights(&device.clone().autodiff(), &mut BridgeRng::seed_from_u64(0))?);
-            train_step_throughput(&lm, weights, &train_cfg, &mut BridgeRng::seed_from_u64(1))
+        let r = (|| match a.train_precision() {
+            Some(precision) => train_bench(&a.train_shape, precision, TensorPaths::default(), &device, &train_cfg),
+            None => {
+                let lm = model(&a.train_shape)?;
+                let weights =
+                    placement.cast(lm.init_weights(&device.clone().autodiff(), &mut BridgeRng::seed_from_u64(0))?);
+                train_step_throughput(&lm, weights, &train_cfg, &mut BridgeRng::seed_from_u64(1))
+            }
         })();
         out["train"] = outcome(r, t0.elapsed().as_secs_f64());
         out["train"]["shape"] = a.train_shape.clone().into();

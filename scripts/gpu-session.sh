@@ -244,9 +244,9 @@ flush
 # ---------------------------------------------------------------------------------------- extras
 RESERVE=$([ $mode = gpu ] && echo 15 || echo 0)
 mem_start train-mixed
-# `--dtype mixed` is the hook for the training side of issue 16 (f32 master weights and AdamW
-# state, bf16 compute): until that lands, this phase fails at once on an unknown dtype.
-phase train-mixed 60 "$bin" bench --device $dev --dtype mixed --what train "${train_args[@]}" \
+# Mixed precision (the training side of issue 16): f32 master weights and AdamW state, bf16
+# compute (`bridge::bench::train_bench` with `Precision::MixedBf16`).
+phase train-mixed 60 "$bin" bench --device $dev --precision mixed_bf16 --what train "${train_args[@]}" \
   --partial "$W/phases/train-mixed.partial"
 mem_stop train-mixed
 if [ $have_torch = 1 ]; then

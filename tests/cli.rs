@@ -26,7 +26,7 @@ mod train;
 #[path = "../examples/cli/verify.rs"]
 mod verify;
 
-use bridge_models::DecodeEngine;
+use bridge_models::{DecodeEngine, Precision};
 use clap::Parser;
 use clap::error::ErrorKind;
 
@@ -259,4 +259,14 @@ fn gpu_flags() {
         &["--decode-engine"],
     );
     refused::<Args>(&["gpu", "compare"], ErrorKind::MissingRequiredArgument, &["--run"]);
+    // the training step's precision: --precision, else --dtype's
+    let precision = |argv: &[&str]| match Args::try_parse_from(argv).unwrap().command {
+        Command::Bench(b) => b.train_precision(),
+        _ => panic!("bench"),
+    };
+    assert_eq!(precision(&["gpu", "bench"]), Some(Precision::Bf16));
+    assert_eq!(precision(&["gpu", "bench", "--dtype", "f32"]), Some(Precision::F32));
+    assert_eq!(precision(&["gpu", "bench", "--precision", "mixed_bf16"]), Some(Precision::MixedBf16));
+    assert_eq!(precision(&["gpu", "bench", "--dtype", "f16"]), None);
+    refused::<Args>(&["gpu", "bench", "--precision", "fp8"], ErrorKind::ValueValidation, &["--precision", "fp8"]);
 }

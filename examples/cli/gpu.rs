@@ -4,8 +4,8 @@ use crate::common::{List, Modes, modes, positive, sizes};
 use bridge::bench::{GenerationBenchConfig, TrainBenchConfig};
 use bridge::train::{RunMode, TrainConfig, override_config, parse_config};
 use bridge_core::{BridgeError, DeviceChoice, TokenSelection};
-use bridge_models::WeightDType;
 use bridge_models::generate::DecodeEngine;
+use bridge_models::{Precision, WeightDType};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// The weights' dtype: f32, bf16 or f16.
     #[arg(long, value_name = "DTYPE", default_value = "bf16")]
     pub dtype: WeightDType,
+    /// The training step's precision: f32, bf16 or mixed_bf16 (f32 master weights, bf16
+    /// compute); by default `--dtype`'s (f16 weights train in pure f16).
+    #[arg(long, value_name = "PRECISION")]
+    pub precision: Option<Precision>,
     /// What to measure, comma-separated: train, generate and/or launches (kernel launches per
     /// decode step).
     #[arg(long, value_name = "LIST", default_value = "train,generate", value_parser = what)]
@@ -110,6 +114,16 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
+    /// The training step's precision: `--precision`, else `--dtype`'s; `None` for f16 weights
+    /// (no [`Precision`] of their own: the step trains pure f16 weights).
+    pub fn train_precision(&self) -> Option<Precision> {
+        self.precision.or(match self.dtype {
+            WeightDType::F32 => Some(Precision::F32),
+            WeightDType::Bf16 => Some(Precision::Bf16),
+            _ => None,
+        })
+    }
+
     /// The training-step benchmark.
     pub fn train(&self) -> TrainBenchConfig {
         TrainBenchConfig {
