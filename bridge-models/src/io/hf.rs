@@ -81,23 +81,7 @@ impl View for F32View<'_> {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees a half-written file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        BridgeError::io(path, e)
-    })
-}
+pub use bridge_core::fs::write_atomic;
 
 /// Writes `map` as an f32 `.safetensors` file (atomically), with optional string metadata.
 pub fn write_safetensors(path: &Path, map: &TensorMap, metadata: Option<HashMap<String, String>>) -> Result<()> {
