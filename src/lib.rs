@@ -6,7 +6,8 @@
 //! This facade re-exports the workspace's crates and holds the application layer the examples
 //! are thin binaries over: [`train`] (a run from a TOML config, its algorithm resolved through
 //! the [`registry`]), [`quickstart`] (the
-//! end-to-end comparison of `examples/quickstart.rs`), [`bench`](mod@bench) (training-step and
+//! end-to-end comparison of `examples/quickstart.rs`), [`evaluate`] (a model on disk on benchmark
+//! files: `examples/eval.rs`), [`bench`](mod@bench) (training-step and
 //! generation throughput) and [`device_check`] (the same computations on two backends,
 //! compared).
 //!
@@ -28,6 +29,7 @@ pub use bridge_sft as sft;
 
 pub mod bench;
 pub mod device_check;
+pub mod evaluate;
 pub mod quickstart;
 pub mod registry;
 pub mod train;

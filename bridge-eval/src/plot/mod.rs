@@ -24,9 +24,7 @@ mod raster;
 mod ticks;
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bridge_core::{BridgeError, Result};
 
