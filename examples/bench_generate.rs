@@ -59,7 +59,7 @@ fn run(a: cli::Args) -> Result<()> {
             (lm, weights, "tiny random Qwen2 (vocab 512, hidden 128, 4 layers)".to_owned())
         }
         Some(path) => {
-            let (_device, mut config, weights) = a.placement.open(path)?;
+            let (_device, mut config, weights) = a.placement.open_weights(path)?;
             config.eos_token_ids.clear(); // every completion runs to --new-tokens
             let codec = IdsOnlyCodec { vocab_size: config.vocab_size };
             (Decoder::new(config, Box::new(codec))?, weights, path.display().to_string())

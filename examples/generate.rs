@@ -1,13 +1,14 @@
 //! Generates completions with the KV-cache engine (`bridge_models::generate`), printed as JSON.
 //!
 //! ```text
-//! cargo run --release --example generate -- --model DIR|FILE.gguf (--text "..." | --ids "1 2 3") \
+//! cargo run --release --example generate -- --model DIR|FILE.gguf [--adapter DIR] (--text "..." | --ids "1 2 3") \
 //!     [--greedy | --temperature T [--top-p P] [--top-k K] --seed S] --max-new-tokens N [--n K] \
 //!     [--stop STRING]... [--dtype f32|bf16|f16] [--device flex|cuda:N]
 //! ```
 //!
 //! Output: `{"completions": [{"ids": [...], "text": "...", "logprobs": [...], "finish": "stop|length"}]}`
-//! (`n` completions, sample by sample). `--text` encodes with the model's tokenizer (an HF
+//! (`n` completions, sample by sample). The model opens as in every example
+//! (`bridge_models::open_pretrained`; `--adapter` adds a PEFT LoRA adapter). `--text` encodes with the model's tokenizer (an HF
 //! directory's `tokenizer.json`, or the GGUF file's own); the prompt is used as given (no chat
 //! template, no special tokens added). With `--ids` the tokenizer is used for decoding when there
 //! is one; without one, completions decode to empty text and only the config's `eos_token_id`s
@@ -27,7 +28,6 @@ use bridge_core::policy::CausalLm;
 use bridge_core::{BridgeError, BridgeRng, IdsOnlyCodec, Result, TextCodec};
 use bridge_models::decoder::Decoder;
 use clap::Parser;
-use common::load_codec;
 
 /// mimalloc keeps freed memory for reuse; see `docs/architecture.md` (CPU speed).
 #[global_allocator]
@@ -35,9 +35,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn run(args: cli::Args) -> Result<()> {
     let params = args.params()?;
-    let (_device, config, weights) = args.placement.open(&args.model)?;
-    let codec = load_codec(&args.model)?;
-    let (codec, ids): (Box<dyn TextCodec>, Vec<u32>) = match (args.ids, args.text, codec) {
+    let (_device, mut model) = args.placement.open(&args.model)?;
+    let (codec, ids): (Box<dyn TextCodec>, Vec<u32>) = match (args.ids, args.text, model.codec.take()) {
         (None, Some(text), Some(c)) => {
             let ids = c.encode(&text)?;
             (Box::new(c), ids)
@@ -45,19 +44,19 @@ fn run(args: cli::Args) -> Result<()> {
         (None, _, None) => {
             return Err(BridgeError::InvalidInput(format!(
                 "--text needs a tokenizer, and {} has none (use --ids)",
-                args.model.display()
+                args.model.path.display()
             )));
         }
         (Some(ids), _, Some(c)) => (Box::new(c), ids.0),
-        (Some(ids), _, None) => (Box::new(IdsOnlyCodec { vocab_size: config.vocab_size }), ids.0),
+        (Some(ids), _, None) => (Box::new(IdsOnlyCodec { vocab_size: model.config.vocab_size }), ids.0),
         (None, None, Some(_)) => return Err(BridgeError::InvalidInput("give --text or --ids".into())),
     };
     if ids.is_empty() {
         return Err(BridgeError::InvalidInput("the prompt has no tokens".into()));
     }
-    let lm = Decoder::new(config, codec)?;
+    let lm = Decoder::new(model.config, codec)?;
     let mut rng = BridgeRng::seed_from_u64(args.seed);
-    let out = lm.sample(&weights, None, &[ids], &params, &mut rng)?;
+    let out = lm.sample(&model.weights, model.adapter.as_ref(), &[ids], &params, &mut rng)?;
     let completions: Vec<serde_json::Value> = out
         .iter()
         .map(|c| serde_json::json!({ "ids": c.tokens, "text": c.text, "logprobs": c.logprobs, "finish": c.finish }))

@@ -6,10 +6,11 @@
 //! This facade re-exports the workspace's crates and holds the application layer the examples
 //! are thin binaries over: [`train`] (a run from a TOML config, its algorithm resolved through
 //! the [`registry`]), [`quickstart`] (the
-//! end-to-end comparison of `examples/quickstart.rs`), [`bench`](mod@bench) (training-step and
-//! generation throughput), [`device_check`] (the same computations on two backends,
-//! compared), [`launches`] (kernel launches counted on cubecl backends) and [`compare`] (finished
-//! runs side by side: accuracy before and after, one plot).
+//! end-to-end comparison of `examples/quickstart.rs`), [`evaluate`] (a model on disk on benchmark
+//! files: `examples/eval.rs`), [`bench`](mod@bench) (training-step and generation throughput),
+//! [`device_check`] (the same computations on two backends, compared), [`launches`] (kernel
+//! launches counted on cubecl backends) and [`compare`] (finished runs side by side: accuracy
+//! before and after, one plot).
 //!
 //! | crate | re-exported as | what it holds |
 //! |---|---|---|
@@ -30,6 +31,7 @@ pub use bridge_sft as sft;
 pub mod bench;
 pub mod compare;
 pub mod device_check;
+pub mod evaluate;
 pub mod launches;
 pub mod quickstart;
 pub mod registry;

@@ -788,27 +788,10 @@ pub struct QuickstartReport {
 pub const BUDGET_UNIT: &str = "optimisation steps: one TrainingAlgorithm::step each (one SFT batch, one RL batch, or one \
      of each for alternating and BRIDGE); Cold-start's SFT stage counts inside the budget";
 
-/// The commit of the source tree this binary was built from (`git rev-parse`, run now in the
-/// crate's directory), with `+dirty` when tracked files differ from it; `unknown` without git.
+/// The commit this crate was built from (`+dirty` when the tree had uncommitted changes to
+/// tracked files; `unknown` outside a git checkout), recorded at build time by `build.rs`.
 pub fn source_commit() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    };
-    match git(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(commit) if !commit.is_empty() => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-            if dirty { format!("{commit}+dirty") } else { commit }
-        }
-        _ => "unknown".into(),
-    }
+    env!("BRIDGE_BUILD_COMMIT").to_owned()
 }
 
 /// CPU time of this process so far (user + system, every thread), seconds: `/proc/self/stat`

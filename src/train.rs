@@ -4,7 +4,8 @@
 //! A run directory holds `config.resolved.toml` (the config with every default filled in),
 //! `metrics.jsonl` (one line per step, plus `"kind": "eval"` lines), `checkpoints/`,
 //! `curves.png` (reward, evaluation accuracy, SFT loss, cooperative gain) and `final/` (the
-//! merged model as an HF directory, and the adapter alone in PEFT format). The schema is
+//! merged model as an HF directory with the model's tokenizer files, which every example's
+//! `--model` opens, and the adapter alone in PEFT format in `final/adapter`). The schema is
 //! documented field by field in `docs/config.md`; `examples/configs/` has working files.
 //!
 //! `[algorithm] name` resolves through an [`AlgorithmRegistry`]: [`parse_config`] and [`train`]
@@ -88,7 +89,7 @@ pub struct RunSection {
     pub checkpoint_every: u64,
     /// Checkpoints kept.
     pub keep_checkpoints: usize,
-    /// Write the merged model and the adapter to `final/` at the end.
+    /// Write the merged model (with its tokenizer files) and the adapter to `final/` at the end.
     pub save_final: bool,
     /// Evaluate once before the first step (TRL's `eval_on_start`).
     pub eval_on_start: bool,
@@ -373,36 +374,55 @@ pub fn open_codec(model: &ModelSection) -> Result<Box<dyn TextCodec>> {
     Ok(match &model.codec {
         CodecSection::Chars { alphabet } => Box::new(CharCodec::new(alphabet)),
         CodecSection::TokenizerDir { path } => Box::new(HfCodec::from_dir(path)?),
-        CodecSection::Auto => {
-            let path = model.path.as_ref().ok_or_else(|| {
-                BridgeError::config("model.codec", "a randomly initialised model needs an explicit codec")
-            })?;
-            if path.is_dir() {
-                Box::new(HfCodec::from_dir(path)?)
-            } else {
-                Box::new(HfCodec::from_gguf(&bridge_models::gguf::GgufFile::open(path)?)?)
-            }
-        }
+        CodecSection::Auto => Box::new(model_codec(model)?),
     })
 }
 
-/// The model architecture with its codec, and θ₀, both in the section's precision (θ₀ cast to
-/// its weights' dtype; the decoder computing in its compute dtype).
+/// The tokenizer of `model.path` (a GGUF file's own or an HF directory's, see
+/// [`bridge_models::open_codec`]), for `codec = auto`.
+fn model_codec(model: &ModelSection) -> Result<HfCodec> {
+    let path = model
+        .path
+        .as_ref()
+        .ok_or_else(|| BridgeError::config("model.codec", "a randomly initialised model needs an explicit codec"))?;
+    bridge_models::open_codec(path)?
+        .ok_or_else(|| BridgeError::io(path.join("tokenizer.json"), std::io::Error::from(std::io::ErrorKind::NotFound)))
+}
+
+/// The model architecture with its codec, and θ₀. A `path` is opened the way every example's
+/// `--model` is ([`bridge_models::open_pretrained`]: an HF directory or a `.gguf` file). Both
+/// come in the section's precision: θ₀ cast to its weights' dtype, the decoder computing in its
+/// compute dtype.
 pub fn open_lm(model: &ModelSection, device: &burn::tensor::Device, seed: u64) -> Result<(Decoder, DecoderWeights)> {
-    let codec = open_codec(model)?;
     let (lm, weights) = match (&model.path, &model.config) {
         (Some(path), _) => {
-            let (config, weights) = bridge_models::open_model(path, device)?;
-            (Decoder::new(config, codec)?.with_decode_engine(model.decode_engine), weights)
+            let mut pretrained = bridge_models::open_pretrained(path, None, device)?;
+            let codec: Box<dyn TextCodec> = match model.codec {
+                CodecSection::Auto => Box::new(pretrained.take_codec()?),
+                _ => open_codec(model)?,
+            };
+            (Decoder::new(pretrained.config, codec)?.with_decode_engine(model.decode_engine), pretrained.weights)
         }
         (None, Some(config)) => {
-            let lm = Decoder::new(DecoderConfig::from_file(config)?, codec)?.with_decode_engine(model.decode_engine);
+            let lm = Decoder::new(DecoderConfig::from_file(config)?, open_codec(model)?)?
+                .with_decode_engine(model.decode_engine);
             let weights = lm.init_weights(device, &mut BridgeRng::for_stream(seed, "init/base"))?;
             (lm, weights)
         }
         (None, None) => return Err(BridgeError::config("model", "set `path` or `config`")),
     };
     Ok((lm.with_precision(model.precision), model.precision.prepare(weights)))
+}
+
+/// The tokenizer files to write beside the final model (`final/`), so that it opens as an HF
+/// directory with its tokenizer (`eval --model RUN/final`): the model's own tokenizer, or the
+/// `tokenizer_dir` one; `None` for a character codec.
+fn final_codec(model: &ModelSection) -> Result<Option<HfCodec>> {
+    Ok(match &model.codec {
+        CodecSection::Chars { .. } => None,
+        CodecSection::TokenizerDir { path } => Some(HfCodec::from_dir(path)?),
+        CodecSection::Auto => Some(model_codec(model)?),
+    })
 }
 
 /// What a finished run reports.
@@ -774,6 +794,9 @@ pub fn train_with(cfg: &TrainConfig, mode: RunMode, registry: &AlgorithmRegistry
             None => state.theta.clone(),
         };
         bridge_models::save_hf_dir(&final_dir, lm.config(), &weights)?;
+        if let Some(codec) = final_codec(&cfg.model)? {
+            bridge_models::pretrained::save_codec(&final_dir, &codec, lm.config())?;
+        }
         if let Some(a) = &state.adapter {
             a.save_peft(final_dir.join("adapter"), lm.config())?;
         }
@@ -961,6 +984,23 @@ mod tests {
             other.algorithm = bridge.algorithm.clone();
             other.run.run_dir = bridge.run.run_dir.clone();
             assert_eq!(*other, bridge);
+        }
+    }
+
+    /// The CPU walkthrough's config (docs/real-models.md) parses, runs on the CPU, and trains on
+    /// the prompt that the walkthrough's `eval --instruction "…"` evaluates.
+    #[test]
+    fn smollm2_cpu_walkthrough_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
+        let cfg = load_config(dir.join("smollm2-gsm-bridge-cpu.toml")).unwrap();
+        assert_eq!(
+            (cfg.run.device, cfg.algorithm.name.as_str(), cfg.run.save_final),
+            (DeviceChoice::Flex, "bridge", true)
+        );
+        assert!(cfg.data.eval.is_empty(), "the walkthrough evaluates with the eval example");
+        let instruction = "Solve the problem step by step. End with a line of the form '#### <number>'.";
+        for data in [cfg.data.sft.as_ref().unwrap(), cfg.data.rl.as_ref().unwrap()] {
+            assert_eq!(data.template, bridge_core::prompt::PromptTemplate::chat_with(instruction));
         }
     }
 

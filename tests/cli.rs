@@ -13,6 +13,8 @@ mod bench_forward;
 mod bench_generate;
 #[path = "../examples/cli/bench_steps.rs"]
 mod bench_steps;
+#[path = "../examples/cli/convert.rs"]
+mod convert;
 #[path = "../examples/cli/eval.rs"]
 mod eval;
 #[path = "../examples/cli/generate.rs"]
@@ -92,6 +94,33 @@ fn eval_flags() {
     );
     refused::<Args>(&with(&["--bogus"]), ErrorKind::UnknownArgument, &["--bogus"]);
     refused::<Args>(&["eval", "--model", "m"], ErrorKind::MissingRequiredArgument, &["--data"]);
+}
+
+/// Every example that runs a model takes the same `--model DIR|FILE.gguf [--adapter DIR]`
+/// (`common::ModelArgs`).
+#[test]
+fn model_flags_are_shared() {
+    let m = ["--model", "m.gguf", "--adapter", "runs/x/final/adapter"];
+    let check = |a: &common::ModelArgs| {
+        assert_eq!(a.path, std::path::Path::new("m.gguf"));
+        assert_eq!(a.adapter.as_deref(), Some(std::path::Path::new("runs/x/final/adapter")));
+    };
+    check(&eval::Args::try_parse_from([&["eval"][..], &m, &["--data", "d.jsonl"]].concat()).unwrap().model);
+    check(&score::Args::try_parse_from([&["score"][..], &m, &["--ids", "1"]].concat()).unwrap().model);
+    check(&generate::Args::try_parse_from([&["generate"][..], &m, &["--ids", "1"]].concat()).unwrap().model);
+    let c = convert::Args::try_parse_from([&["convert"][..], &m, &["--out", "hf"]].concat()).unwrap();
+    check(&c.model);
+    assert!(!c.overwrite);
+    let a = eval::Args::try_parse_from(["eval", "--model", "m", "--data", "d", "--dtype", "bf16"]).unwrap();
+    assert_eq!(a.placement.dtype, bridge_models::WeightDType::Bf16);
+    refused::<convert::Args>(&["convert", "--model", "m.gguf"], ErrorKind::MissingRequiredArgument, &["--out"]);
+    refused::<convert::Args>(&["convert", "--out", "d"], ErrorKind::MissingRequiredArgument, &["--model"]);
+    refused::<convert::Args>(
+        &["convert", "--model", "m", "--out", "d", "--adapter"],
+        ErrorKind::InvalidValue,
+        &["--adapter"],
+    );
+    refused::<eval::Args>(&["eval", "--data", "d"], ErrorKind::MissingRequiredArgument, &["--model"]);
 }
 
 #[test]

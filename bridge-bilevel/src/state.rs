@@ -106,13 +106,7 @@ pub fn load_optim(optim: &mut GroupOptimizer, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes).map_err(|e| BridgeError::io(&tmp, e))?;
-    fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| BridgeError::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| BridgeError::io(path, e))
-}
+pub use bridge_core::fs::write_atomic;
 
 /// Name of the checkpoint directory of `step`.
 pub fn checkpoint_name(step: u64) -> String {

@@ -23,6 +23,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod fs;
 pub mod grads;
 pub mod jsonl;
 pub mod outer;

@@ -1,9 +1,10 @@
 //! Weights and tokenizers on disk: the layer between the files and the [`crate::weights`].
 //!
-//! - [`hf`]: Hugging Face model directories (`config.json`, safetensors, shards) in and out, and
-//!   [`hf::open_model`], the one entry point for "a model on disk" (an HF directory or a GGUF
-//!   file).
+//! - [`hf`]: Hugging Face model directories (`config.json`, safetensors, shards) in and out.
 //! - [`gguf`]: llama.cpp's GGUF files (parser, dequantisers, config and tokenizer conversion).
+//! - [`pretrained`]: a model as the examples and run configs open it (an HF directory or a GGUF
+//!   file, its tokenizer, an optional PEFT adapter: [`pretrained::open_pretrained`]), and its
+//!   export to an HF directory with tokenizer files ([`pretrained::Pretrained::save_hf_dir`]).
 //! - [`tokenizer`]: the text codec of an HF directory or a GGUF file, with its chat template.
 //! - `peft`: PEFT adapter directories
 //!   ([`LoraAdapter::save_peft`](crate::lora::LoraAdapter::save_peft),
@@ -15,4 +16,5 @@
 pub mod gguf;
 pub mod hf;
 mod peft;
+pub mod pretrained;
 pub mod tokenizer;

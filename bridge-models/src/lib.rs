@@ -14,8 +14,8 @@
 //! 1. [`config`] (architecture hyper-parameters) and [`tensors`] (host tensors under HF names).
 //! 2. [`weights`]: θ ([`DecoderWeights`]), w ([`lora`]) and dtype casts ([`precision`]); init,
 //!    shape checks, HF/PEFT-named maps, merging. No forward pass, no file.
-//! 3. I/O on the weights: [`hf`] (safetensors directories), [`gguf`], [`tokenizer`], and PEFT
-//!    adapter directories. Beside it, independent of everything, the CPU row kernels
+//! 3. I/O on the weights: [`hf`] (safetensors directories), [`gguf`], [`tokenizer`], PEFT
+//!    adapter directories, and [`pretrained`] (all of them together: a model as the examples open it). Beside it, independent of everything, the CPU row kernels
 //!    (`kernels`: the gemm wrapper, RMSNorm, rotary, softmax, SwiGLU, `exp`, … with their
 //!    backwards), written once for both CPU engines; and the tensor engine's custom autodiff
 //!    operations (`ops`: chunked token scores, fused causal attention), in burn tensor
@@ -49,8 +49,9 @@ pub mod weights;
 
 pub use config::{Architecture, DecoderConfig, RopeScaling};
 pub use decoder::{AttentionPath, DecodeEngine, Decoder, ScoringEngine, TensorPaths};
-pub use io::hf::{load_hf_dir, open_model, save_hf_dir};
-pub use io::{gguf, hf, tokenizer};
+pub use io::hf::{load_hf_dir, save_hf_dir};
+pub use io::pretrained::{ModelFormat, Pretrained, open_codec, open_model, open_pretrained};
+pub use io::{gguf, hf, pretrained, tokenizer};
 pub use weights::lora::{LoraAdapter, LoraConfig, LoraTarget};
 pub use weights::precision::{Precision, WeightDType};
 pub use weights::{DecoderWeights, merge};

@@ -60,7 +60,7 @@ fn mixed_groups_hold_samples_then_demonstrations_with_advantages_over_the_group(
         let group = &values[g * 5..g * 5 + 5];
         let mean = group.iter().sum::<f64>() / 5.0;
         let std = (group.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 4.0).sqrt();
-        for (k, v) in group.iter().enumerate() {
+        for (k, &v) in group.iter().enumerate() {
             let expected = if std > 0.0 { (v - mean) / (std + 1e-4) } else { 0.0 };
             assert_relative_eq!(r.advantages.values[g * 5 + k], expected, epsilon = 1e-12);
         }

@@ -1,5 +1,5 @@
-//! Flags and helpers shared by the examples: where (`--device`) and in which dtype (`--dtype`) a
-//! model runs, lists of numbers, and the model's tokenizer.
+//! Flags and helpers shared by the examples: which model (`--model`, `--adapter`), where
+//! (`--device`) and in which dtype (`--dtype`) it runs, and lists of numbers.
 //!
 //! Every example's flags are a clap `Parser` in `examples/cli/NAME.rs`, included by the example
 //! (`#[path = "cli/NAME.rs"] mod cli;`) and by `tests/cli.rs`, which checks that bad flags are
@@ -10,12 +10,24 @@
 #![allow(dead_code)]
 
 use bridge_core::{DeviceChoice, Result};
-use bridge_models::gguf::GgufFile;
-use bridge_models::tokenizer::HfCodec;
-use bridge_models::{DecoderConfig, DecoderWeights, WeightDType, open_model};
+use bridge_models::{DecoderConfig, DecoderWeights, Pretrained, WeightDType, open_model, open_pretrained};
 use burn::tensor::Device;
-use std::path::Path;
+use std::path::PathBuf;
 use std::str::FromStr;
+
+/// The model an example runs (`--model`, `--adapter`), opened by `bridge_models::open_pretrained`
+/// as `train`'s `[model] path` is: an HF directory or a `.gguf` file, with its own tokenizer.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// An HF model directory (config.json, *.safetensors, tokenizer.json) or a `.gguf` file
+    /// (weights dequantised to f32, its own tokenizer and chat template).
+    #[arg(long = "model", value_name = "DIR|FILE.gguf")]
+    pub path: PathBuf,
+    /// A PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors) applied on
+    /// top of the model, e.g. a training run's `final/adapter`.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+}
 
 /// Where a model runs and the dtype of its weights (`--device`, `--dtype`).
 #[derive(clap::Args, Clone, Copy, Debug)]
@@ -42,12 +54,24 @@ impl Placement {
         }
     }
 
-    /// The model at `path` (an HF directory or a `.gguf` file, see `open_model`) on the chosen
-    /// device, in the chosen dtype.
-    pub fn open(&self, path: &Path) -> Result<(Device, DecoderConfig, DecoderWeights)> {
+    /// The weights alone of the model at `path` (`bridge_models::open_model`: an HF directory or a
+    /// `.gguf` file, no tokenizer) on the chosen device, in the chosen dtype.
+    pub fn open_weights(&self, path: &std::path::Path) -> Result<(Device, DecoderConfig, DecoderWeights)> {
         let device = self.device()?;
         let (config, weights) = open_model(path, &device)?;
         Ok((device, config, self.cast(weights)))
+    }
+
+    /// The model of `model` (weights, tokenizer, adapter: see `bridge_models::open_pretrained`) on
+    /// the chosen device, its weights and adapter in the chosen dtype.
+    pub fn open(&self, model: &ModelArgs) -> Result<(Device, Pretrained)> {
+        let device = self.device()?;
+        let mut m = open_pretrained(&model.path, model.adapter.as_deref(), &device)?;
+        if self.dtype != WeightDType::F32 {
+            m.weights = m.weights.cast(self.dtype.float_dtype());
+            m.adapter = m.adapter.map(|a| a.cast(self.dtype.float_dtype()));
+        }
+        Ok((device, m))
     }
 }
 
@@ -68,20 +92,6 @@ where
             .collect::<std::result::Result<Vec<T>, String>>()
             .map(List)
     }
-}
-
-/// Whether `path` is a `.gguf` file.
-pub fn is_gguf(path: &Path) -> bool {
-    path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-}
-
-/// The model's tokenizer: a `.gguf` file's own, or an HF directory's `tokenizer.json`; `None`
-/// for a directory without one.
-pub fn load_codec(path: &Path) -> Result<Option<HfCodec>> {
-    if is_gguf(path) {
-        return HfCodec::from_gguf(&GgufFile::open(path)?).map(Some);
-    }
-    if path.join("tokenizer.json").is_file() { HfCodec::from_dir(path).map(Some) } else { Ok(None) }
 }
 
 /// A whole number ≥ 1 (clap `value_parser`).

@@ -1,7 +1,6 @@
 //! The flags of `examples/eval.rs`.
 
-use crate::common::{non_negative, positive, probability};
-use bridge_core::DeviceChoice;
+use crate::common::{ModelArgs, Placement, non_negative, positive, probability};
 use bridge_eval::runner::{DatasetFormat, EvalConfig, PromptTemplate, SampledEval};
 use clap::Parser;
 use std::path::PathBuf;
@@ -15,12 +14,9 @@ pub const DEFAULT_INSTRUCTION: &str = "Please reason step by step, and put your 
 #[derive(Parser, Debug)]
 #[command(name = "eval", allow_negative_numbers = true)]
 pub struct Args {
-    /// HF model directory (config.json, *.safetensors, tokenizer.json).
-    #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
-    /// PEFT LoRA adapter directory applied on top of the model.
-    #[arg(long, value_name = "DIR")]
-    pub adapter: Option<PathBuf>,
+    /// The model and its adapter.
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Benchmark file (JSONL: GSM8K, MATH or generic); repeat for several.
     #[arg(long, value_name = "FILE.jsonl", required = true)]
     pub data: Vec<PathBuf>,
@@ -61,9 +57,9 @@ pub struct Args {
     /// A stop string; repeat for several.
     #[arg(long, value_name = "STR")]
     pub stop: Vec<String>,
-    /// flex (the CPU) or cuda:N.
-    #[arg(long, value_name = "DEVICE", default_value = "flex")]
-    pub device: DeviceChoice,
+    /// Device and dtype.
+    #[command(flatten)]
+    pub placement: Placement,
     /// Write the JSON report there.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,

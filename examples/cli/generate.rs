@@ -1,18 +1,17 @@
 //! The flags of `examples/generate.rs`.
 
-use crate::common::{List, Placement, non_negative, positive, probability};
+use crate::common::{List, ModelArgs, Placement, non_negative, positive, probability};
 use bridge_core::SamplingParams;
 use clap::Parser;
-use std::path::PathBuf;
 
 /// Generate completions with the KV-cache engine, printed as JSON.
 #[derive(Parser, Debug)]
 #[command(name = "generate", allow_negative_numbers = true)]
 #[command(group = clap::ArgGroup::new("input").required(true).args(["ids", "text"]))]
 pub struct Args {
-    /// An HF model directory or a `.gguf` file.
-    #[arg(long, value_name = "DIR|FILE.gguf")]
-    pub model: PathBuf,
+    /// The model and its adapter.
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// The prompt, encoded with the model's tokenizer (used as given: no chat template).
     #[arg(long, value_name = "TEXT")]
     pub text: Option<String>,

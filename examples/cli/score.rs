@@ -1,17 +1,16 @@
 //! The flags of `examples/score.rs`.
 
-use crate::common::{List, Placement};
+use crate::common::{List, ModelArgs, Placement};
 use clap::Parser;
-use std::path::PathBuf;
 
 /// Print a model's logits for one token sequence, as JSON.
 #[derive(Parser, Debug)]
 #[command(name = "score", allow_negative_numbers = true)]
 #[command(group = clap::ArgGroup::new("input").required(true).args(["ids", "text"]))]
 pub struct Args {
-    /// An HF model directory or a `.gguf` file.
-    #[arg(long, value_name = "DIR|FILE.gguf")]
-    pub model: PathBuf,
+    /// The model and its adapter.
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// The token ids, separated by spaces or commas.
     #[arg(long, value_name = "\"1 2 3\"")]
     pub ids: Option<List<u32>>,

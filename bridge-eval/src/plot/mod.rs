@@ -24,9 +24,7 @@ mod raster;
 mod ticks;
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bridge_core::{BridgeError, Result};
 
@@ -514,30 +512,7 @@ impl Image {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so readers
-/// see either the old file or the complete new one.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| BridgeError::io(dir, e))?;
-    }
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = File::create(&tmp).map_err(|e| BridgeError::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| BridgeError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| BridgeError::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| BridgeError::io(path, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// `dir/.name.tmp.<pid>` beside `path`.
-pub(crate) fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-    path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
-}
+pub(crate) use bridge_core::fs::write_atomic;
 
 /// One chart per key of `records` (as read by [`crate::metrics::read_metrics`]), with `x_key`
 /// on the x axis. Records lacking either key, or whose value is not a finite number, are skipped;

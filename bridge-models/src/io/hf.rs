@@ -16,8 +16,7 @@ use half::{bf16, f16};
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Name of the single-file weights of an HF directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -81,23 +80,7 @@ impl View for F32View<'_> {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees a half-written file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        BridgeError::io(path, e)
-    })
-}
+pub use bridge_core::fs::write_atomic;
 
 /// Writes `map` as an f32 `.safetensors` file (atomically), with optional string metadata.
 pub fn write_safetensors(path: &Path, map: &TensorMap, metadata: Option<HashMap<String, String>>) -> Result<()> {
@@ -183,26 +166,6 @@ pub fn save_hf_dir(dir: impl AsRef<Path>, config: &DecoderConfig, weights: &Deco
     let text = serde_json::to_string_pretty(&config.to_hf_json())
         .map_err(|e| BridgeError::checkpoint(dir, format!("serialising config.json: {e}")))?;
     write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
-}
-
-/// Opens a model from `path`: an HF directory or a `.gguf` file (dequantised to f32, see
-/// [`gguf`](super::gguf)). This is the one entry point for "a model on disk".
-pub fn open_model(path: impl AsRef<Path>, device: &Device) -> Result<(DecoderConfig, DecoderWeights)> {
-    let path = path.as_ref();
-    if path.is_dir() {
-        return load_hf_dir(path, device);
-    }
-    if !path.exists() {
-        return Err(BridgeError::io(path, std::io::Error::from(std::io::ErrorKind::NotFound)));
-    }
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
-        // The tokenizer of a GGUF file comes from `tokenizer::HfCodec::from_gguf`.
-        let file = super::gguf::GgufFile::open(path)?;
-        let config = DecoderConfig::from_hf_json(&file.hf_config()?)?;
-        let weights = DecoderWeights::from_tensor_map(&config, &file.hf_tensors()?, device)?;
-        return Ok((config, weights));
-    }
-    Err(BridgeError::weights(path, "expected an HF model directory (config.json + model.safetensors) or a .gguf file"))
 }
 
 #[cfg(test)]

@@ -181,6 +181,16 @@ impl HfCodec {
         &self.tokenizer
     }
 
+    /// The `bos_token` string the chat template sees, when the model has one.
+    pub fn bos_token(&self) -> Option<&str> {
+        self.bos_token.as_deref()
+    }
+
+    /// The `eos_token` string the chat template sees (the first EOS id's token by default).
+    pub fn eos_token(&self) -> Option<&str> {
+        self.eos_token.as_deref()
+    }
+
     /// The chat template source, when the model has one.
     pub fn chat_template(&self) -> Option<&str> {
         self.template_source.as_deref()
