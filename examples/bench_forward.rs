@@ -10,8 +10,12 @@
 //! heads, tied embeddings, random init; batch 16 × 64 random tokens, every target scored. A step
 //! is `token_scores` on an autodiff device, the summed log-likelihood, and its backward pass.
 //! `--engine` picks the scoring engine (`auto`: the fused CPU engine for f32 weights on flex;
-//! `tensor`: burn tensor operations, for comparison). `--model` benchmarks a real model instead
-//! (an HF directory or a `.gguf` file, loaded in f32 with `bridge_models::open_model`).
+//! `tensor`: burn tensor operations, for comparison). For the tensor engine, `--attention
+//! auto|materialised|fused` and `--chunked-scores on|off` choose its paths (`TensorPaths`).
+//! `forward_backward.memory` is the peak memory of the forward+backward steps
+//! (`bridge::bench::PeakMemory`: the process's peak resident set on flex). `--model` benchmarks
+//! a real model instead (an HF directory or a `.gguf` file, loaded in f32 with
+//! `bridge_models::open_model`).
 //! The PyTorch equivalent is `bridge-models/scripts/make_fixtures.py --bench` (same `--model`,
 //! `--batch`, `--seq-len`). The flags are `examples/cli/bench_forward.rs`.
 
@@ -22,7 +26,7 @@ mod common;
 
 use bridge_core::policy::{CausalLm, SequenceBatch, TokenSequence};
 use bridge_core::{BridgeRng, IdsOnlyCodec, Result};
-use bridge_models::{Decoder, open_model};
+use bridge_models::{Decoder, TensorPaths, open_model};
 use burn::module::Module;
 use clap::Parser;
 use std::time::Instant;
@@ -35,6 +39,8 @@ fn run(args: cli::Args) -> Result<()> {
     let (steps, warmup, batch, seq, engine) = (args.steps, args.warmup, args.batch, args.seq_len, args.engine);
     // `--backward-steps 0` times the forward pass alone (e.g. to profile it).
     let backward_steps = args.backward_steps.unwrap_or(steps);
+    let paths =
+        TensorPaths { attention: args.attention, chunked_scores: args.chunked_scores, ..TensorPaths::default() };
     let device = burn::tensor::Device::flex().autodiff();
     let mut rng = BridgeRng::seed_from_u64(0);
     let (config, weights, model_name) = match &args.model {
@@ -50,7 +56,9 @@ fn run(args: cli::Args) -> Result<()> {
         }
     };
     let vocab = config.vocab_size;
-    let lm = Decoder::new(config, Box::new(IdsOnlyCodec { vocab_size: vocab }))?.with_scoring_engine(engine);
+    let lm = Decoder::new(config, Box::new(IdsOnlyCodec { vocab_size: vocab }))?
+        .with_scoring_engine(engine)
+        .with_tensor_paths(paths);
     let rows = (0..batch)
         .map(|_| TokenSequence::all_scored((0..seq).map(|_| rng.below(vocab as u64) as u32).collect()))
         .collect();
@@ -66,12 +74,14 @@ fn run(args: cli::Args) -> Result<()> {
     for _ in 0..warmup.min(backward_steps) {
         step()?;
     }
+    let probe = bridge::bench::MemoryProbe::start(&device);
     let t0 = Instant::now();
     let mut last = 0.0;
     for _ in 0..backward_steps {
         last = step()?;
     }
     let dt = t0.elapsed().as_secs_f64();
+    let memory = probe.finish()?;
 
     // forward only, no graph
     let plain = weights.clone().valid();
@@ -88,12 +98,14 @@ fn run(args: cli::Args) -> Result<()> {
     let out = serde_json::json!({
         "framework": "bridge (burn flex)",
         "engine": engine.to_string(),
+        "paths": paths,
         "model": model_name,
         "threads": std::env::var("RAYON_NUM_THREADS").ok(),
         "batch": batch, "seq_len": seq, "steps": steps,
         "forward_backward": {
             "seconds_per_step": dt / backward_steps.max(1) as f64,
             "tokens_per_second": (batch * seq * backward_steps) as f64 / dt,
+            "memory": memory,
         },
         "forward_only": {"seconds_per_step": dt_fwd / steps as f64, "tokens_per_second": tokens / dt_fwd},
         "final_loss": last,

@@ -4,15 +4,15 @@
 //! RAYON_NUM_THREADS=2 cargo run --release --example bench_generate [-- --repeats 3]
 //! cargo run --release --example bench_generate -- [--model DIR|FILE.gguf] [--dtype f32|bf16|f16] \
 //!     [--device flex|cuda:N] [--batches 1,16,64] [--prompt-len N] [--new-tokens N] \
-//!     [--modes greedy,sample] [--repeats N] [--engine auto|tensor|host]
+//!     [--modes greedy,sample] [--repeats N] [--engine auto|tensor|host|graph]
 //! ```
 //!
 //! Default model: Qwen2 layout, vocab 512, hidden 128, intermediate 512, 4 layers, 4 heads, 2 KV
 //! heads, tied embeddings, random init, on the CPU (`flex`) in f32; 16-token random prompts, 48 new
 //! tokens, batch 1, 16 and 64, greedy and sampled (temperature 1, whole vocabulary). A run is one
 //! `Generator::generate` call (what `CausalLm::sample` runs); `--engine` picks its forward pass
-//! (`auto`: the fused host engine for f32 weights on the CPU, burn tensor operations otherwise;
-//! `tensor` forces the latter, for comparison). The best of `--repeats` runs (after one warm-up) is reported. EOS is
+//! (`auto`: the fused host engine for f32 weights on the CPU, the graph engine on a GPU; `tensor`
+//! and `graph` force the tensor engine or the static-shape steps, for comparison). The best of `--repeats` runs (after one warm-up) is reported. EOS is
 //! disabled, so every row generates all `--new-tokens` tokens. The measurement is
 //! `bridge::bench::generation_throughput` (tokens chosen on the host on the CPU, on the device on
 //! a GPU).
@@ -73,6 +73,7 @@ fn run(a: cli::Args) -> Result<()> {
         repeats,
         selection: TokenSelection::Auto,
         engine: a.engine,
+        capture: true,
     };
     let mut results = serde_json::Map::new();
     for r in generation_throughput(&lm, &weights, &cfg, &mut rng)? {

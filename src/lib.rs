@@ -7,9 +7,10 @@
 //! are thin binaries over: [`train`] (a run from a TOML config, its algorithm resolved through
 //! the [`registry`]), [`quickstart`] (the
 //! end-to-end comparison of `examples/quickstart.rs`), [`evaluate`] (a model on disk on benchmark
-//! files: `examples/eval.rs`), [`bench`](mod@bench) (training-step and
-//! generation throughput) and [`device_check`] (the same computations on two backends,
-//! compared).
+//! files: `examples/eval.rs`), [`bench`](mod@bench) (training-step and generation throughput),
+//! [`device_check`] (the same computations on two backends, compared), [`launches`] (kernel
+//! launches counted on cubecl backends) and [`compare`] (finished runs side by side: accuracy
+//! before and after, one plot).
 //!
 //! | crate | re-exported as | what it holds |
 //! |---|---|---|
@@ -28,8 +29,10 @@ pub use bridge_rl as rl;
 pub use bridge_sft as sft;
 
 pub mod bench;
+pub mod compare;
 pub mod device_check;
 pub mod evaluate;
+pub mod launches;
 pub mod quickstart;
 pub mod registry;
 pub mod train;

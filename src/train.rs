@@ -26,7 +26,7 @@ use bridge_eval::metrics::{MetricsWriter, ProgressReporter};
 use bridge_eval::reward::{AccuracyReward, FormatReward, RewardScale};
 use bridge_eval::runner::{DatasetFormat, EvalConfig, EvalDataset, encode_prompts, evaluate_datasets};
 use bridge_models::tokenizer::HfCodec;
-use bridge_models::{Decoder, DecoderConfig, DecoderWeights, LoraConfig};
+use bridge_models::{DecodeEngine, Decoder, DecoderConfig, DecoderWeights, LoraConfig, Precision};
 use bridge_rl::GrpoConfig;
 use bridge_sft::{DatasetConfig, SftTokenizer, TokenizeConfig};
 use serde::{Deserialize, Serialize};
@@ -128,6 +128,14 @@ pub struct ModelSection {
     /// The tokenizer.
     #[serde(default)]
     pub codec: CodecSection,
+    /// How θ (and w) are trained: `f32`, `bf16` (pure bf16: weights and optimiser state) or
+    /// `mixed_bf16` (f32 master weights and AdamW state, bf16 forward and backward).
+    #[serde(default)]
+    pub precision: Precision,
+    /// The forward pass rollouts and evaluation decode with (`auto`: the host engine for f32 on a
+    /// CPU, the graph engine on a GPU; see `bridge_models::generate`).
+    #[serde(default)]
+    pub decode_engine: DecodeEngine,
 }
 
 /// `[model.codec]`.
@@ -258,6 +266,35 @@ pub fn load_config_with(path: impl AsRef<Path>, registry: &AlgorithmRegistry<Dec
     parse_config_with(&text, path, registry)
 }
 
+/// `text` (a TOML config) with each `(dotted.key, value)` of `sets` written over it: `value` is
+/// read as a TOML value (`2`, `1e-4`, `true`, `"x"`, `{ n = 2 }`), or taken as a string when it is
+/// not one; missing tables are created. Fails naming the key when a key crosses a value that is
+/// not a table.
+pub fn override_config(text: &str, origin: &Path, sets: &[(String, String)]) -> Result<String> {
+    let mut doc: toml::Table =
+        toml::from_str(text).map_err(|e| BridgeError::config(origin.display().to_string(), e.to_string()))?;
+    for (key, value) in sets {
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let parts: Vec<&str> = key.split('.').collect();
+        let (last, tables) = parts.split_last().filter(|(l, _)| !l.is_empty()).ok_or_else(|| {
+            BridgeError::config(key.clone(), "an override needs a key (`section.key=value`)".to_string())
+        })?;
+        let mut table = &mut doc;
+        for part in tables {
+            table = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| BridgeError::config(key.clone(), format!("`{part}` is not a table")))?;
+        }
+        table.insert(last.to_string(), parsed);
+    }
+    toml::to_string(&doc).map_err(|e| BridgeError::config(origin.display().to_string(), e.to_string()))
+}
+
 /// Parses and validates config text (`origin` names it in errors).
 pub fn parse_config(text: &str, origin: &Path) -> Result<TrainConfig> {
     parse_config_with(text, origin, &AlgorithmRegistry::builtin())
@@ -353,24 +390,28 @@ fn model_codec(model: &ModelSection) -> Result<HfCodec> {
 }
 
 /// The model architecture with its codec, and θ₀. A `path` is opened the way every example's
-/// `--model` is ([`bridge_models::open_pretrained`]: an HF directory or a `.gguf` file).
+/// `--model` is ([`bridge_models::open_pretrained`]: an HF directory or a `.gguf` file). Both
+/// come in the section's precision: θ₀ cast to its weights' dtype, the decoder computing in its
+/// compute dtype.
 pub fn open_lm(model: &ModelSection, device: &burn::tensor::Device, seed: u64) -> Result<(Decoder, DecoderWeights)> {
-    match (&model.path, &model.config) {
+    let (lm, weights) = match (&model.path, &model.config) {
         (Some(path), _) => {
             let mut pretrained = bridge_models::open_pretrained(path, None, device)?;
             let codec: Box<dyn TextCodec> = match model.codec {
                 CodecSection::Auto => Box::new(pretrained.take_codec()?),
                 _ => open_codec(model)?,
             };
-            Ok((Decoder::new(pretrained.config, codec)?, pretrained.weights))
+            (Decoder::new(pretrained.config, codec)?.with_decode_engine(model.decode_engine), pretrained.weights)
         }
         (None, Some(config)) => {
-            let lm = Decoder::new(DecoderConfig::from_file(config)?, open_codec(model)?)?;
+            let lm = Decoder::new(DecoderConfig::from_file(config)?, open_codec(model)?)?
+                .with_decode_engine(model.decode_engine);
             let weights = lm.init_weights(device, &mut BridgeRng::for_stream(seed, "init/base"))?;
-            Ok((lm, weights))
+            (lm, weights)
         }
-        (None, None) => Err(BridgeError::config("model", "set `path` or `config`")),
-    }
+        (None, None) => return Err(BridgeError::config("model", "set `path` or `config`")),
+    };
+    Ok((lm.with_precision(model.precision), model.precision.prepare(weights)))
 }
 
 /// The tokenizer files to write beside the final model (`final/`), so that it opens as an HF
@@ -651,7 +692,8 @@ pub fn train_with(cfg: &TrainConfig, mode: RunMode, registry: &AlgorithmRegistry
     let mut algorithm = spec.build();
     let needs = algorithm.needs();
     let adapter0 = if needs.adapter {
-        Some(lm.init_adapter(&cfg.lora, &device, &mut BridgeRng::for_stream(seed, "init/lora"))?)
+        let adapter = lm.init_adapter(&cfg.lora, &device, &mut BridgeRng::for_stream(seed, "init/lora"))?;
+        Some(cfg.model.precision.prepare(adapter))
     } else {
         None
     };
@@ -767,6 +809,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn overrides_replace_values_create_tables_and_name_bad_keys() {
+        let text = "[run]\nsteps = 5\n[rl]\nsampling = { n = 4, max_new_tokens = 256 }\n[model]\npath = \"m.gguf\"\n";
+        let sets = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let origin = Path::new("c.toml");
+        let out = override_config(
+            text,
+            origin,
+            &sets(&[
+                ("run.steps", "7"),
+                ("rl.sampling.max_new_tokens", "8"),
+                ("eval.limit", "4"),
+                ("model.decode_engine", "graph"),
+                ("run.time_limit_s", "2.5"),
+            ]),
+        )
+        .unwrap();
+        let v: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(v["run"]["steps"].as_integer(), Some(7));
+        assert_eq!(v["run"]["time_limit_s"].as_float(), Some(2.5));
+        assert_eq!(v["rl"]["sampling"]["max_new_tokens"].as_integer(), Some(8));
+        assert_eq!(v["rl"]["sampling"]["n"].as_integer(), Some(4), "siblings kept");
+        assert_eq!(v["eval"]["limit"].as_integer(), Some(4), "tables created");
+        assert_eq!(v["model"]["decode_engine"].as_str(), Some("graph"), "a bare word is a string");
+        let bad = override_config(text, origin, &sets(&[("model.path.x", "1")])).unwrap_err();
+        assert!(bad.to_string().contains("model.path.x"), "{bad}");
+        assert!(override_config(text, origin, &sets(&[("run.", "1")])).is_err());
+    }
+
+    #[test]
     fn config_defaults_follow_method_md_and_typos_are_errors() {
         let text = r#"
             [model]
@@ -802,6 +873,50 @@ mod tests {
         assert_eq!((cfg.run.time_limit_s, cfg.run.eval_on_start), (None, false));
         let bad = run("time_limit_s = -1").unwrap_err();
         assert!(bad.to_string().contains("run.time_limit_s"), "{bad}");
+        // [model] precision: f32 by default, a typo names the value
+        assert_eq!(cfg.model.precision, Precision::F32);
+        let mixed = text.replace("[model]", "[model]\nprecision = \"mixed_bf16\"");
+        assert_eq!(parse_config(&mixed, Path::new("t.toml")).unwrap().model.precision, Precision::MixedBf16);
+        let bad =
+            parse_config(&text.replace("[model]", "[model]\nprecision = \"fp8\""), Path::new("t.toml")).unwrap_err();
+        assert!(bad.to_string().contains("fp8") && bad.to_string().contains("t.toml"), "{bad}");
+        assert_eq!(cfg.model.decode_engine, DecodeEngine::Auto);
+        let graph = text.replace("[model]", "[model]\ndecode_engine = \"graph\"");
+        assert_eq!(parse_config(&graph, Path::new("t.toml")).unwrap().model.decode_engine, DecodeEngine::Graph);
+        let bad = parse_config(&text.replace("[model]", "[model]\ndecode_engine = \"fast\""), Path::new("t.toml"));
+        assert!(bad.unwrap_err().to_string().contains("fast"));
+    }
+
+    /// A mixed-precision model opens as f32 weights with a bf16-computing decoder; a bf16 one as
+    /// bf16 weights.
+    #[test]
+    fn open_lm_applies_the_precision() {
+        let dir = std::env::temp_dir().join(format!("bridge-open-lm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.json");
+        let json = serde_json::json!({
+            "model_type": "qwen2", "vocab_size": 32, "hidden_size": 16, "intermediate_size": 32,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+            "tie_word_embeddings": true
+        });
+        std::fs::write(&config, json.to_string()).unwrap();
+        let device = burn::tensor::Device::flex();
+        for (precision, dtype, compute) in [
+            (Precision::F32, burn::tensor::DType::F32, None),
+            (Precision::Bf16, burn::tensor::DType::BF16, None),
+            (Precision::MixedBf16, burn::tensor::DType::F32, Some(bridge_models::WeightDType::Bf16)),
+        ] {
+            let model = ModelSection {
+                path: None,
+                config: Some(config.clone()),
+                codec: CodecSection::Chars { alphabet: "abc".into() },
+                precision,
+                decode_engine: DecodeEngine::Auto,
+            };
+            let (lm, w) = open_lm(&model, &device, 0).unwrap();
+            assert_eq!((w.dtype(), lm.compute_dtype()), (dtype, compute), "{precision}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     /// Each algorithm has its own table: its options round-trip through the resolved config
@@ -852,18 +967,24 @@ mod tests {
         assert!(e.to_string().contains("data.sft"), "{e}");
     }
 
-    /// The GPU run's configs (examples/configs/smollm2-gsm-*.toml) parse and differ only in the
-    /// algorithm and the run directory.
+    /// The GPU run's three configs (examples/configs/smollm2-gsm-*.toml) parse and differ only in
+    /// the algorithm and the run directory.
     #[test]
     fn smollm2_configs_parse_and_match() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
         let bridge = load_config(dir.join("smollm2-gsm-bridge.toml")).unwrap();
         let mut cold = load_config(dir.join("smollm2-gsm-cold-start.toml")).unwrap();
-        assert_eq!((bridge.algorithm.name.as_str(), cold.algorithm.name.as_str()), ("bridge", "cold_start"));
+        let mut zero = load_config(dir.join("smollm2-gsm-rl-zero.toml")).unwrap();
+        assert_eq!(
+            (bridge.algorithm.name.as_str(), cold.algorithm.name.as_str(), zero.algorithm.name.as_str()),
+            ("bridge", "cold_start", "rl_zero")
+        );
         assert_eq!(bridge.run.device, DeviceChoice::Cuda(0));
-        cold.algorithm = bridge.algorithm.clone();
-        cold.run.run_dir = bridge.run.run_dir.clone();
-        assert_eq!(cold, bridge);
+        for other in [&mut cold, &mut zero] {
+            other.algorithm = bridge.algorithm.clone();
+            other.run.run_dir = bridge.run.run_dir.clone();
+            assert_eq!(*other, bridge);
+        }
     }
 
     /// The CPU walkthrough's config (docs/real-models.md) parses, runs on the CPU, and trains on

@@ -28,6 +28,7 @@ mod train;
 #[path = "../examples/cli/verify.rs"]
 mod verify;
 
+use bridge_models::{DecodeEngine, Precision};
 use clap::Parser;
 use clap::error::ErrorKind;
 
@@ -168,6 +169,20 @@ fn score_and_generate_flags() {
 fn bench_flags() {
     let a = bench_forward::Args::try_parse_from(["bench_forward"]).unwrap();
     assert_eq!((a.batch, a.seq_len, a.steps, a.warmup, a.backward_steps), (16, 64, 20, 3, None));
+    assert_eq!((a.attention, a.chunked_scores), (bridge_models::AttentionPath::Auto, true));
+    let a = bench_forward::Args::try_parse_from(["bench_forward", "--attention", "fused", "--chunked-scores", "off"])
+        .unwrap();
+    assert_eq!((a.attention, a.chunked_scores), (bridge_models::AttentionPath::Fused, false));
+    refused::<bench_forward::Args>(
+        &["bench_forward", "--attention", "flash"],
+        ErrorKind::ValueValidation,
+        &["--attention"],
+    );
+    refused::<bench_forward::Args>(
+        &["bench_forward", "--chunked-scores", "yes"],
+        ErrorKind::ValueValidation,
+        &["--chunked-scores"],
+    );
     refused::<bench_forward::Args>(&["bench_forward", "--steps", "abc"], ErrorKind::ValueValidation, &["--steps"]);
     refused::<bench_forward::Args>(&["bench_forward", "--seq-len", "1"], ErrorKind::ValueValidation, &["--seq-len"]);
     refused::<bench_forward::Args>(&["bench_forward", "--engine", "gpu"], ErrorKind::ValueValidation, &["--engine"]);
@@ -217,4 +232,70 @@ fn gpu_flags() {
         &["--time-limit-s"],
     );
     refused::<Args>(&["gpu", "train", "--config", "c", "--resume", "d"], ErrorKind::UnknownArgument, &["--resume"]);
+    // the generation side's flags: engines, capture, launch counts, partial results, overrides
+    let a = Args::try_parse_from([
+        "gpu",
+        "bench",
+        "--what",
+        "generate,launches",
+        "--engines",
+        "graph,tensor",
+        "--capture",
+        "false",
+        "--launches",
+        "2,6",
+        "--partial",
+        "p.json",
+    ])
+    .unwrap();
+    let Command::Bench(b) = a.command else { panic!("bench") };
+    assert_eq!(
+        (b.engines.0.clone(), b.generation().capture, b.launches),
+        (vec![DecodeEngine::Graph, DecodeEngine::Tensor], false, (2, 6))
+    );
+    assert_eq!(b.partial, Some(std::path::PathBuf::from("p.json")));
+    let a = Args::try_parse_from(["gpu", "bench"]).unwrap();
+    let Command::Bench(b) = a.command else { panic!("bench") };
+    assert_eq!((b.engines.0.clone(), b.generation().capture, b.launches), (vec![DecodeEngine::Auto], true, (4, 12)));
+    let a = Args::try_parse_from([
+        "gpu",
+        "train",
+        "--config",
+        "c.toml",
+        "--decode-engine",
+        "tensor",
+        "--set",
+        "rl.sampling.n=2",
+        "--set",
+        "eval.limit=3",
+    ])
+    .unwrap();
+    let Command::Train(t) = a.command else { panic!("train") };
+    assert_eq!(t.decode_engine, Some(DecodeEngine::Tensor));
+    assert_eq!(t.sets, [("rl.sampling.n".to_string(), "2".to_string()), ("eval.limit".to_string(), "3".to_string())]);
+    let a = Args::try_parse_from(["gpu", "compare", "--run", "bridge=runs/b", "--run", "rl=runs/r", "--png", "x.png"])
+        .unwrap();
+    let Command::Compare(c) = a.command else { panic!("compare") };
+    assert_eq!(c.runs().len(), 2);
+    assert_eq!(c.runs()[1], ("rl".to_string(), std::path::PathBuf::from("runs/r")));
+    refused::<Args>(&["gpu", "bench", "--engines", "warp"], ErrorKind::ValueValidation, &["--engines", "warp"]);
+    refused::<Args>(&["gpu", "bench", "--capture", "maybe"], ErrorKind::InvalidValue, &["--capture"]);
+    refused::<Args>(&["gpu", "bench", "--launches", "12,4"], ErrorKind::ValueValidation, &["--launches"]);
+    refused::<Args>(&["gpu", "train", "--config", "c", "--set", "novalue"], ErrorKind::ValueValidation, &["--set"]);
+    refused::<Args>(
+        &["gpu", "train", "--config", "c", "--decode-engine", "fast"],
+        ErrorKind::ValueValidation,
+        &["--decode-engine"],
+    );
+    refused::<Args>(&["gpu", "compare"], ErrorKind::MissingRequiredArgument, &["--run"]);
+    // the training step's precision: --precision, else --dtype's
+    let precision = |argv: &[&str]| match Args::try_parse_from(argv).unwrap().command {
+        Command::Bench(b) => b.train_precision(),
+        _ => panic!("bench"),
+    };
+    assert_eq!(precision(&["gpu", "bench"]), Some(Precision::Bf16));
+    assert_eq!(precision(&["gpu", "bench", "--dtype", "f32"]), Some(Precision::F32));
+    assert_eq!(precision(&["gpu", "bench", "--precision", "mixed_bf16"]), Some(Precision::MixedBf16));
+    assert_eq!(precision(&["gpu", "bench", "--dtype", "f16"]), None);
+    refused::<Args>(&["gpu", "bench", "--precision", "fp8"], ErrorKind::ValueValidation, &["--precision", "fp8"]);
 }

@@ -171,17 +171,18 @@ pub struct SamplingParams {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenSelection {
-    /// `host` on a CPU backend or with top-k/top-p, `device` otherwise (on a GPU).
+    /// `host` on a CPU backend, `device` otherwise (on a GPU).
     #[default]
     Auto,
-    /// On the host, from the whole `[B, V]` logits copied there at every step: every completion
-    /// has its own seeded generator (reproducible whatever else is in the batch), top-k/top-p
-    /// are supported, log-probabilities are accumulated in f64.
+    /// On the host, from the whole `[B, V]` logits copied there at every step, with
+    /// [`sample_token`](crate::sampling::sample_token); log-probabilities accumulated in f64.
     Host,
-    /// On the device: greedy is an argmax; sampling is Gumbel-max (argmax of
-    /// `logits / T − log(−log U)`, which draws exactly from `softmax(logits / T)`) with the
-    /// device's random generator, seeded once per call; log-probabilities come from a device
-    /// log-softmax in f32. Only `[B, 2]` numbers cross to the host per step. No top-k/top-p.
+    /// On the device, by the same rule in tensor operations: greedy is an argmax; sampling
+    /// (temperature, top-k, top-p) picks by inverse CDF at a uniform drawn on the host from the
+    /// completion's own seeded generator, so it draws the host path's tokens for the same seeds
+    /// (up to a draw within f32 rounding of a boundary of the cumulative distribution);
+    /// log-probabilities come from a device log-softmax in f32. Only `[B, 2]` numbers cross to
+    /// the host per step.
     Device,
 }
 
@@ -228,12 +229,6 @@ impl SamplingParams {
         }
         if self.n == 0 {
             return Err(BridgeError::config(field("n"), "must be ≥ 1"));
-        }
-        if self.selection == TokenSelection::Device && (self.top_k.is_some() || self.top_p.is_some()) {
-            return Err(BridgeError::config(
-                field("selection"),
-                "`device` selection supports neither top_k nor top_p (use `host` or `auto`)",
-            ));
         }
         Ok(())
     }

@@ -3,8 +3,9 @@
 `gpu bench` (the same shapes, step and generation settings, measured with transformers).
 
 Measures, for models built from their HF configs with random init (no hub access needed):
-  train     one training step of a causal LM in --dtype (pure bfloat16 parameters on the GPU run:
-            no autocast, no f32 master copy, as our Rust side trains): forward with
+  train     one training step of a causal LM in --dtype: pure bfloat16 parameters (no autocast,
+            no f32 master copy), float32, or `mixed` (float32 parameters and AdamW state, the
+            forward and backward under torch.autocast(bfloat16): how PyTorch users train): forward with
             `labels=input_ids` (transformers' shifted cross-entropy, mean over B*(T-1) tokens),
             backward, `torch.optim.AdamW(lr=1e-5, fused=True)` step (fused=False on CPU),
             zero_grad(set_to_none=True); batch B x T of random ids, no attention mask, no
@@ -28,7 +29,8 @@ rope theta 1e5), tiny (Qwen2, vocab 512, hidden 128, 4 layers: for testing on CP
 qwen2.5-0.5b and generate runs qwen2.5-0.5b and smollm2-135m.
 
 Every measurement is independent: a failure (e.g. out of memory) is recorded as {"error": ...} and
-the others still run. Prints one JSON object on stdout; progress goes to stderr.
+the others still run. Prints one JSON object on stdout; progress goes to stderr; --partial FILE
+rewrites the report so far after each measurement (what a run cut short by a timeout leaves).
 
 The GPU run (train qwen2.5-0.5b 8x1024, 3 warm-up + 10 timed steps; generate qwen2.5-0.5b and
 smollm2-135m at batch 64, 256-token prompts + 256 new tokens, greedy and sampled):
@@ -47,6 +49,7 @@ import copy
 import gc
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -117,7 +120,9 @@ SHAPES = {
 }
 DEFAULT_TRAIN_SHAPES = ["qwen2.5-0.5b"]
 DEFAULT_GEN_SHAPES = ["qwen2.5-0.5b", "smollm2-135m"]
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "mixed": torch.float32}
+# The weights' dtype of a generation benchmark under --dtype (mixed precision infers in bfloat16).
+GEN_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "mixed": "bfloat16"}
 
 
 def log(*args):
@@ -236,8 +241,12 @@ def bench_train(shape, a):
     ids = torch.randint(3, model.config.vocab_size, (b, t), generator=g).to(device)
     after_model = torch.cuda.memory_allocated() if device.startswith("cuda") else None
 
+    autocast = a.dtype == "mixed"
+    amp_device = "cuda" if device.startswith("cuda") else "cpu"
+
     def step():
-        out = model(input_ids=ids, labels=ids, use_cache=False)
+        with torch.autocast(device_type=amp_device, dtype=torch.bfloat16, enabled=autocast):
+            out = model(input_ids=ids, labels=ids, use_cache=False)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -277,7 +286,8 @@ def bench_train(shape, a):
         steps=a.train_steps,
         optimizer=f"torch.optim.AdamW(lr=1e-5, fused={fused})",
         loss="transformers shifted cross-entropy (labels=input_ids), mean",
-        autocast=False,
+        dtype=a.dtype,
+        autocast=autocast,
         gradient_checkpointing=checkpointing_on(model),
         seconds_total=dt,
         seconds_per_step=sps,
@@ -332,7 +342,7 @@ def effective_config(model, gen):
 def bench_generate_shape(shape, a, results):
     device = a.device
     try:
-        model, info = build_model(shape, a.dtype, device, a.attn, a.seed)
+        model, info = build_model(shape, GEN_DTYPES[a.dtype], device, a.attn, a.seed)
     except Exception as e:  # noqa: BLE001
         for mode in a.modes:
             results[f"generate/{shape}/{mode}"] = {"shape": shape, "mode": mode, "error": err_text(e)}
@@ -440,6 +450,7 @@ def main():
     ap.add_argument("--attn", default="sdpa", help="attn_implementation (default sdpa)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (CPU runs)")
+    ap.add_argument("--partial", help="rewrite the report so far into this file after each measurement")
     tr = ap.add_argument_group("train")
     tr.add_argument("--train-batch", type=int, default=8)
     tr.add_argument("--train-seq", type=int, default=1024)
@@ -493,6 +504,13 @@ def main():
     )
     results = report["results"]
     t_start = time.perf_counter()
+
+    def save_partial():
+        if a.partial:
+            with open(a.partial + ".tmp", "w") as f:
+                json.dump(report, f)
+            os.replace(a.partial + ".tmp", a.partial)
+
     if "train" in a.what:
         for shape in train_shapes:
             key = f"train/{shape}"
@@ -502,6 +520,7 @@ def main():
                 results[key] = {"shape": shape, "error": err_text(e)}
                 log(f"{key}: failed: {err_text(e)}")
             free(a.device)
+            save_partial()
     if "generate" in a.what:
         for shape in gen_shapes:
             try:
@@ -510,6 +529,7 @@ def main():
                 results[f"generate/{shape}"] = {"shape": shape, "error": err_text(e)}
                 log(f"generate/{shape}: failed: {err_text(e)}")
             free(a.device)
+            save_partial()
     report["wall_seconds"] = time.perf_counter() - t_start
     print(json.dumps(report))
 

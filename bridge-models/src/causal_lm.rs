@@ -7,6 +7,10 @@
 //! - `hidden_states` (a PPO critic's features): the tensor forward.
 //! - `sample`: a fresh [`Generator`] (the generation loop of [`crate::generate`], which picks
 //!   its own decoding engine).
+//!
+//! Under mixed precision ([`Decoder::with_precision`]) all three first cast the f32 weights to
+//! bf16: `token_scores` and `hidden_states` inside the autodiff graph (gradients return to the
+//! f32 weights), `sample` on a graph-free snapshot.
 
 use crate::decoder::Decoder;
 use crate::generate::Generator;
@@ -14,6 +18,7 @@ use crate::weights::DecoderWeights;
 use crate::weights::lora::LoraAdapter;
 use bridge_core::policy::{CausalLm, Completion, SamplingParams, SequenceBatch, TextCodec, TokenScores};
 use bridge_core::{BridgeRng, Result};
+use burn::module::Module;
 use burn::tensor::Tensor;
 
 impl CausalLm for Decoder {
@@ -33,6 +38,9 @@ impl CausalLm for Decoder {
     ) -> Result<TokenScores> {
         self.check_weights(base, adapter)?;
         self.check_ids(batch.rows().iter().flat_map(|r| r.tokens.iter().copied()))?;
+        // mixed precision: the forward runs on a bf16 cast of the f32 weights, inside the graph
+        let (cast_base, cast_adapter) = self.autocast(base, adapter);
+        let (base, adapter) = (cast_base.as_ref().unwrap_or(base), cast_adapter.as_ref().or(adapter));
         #[cfg(feature = "flex")]
         if self.scoring_engine().uses_fused(base.dtype(), &base.device())? {
             return crate::fused::token_scores(self, base, adapter, batch, with_entropy);
@@ -50,7 +58,9 @@ impl CausalLm for Decoder {
     ) -> Result<Tensor<3>> {
         self.check_weights(base, adapter)?;
         self.check_ids(batch.rows().iter().flat_map(|r| r.tokens.iter().copied()))?;
-        Ok(self.tensor_hidden_states(base, adapter, batch))
+        let (cast_base, cast_adapter) = self.autocast(base, adapter);
+        let (base, adapter) = (cast_base.as_ref().unwrap_or(base), cast_adapter.as_ref().or(adapter));
+        self.tensor_hidden_states(base, adapter, batch)
     }
 
     /// Samples with a fresh [`Generator`], the KV-cache engine of [`crate::generate`] (prefill
@@ -69,6 +79,13 @@ impl CausalLm for Decoder {
         rng: &mut BridgeRng,
     ) -> Result<Vec<Completion>> {
         params.validate()?;
+        // mixed precision: sample with a bf16 snapshot of the f32 weights
+        let snapshot = self.compute_dtype().is_some().then(|| (base.valid(), adapter.map(Module::valid)));
+        let (cast_base, cast_adapter) = match &snapshot {
+            Some((b, a)) => self.autocast(b, a.as_ref()),
+            None => (None, None),
+        };
+        let (base, adapter) = (cast_base.as_ref().unwrap_or(base), cast_adapter.as_ref().or(adapter));
         Generator::new(self, base, adapter)?.generate(prompts, params, rng)
     }
 }

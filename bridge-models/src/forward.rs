@@ -24,6 +24,14 @@
 //! `crate::generate::host`) compute the same function over host buffers with the shared row
 //! kernels of `crate::kernels`.
 //!
+//! # Memory-saving paths
+//! Where the tensor engine's custom operations run (`crate::ops`; see
+//! [`TensorPaths`](crate::decoder::TensorPaths)), `token_scores` computes log-probabilities and
+//! entropies over vocabulary chunks instead of an `[N, V]` log-softmax, and on the GPU attention
+//! runs as one fused causal operation instead of materialised `[B, H, T, T]` scores. The rotary
+//! embedding is `x·cos + x[perm]·sin±` (a gather, with rotate-half's sign folded into the sin
+//! table), exactly the values of the former `x·cos + (x·R)·sin` with a `[d, d]` matrix `R`.
+//!
 //! # Precision
 //! In a half dtype the forward rounds where `transformers` rounds: see
 //! [`precision`](crate::weights::precision) for the rules this module implements
@@ -39,7 +47,7 @@ use bridge_core::{BridgeError, Result};
 use burn::module::Param;
 use burn::tensor::activation::{log_softmax, silu, softmax};
 use burn::tensor::module::linear;
-use burn::tensor::{Bool, DType, Device, FloatDType, Int, Tensor};
+use burn::tensor::{Bool, DType, Device, FloatDType, Int, Tensor, TensorData};
 
 /// `x·w + b` over the last dimension of `x`, computed as one 2-D product: the leading dimensions
 /// are folded into the rows first (a free reshape of the contiguous activations). burn's `linear`
@@ -131,7 +139,7 @@ fn silu_rounded<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     to_dtype(silu(upcast_half(x)), dtype)
 }
 
-/// Per-call constants of a forward pass: rotary tables and the additive attention mask.
+/// Per-call constants of a forward pass: rotary tables and the attention mask.
 ///
 /// # Shapes
 /// The rotary tables are `[1 or B, 1, T, d]` (one row per sequence when positions differ by
@@ -139,20 +147,25 @@ fn silu_rounded<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// keys (`S = T` in training, the filled cache length when decoding).
 pub(crate) struct ForwardCtx {
     pub(crate) cos: Tensor<4>,
+    /// `sin` with rotate-half's sign folded in ([`signed_sin`]): negated on the first half.
     pub(crate) sin: Tensor<4>,
     /// The query's table: `cos / √head_dim` (the attention scale folded in) in f32/f64, `cos`
     /// in a half dtype (see [`query_tables`]).
     pub(crate) cos_q: Tensor<4>,
-    /// `sin / √head_dim` or `sin`, as `cos_q`.
+    /// The signed `sin / √head_dim` or `sin`, as `cos_q`.
     pub(crate) sin_q: Tensor<4>,
     /// The attention scale still to apply to the scores (`Some` in a half dtype).
     pub(crate) score_scale: Option<f64>,
-    /// `[1, 1, d, d]`: see [`rotate_half_matrix`].
-    pub(crate) rot: Tensor<4>,
-    pub(crate) mask_bias: Tensor<4>,
+    /// `[d]`: rotate-half as an index permutation (see [`rotate_half_index`]).
+    pub(crate) rot: Tensor<1, Int>,
+    /// The additive mask of the materialised attention; `None`: causal attention through the
+    /// fused operation (`crate::ops::attention`), which needs right-padded rows and `S = T`, and
+    /// reads the unscaled tables `cos`, `sin` for the query too (it applies `1/√d` itself).
+    pub(crate) mask_bias: Option<Tensor<4>>,
 }
 
-/// The query's rotary tables for f32 tables `cos`, `sin` and weights of `dtype`, in `dtype`, with
+/// The query's rotary tables for f32 tables `cos`, `sin` (signed, see [`signed_sin`]) and weights
+/// of `dtype`, in `dtype`, with
 /// the scale left for the scores: in f32/f64 the softmax scale `1/√d` is folded into the tables
 /// (one multiplication fewer per layer; exact up to f32 rounding); in a half dtype it is applied
 /// to the scores after `q·kᵀ`, where `transformers` applies it, so that every bf16 rounding
@@ -266,23 +279,30 @@ impl Decoder {
         if let Some(kn) = &attn.k_norm {
             k = kn.forward(k, eps);
         }
-        // The softmax scale 1/√d is folded into the query's rotary tables (in f32).
-        let q = apply_rope(q.swap_dims(1, 2), &ctx.cos_q, &ctx.sin_q, &ctx.rot); // [B, Hq, T, d]
         let k = apply_rope(k.swap_dims(1, 2), &ctx.cos, &ctx.sin, &ctx.rot); // [B, Hkv, T, d]
-        let (k, v) = kv(k, v.swap_dims(1, 2)); // [B, Hkv, S, d]
-        let s = k.dims()[2];
-        // Grouped-query attention without copying keys and values (`repeat_kv`): the n_rep query
-        // heads sharing a key/value head are stacked along the time axis of one matmul.
-        let n_rep = hq / hkv;
-        let mut scores = q.reshape([b, hkv, n_rep * t, d]).matmul(k.swap_dims(2, 3)).reshape([b, hq, t, s]);
-        if let Some(scale) = ctx.score_scale {
-            scores = mul_scalar_rounded(scores, scale);
-        }
-        // Mask and softmax in f32 (the mask is f32), probabilities back in the activations' dtype.
-        let dtype = scores.dtype();
-        let probs = to_dtype(softmax(upcast_half(scores) + ctx.mask_bias.clone(), 3), dtype);
-        let probs = probs.reshape([b, hkv, n_rep * t, s]);
-        let o = probs.matmul(v).reshape([b, hq, t, d]).swap_dims(1, 2).reshape([b, t, hq * d]);
+        let o = match &ctx.mask_bias {
+            None => self.fused_attention_block(q.swap_dims(1, 2), k, v.swap_dims(1, 2), ctx, kv),
+            Some(mask_bias) => {
+                // The softmax scale 1/√d is folded into the query's rotary tables (in f32).
+                let q = apply_rope(q.swap_dims(1, 2), &ctx.cos_q, &ctx.sin_q, &ctx.rot); // [B, Hq, T, d]
+                let (k, v) = kv(k, v.swap_dims(1, 2)); // [B, Hkv, S, d]
+                let s = k.dims()[2];
+                // Grouped-query attention without copying keys and values (`repeat_kv`): the
+                // n_rep query heads sharing a key/value head are stacked along the time axis of
+                // one matmul.
+                let n_rep = hq / hkv;
+                let mut scores = q.reshape([b, hkv, n_rep * t, d]).matmul(k.swap_dims(2, 3)).reshape([b, hq, t, s]);
+                if let Some(scale) = ctx.score_scale {
+                    scores = mul_scalar_rounded(scores, scale);
+                }
+                // Mask and softmax in f32 (the mask is f32), probabilities back in the
+                // activations' dtype.
+                let dtype = scores.dtype();
+                let probs = to_dtype(softmax(upcast_half(scores) + mask_bias.clone(), 3), dtype);
+                probs.reshape([b, hkv, n_rep * t, s]).matmul(v).reshape([b, hq, t, d])
+            }
+        };
+        let o = o.swap_dims(1, 2).reshape([b, t, hq * d]);
         let x = x + attn.o_proj.forward(o, l(|w| w.o_proj.as_ref()));
 
         // MLP block
@@ -293,21 +313,56 @@ impl Decoder {
         x + mlp.down_proj.forward(gate * up, l(|w| w.down_proj.as_ref()))
     }
 
+    /// Attention through the fused causal operation: the query's rotary embedding with the
+    /// unscaled tables (the operation applies `1/√d`), then `crate::ops::attention`.
+    ///
+    /// # Shapes
+    /// `q [B, Hq, T, d]` (before its rotary embedding), `k`, `v [B, Hkv, T, d]` → `[B, Hq, T, d]`.
+    fn fused_attention_block<F>(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, ctx: &ForwardCtx, kv: F) -> Tensor<4>
+    where
+        F: FnOnce(Tensor<4>, Tensor<4>) -> (Tensor<4>, Tensor<4>),
+    {
+        let q = apply_rope(q, &ctx.cos, &ctx.sin, &ctx.rot);
+        let (k, v) = kv(k, v);
+        #[cfg(any(feature = "flex", feature = "cuda"))]
+        {
+            let [b, hq, _, _] = q.dims();
+            let s = k.dims()[2];
+            let chunk = self.tensor_paths().query_chunk.unwrap_or_else(|| crate::ops::query_chunk(b * hq, s));
+            crate::ops::attention::causal_attention(q, k, v, chunk)
+        }
+        #[cfg(not(any(feature = "flex", feature = "cuda")))]
+        {
+            let _ = (q, k, v);
+            unreachable!("the fused attention is only chosen where crate::ops runs")
+        }
+    }
+
     /// The forward constants for weights of `dtype`: rotary tables in `dtype` (computed in f32 and
-    /// cast, as `transformers` casts `cos`/`sin` to the activations' dtype), the mask in f32.
-    fn ctx(&self, b: usize, t: usize, valid: Option<&[Vec<bool>]>, device: &Device, dtype: DType) -> ForwardCtx {
+    /// cast, as `transformers` casts `cos`/`sin` to the activations' dtype), the mask in f32, or
+    /// no mask when attention runs through the fused causal operation (`fused_attention`; the
+    /// rows must then be right-padded).
+    fn ctx(
+        &self,
+        b: usize,
+        t: usize,
+        valid: Option<&[Vec<bool>]>,
+        device: &Device,
+        dtype: DType,
+        fused_attention: bool,
+    ) -> ForwardCtx {
         let d = self.config().head_dim;
         let (cos, sin) = self.rope().tensors(t, device);
+        let sin = signed_sin(sin);
         let (cos_q, sin_q, score_scale) = query_tables(&cos, &sin, d, dtype);
-        let rot = tensor_from_host(rotate_half_matrix(d), [1, 1, d, d], device);
         ForwardCtx {
             cos_q,
             sin_q,
             score_scale,
             cos: to_dtype(cos, dtype),
             sin: to_dtype(sin, dtype),
-            rot: to_dtype(rot, dtype),
-            mask_bias: self.mask_bias(b, t, valid, device),
+            rot: rotate_half_index(d, device),
+            mask_bias: (!fused_attention).then(|| self.mask_bias(b, t, valid, device)),
         }
     }
 
@@ -361,7 +416,12 @@ impl Decoder {
             }
         };
         let device = base.embed_tokens.weight.device();
-        let ctx = self.ctx(b, t, valid.as_deref(), &device, base.dtype());
+        // Causal attention alone is exact when every row is right-padded (real tokens first).
+        let right_padded = valid.as_ref().is_none_or(|v| v.iter().all(|r| r.windows(2).all(|w| w[0] || !w[1])));
+        let fused = right_padded && self.fused_attention(&device)?;
+        let (cast_base, cast_adapter) = self.autocast(base, adapter);
+        let (base, adapter) = (cast_base.as_ref().unwrap_or(base), cast_adapter.as_ref().or(adapter));
+        let ctx = self.ctx(b, t, valid.as_deref(), &device, base.dtype(), fused);
         let hidden = self.forward_hidden(base, adapter, ids, &ctx);
         Ok(upcast_half(self.head(base, hidden)))
     }
@@ -373,14 +433,16 @@ impl Decoder {
         base: &DecoderWeights,
         adapter: Option<&LoraAdapter>,
         batch: &SequenceBatch,
-    ) -> (Tensor<3>, Tensor<2, Int>) {
+    ) -> Result<(Tensor<3>, Tensor<2, Int>)> {
         let device = base.embed_tokens.weight.device();
         let (b, t) = (batch.batch_size(), batch.seq_len());
         let valid: Vec<Vec<bool>> = batch.rows().iter().map(|r| (0..t).map(|j| j < r.tokens.len()).collect()).collect();
         let all_full = valid.iter().all(|r| r.iter().all(|&x| x));
-        let ctx = self.ctx(b, t, (!all_full).then_some(valid.as_slice()), &device, base.dtype());
+        // A sequence batch is right-padded: causal attention is exact at every real position.
+        let fused = self.fused_attention(&device)?;
+        let ctx = self.ctx(b, t, (!all_full).then_some(valid.as_slice()), &device, base.dtype(), fused);
         let ids = batch.ids(&device);
-        (self.forward_hidden(base, adapter, ids.clone(), &ctx), ids)
+        Ok((self.forward_hidden(base, adapter, ids.clone(), &ctx), ids))
     }
 
     /// [`CausalLm::hidden_states`](bridge_core::policy::CausalLm::hidden_states) on the tensor
@@ -393,8 +455,8 @@ impl Decoder {
         base: &DecoderWeights,
         adapter: Option<&LoraAdapter>,
         batch: &SequenceBatch,
-    ) -> Tensor<3> {
-        upcast_half(self.batch_hidden(base, adapter, batch).0)
+    ) -> Result<Tensor<3>> {
+        Ok(upcast_half(self.batch_hidden(base, adapter, batch)?.0))
     }
 
     /// [`CausalLm::token_scores`](bridge_core::policy::CausalLm::token_scores) on the tensor
@@ -407,32 +469,155 @@ impl Decoder {
         with_entropy: bool,
     ) -> Result<TokenScores> {
         let (b, t) = (batch.batch_size(), batch.seq_len());
-        let (hidden, ids) = self.batch_hidden(base, adapter, batch);
+        let (hidden, ids) = self.batch_hidden(base, adapter, batch)?;
         let device = base.embed_tokens.weight.device();
         // The last position predicts nothing that is scored.
-        let logits = upcast_half(self.head(base, hidden.slice([0..b, 0..t - 1])));
-        let logp = log_softmax(logits, 2); // [B, T−1, V], f32 whatever the weights' dtype
-        let entropy = with_entropy.then(|| (logp.clone().exp() * logp.clone()).sum_dim(2).neg().reshape([b, t - 1]));
-        let targets = ids.slice([0..b, 1..t]).reshape([b, t - 1, 1]);
-        let logprobs = logp.gather(2, targets).reshape([b, t - 1]);
+        let logits = self.head(base, hidden.slice([0..b, 0..t - 1])); // [B, T−1, V], the weights' dtype
+        let targets = ids.slice([0..b, 1..t]);
+        let (logprobs, entropy) = if self.chunked_scores(&device) {
+            self.chunked_scores_of(logits, targets, with_entropy)
+        } else {
+            log_softmax_scores(logits, targets, with_entropy)
+        };
         Ok(TokenScores { logprobs, entropy, mask: batch.target_mask(&device) })
     }
+
+    /// Token scores through the chunked operation (`crate::ops::token_scores`).
+    fn chunked_scores_of(
+        &self,
+        logits: Tensor<3>,
+        targets: Tensor<2, Int>,
+        with_entropy: bool,
+    ) -> (Tensor<2>, Option<Tensor<2>>) {
+        #[cfg(any(feature = "flex", feature = "cuda"))]
+        {
+            let [b, t1, v] = logits.dims();
+            let n = b * t1;
+            let chunk = self.tensor_paths().vocab_chunk.unwrap_or_else(|| crate::ops::vocab_chunk(n));
+            let scores = crate::ops::token_scores::chunked_token_scores(
+                logits.reshape([n, v]),
+                targets.reshape([n]),
+                chunk,
+                with_entropy,
+            );
+            let logprobs = scores.clone().slice([0..1, 0..n]).reshape([b, t1]);
+            (logprobs, with_entropy.then(|| scores.slice([1..2, 0..n]).reshape([b, t1])))
+        }
+        #[cfg(not(any(feature = "flex", feature = "cuda")))]
+        {
+            let _ = (logits, targets, with_entropy);
+            unreachable!("the chunked scores are only chosen where crate::ops runs")
+        }
+    }
+}
+
+/// Per-target log-probabilities `[B, T−1]` (and entropies) of `logits [B, T−1, V]` through an f32
+/// `[B, T−1, V]` log-softmax: the path the chunked operation replaces, kept where that operation
+/// does not run and as its reference.
+pub(crate) fn log_softmax_scores(
+    logits: Tensor<3>,
+    targets: Tensor<2, Int>,
+    with_entropy: bool,
+) -> (Tensor<2>, Option<Tensor<2>>) {
+    let [b, t1, _] = logits.dims();
+    let logp = log_softmax(upcast_half(logits), 2); // f32 whatever the weights' dtype
+    let entropy = with_entropy.then(|| (logp.clone().exp() * logp.clone()).sum_dim(2).neg().reshape([b, t1]));
+    let logprobs = logp.gather(2, targets.reshape([b, t1, 1])).reshape([b, t1]);
+    (logprobs, entropy)
 }
 
 /// HF's `x·cos + rotate_half(x)·sin` with `rotate_half(x) = cat(−x₂, x₁)` over the last dim,
-/// computed as `x·cos + (x·R)·sin` with the signed permutation `R [d, d]` (one small matmul
-/// instead of two slices, a negation and a concatenation).
-fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>, rot: &Tensor<4>) -> Tensor<4> {
-    x.clone() * cos.clone() + x.matmul(rot.clone()) * sin.clone()
+/// computed as `x·cos + x[perm]·sin±`: `perm` swaps the halves ([`rotate_half_index`], one
+/// gather) and `sin±` carries rotate-half's sign ([`signed_sin`]). `x[perm]·sin±` and
+/// `rotate_half(x)·sin` are the same products (a sign flip is exact), so this is bit-identical to
+/// the formula in every dtype.
+///
+/// # Shapes
+/// `x [B, H, T, d]`, `cos`, `sin± [1 or B, 1, T, d]`, `perm [d]` → `[B, H, T, d]`.
+fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>, perm: &Tensor<1, Int>) -> Tensor<4> {
+    x.clone() * cos.clone() + x.select(3, perm.clone()) * sin.clone()
 }
 
-/// The matrix `R [d, d]` with `x·R = rotate_half(x)`.
-pub(crate) fn rotate_half_matrix(d: usize) -> Vec<f32> {
+/// Rotate-half as a permutation of the last dimension: `[half, .., d−1, 0, .., half−1]`
+/// (`x[perm] = cat(x₂, x₁)`; the sign of `−x₂` lives in [`signed_sin`]).
+///
+/// # Shapes
+/// Returns `[d]`.
+pub(crate) fn rotate_half_index(d: usize, device: &Device) -> Tensor<1, Int> {
     let half = d / 2;
-    let mut r = vec![0.0f32; d * d];
-    for j in 0..half {
-        r[(j + half) * d + j] = -1.0; // out[j] = −x[j + half]
-        r[j * d + j + half] = 1.0; // out[j + half] = x[j]
+    let perm: Vec<i64> = (0..d).map(|j| ((j + half) % d) as i64).collect();
+    Tensor::from_data(TensorData::new(perm, [d]), device)
+}
+
+/// `sin` with rotate-half's sign folded in: negated on the first half of the last dimension
+/// (exact: a sign flip).
+///
+/// # Shapes
+/// `sin [.., d] → [.., d]`.
+pub(crate) fn signed_sin(sin: Tensor<4>) -> Tensor<4> {
+    let d = sin.dims()[3];
+    let sign: Vec<f32> = (0..d).map(|j| if j < d / 2 { -1.0 } else { 1.0 }).collect();
+    let sign = to_dtype(tensor_from_host(sign, [1, 1, 1, d], &sin.device()), sin.dtype());
+    sin * sign
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The matrix `R [d, d]` with `x·R = rotate_half(x)`: the rotary path before the gather.
+    fn rotate_half_matrix(d: usize) -> Vec<f32> {
+        let half = d / 2;
+        let mut r = vec![0.0f32; d * d];
+        for j in 0..half {
+            r[(j + half) * d + j] = -1.0; // out[j] = −x[j + half]
+            r[j * d + j + half] = 1.0; // out[j + half] = x[j]
+        }
+        r
     }
-    r
+
+    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32).map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) % 2001) as f32 / 1000.0 - 1.0).collect()
+    }
+
+    fn host(t: Tensor<4>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+    }
+
+    /// `x·cos + x[perm]·sin±` against the former `x·cos + (x·R)·sin`, for keys (the plain
+    /// tables) and queries (the tables with the attention scale folded in, or the plain ones in a
+    /// half dtype): the same values, bit for bit, in f32 and in bf16.
+    #[test]
+    fn rotary_gather_is_bit_identical_to_the_matrix_form() {
+        let device = Device::flex();
+        let (b, h, t, d) = (2, 3, 5, 8);
+        let x32 = tensor_from_host(pseudo_random(b * h * t * d, 7), [b, h, t, d], &device);
+        let cos = tensor_from_host(pseudo_random(t * d, 11), [1, 1, t, d], &device);
+        let sin = tensor_from_host(pseudo_random(t * d, 13), [1, 1, t, d], &device);
+        let rot = tensor_from_host(rotate_half_matrix(d), [1, 1, d, d], &device);
+        let perm = rotate_half_index(d, &device);
+        for dtype in [DType::F32, DType::BF16] {
+            let x = to_dtype(x32.clone(), dtype);
+            let old = |cos: Tensor<4>, sin: Tensor<4>| {
+                host(x.clone() * cos + x.clone().matmul(to_dtype(rot.clone(), dtype)) * sin)
+            };
+            // keys
+            let new = host(apply_rope(
+                x.clone(),
+                &to_dtype(cos.clone(), dtype),
+                &to_dtype(signed_sin(sin.clone()), dtype),
+                &perm,
+            ));
+            assert_eq!(new, old(to_dtype(cos.clone(), dtype), to_dtype(sin.clone(), dtype)), "{dtype:?} keys");
+            // queries
+            let (cos_q, sin_q, scale) = query_tables(&cos, &signed_sin(sin.clone()), d, dtype);
+            let (cos_q_old, sin_q_old, scale_old) = query_tables(&cos, &sin, d, dtype);
+            assert_eq!(scale, scale_old);
+            assert_eq!(
+                host(apply_rope(x.clone(), &cos_q, &sin_q, &perm)),
+                old(cos_q_old, sin_q_old),
+                "{dtype:?} queries"
+            );
+        }
+    }
 }

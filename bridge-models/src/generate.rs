@@ -40,85 +40,68 @@
 //!
 //! # Log-probabilities
 //! The recorded log-probability of a token is `log_softmax(logits)` over the full vocabulary at
-//! temperature 1, before top-k/top-p truncation (the quantity GRPO's ratio needs), computed on
-//! the host from the one `[B, V]` logits transfer per step as `logit − log Z`, with every row's
-//! `log Z` from one vectorised pass (`f32` exponentials, `f64` sums); rows are sampled in
-//! parallel for large steps. Sampling itself is restricted to the codec's vocabulary (rows
-//! beyond it are embedding padding).
-//!
-//! # Two engines
-//! [`DecodeEngine::Tensor`] is what the sections above describe: burn tensor operations through
-//! [`Decoder`]'s own layer function, on any backend. [`DecodeEngine::Host`] (`generate/host.rs`) runs the
-//! same arithmetic over host `f32` buffers with fused per-row kernels and the adapter merged
-//! into the weights: several times faster on a CPU, where burn-flex pays a pass over memory and
-//! an allocation per tensor operation. Both share this module's loop, padding scheme, seeding,
-//! stopping and compaction, so they produce the same tokens (up to `f32` rounding order in the
-//! log-probabilities; `tests/generate.rs` checks both against the training forward).
-//! [`DecodeEngine::Auto`], the default, picks the host engine for `f32` weights on a CPU backend
-//! unless device selection is asked for.
+//! temperature 1, before top-k/top-p truncation (the quantity GRPO's ratio needs). Sampling itself
+//! is restricted to the codec's vocabulary (rows beyond it are embedding padding).
 //!
 //! # Host or device selection
-//! All of the above describes host selection ([`TokenSelection::Host`]), the default on the CPU
-//! backend. On a GPU that path adds a `[B, V]` device-to-host copy (39 MB at batch 64 for a
-//! 152k vocabulary) and a host softmax to every step, so by default ([`TokenSelection::Auto`], without top-k/top-p) tokens are chosen
-//! on the device instead: greedy by argmax, sampling by Gumbel-max with the device's generator
-//! (seeded once per call from the first completion's seed), log-probabilities by a device
-//! log-softmax in f32; one `[B, 2]` read per step. Device sampling draws from the same
-//! distribution but not the same tokens as the host path, and a completion then depends on the
-//! batch it was generated in. The backend's generator is global to the process: two device
-//! samplings running at once in one process interleave their draws (each is still a correct
-//! sample, but no longer reproducible).
+//! With host selection ([`TokenSelection::Host`], the default on a CPU backend) the `[B, V]`
+//! logits are copied to the host at every step; `log Z` of every row comes from one vectorised
+//! pass (`f32` exponentials, `f64` sums) and tokens from [`sample_token`] (rows in parallel for
+//! large steps). On a GPU that copy is 39 MB per step at batch 64 for a 152k vocabulary, so by
+//! default ([`TokenSelection::Auto`]) tokens are chosen on the device instead (`generate/select.rs`):
+//! the same rule in tensor operations (argmax; temperature, top-k and top-p by inverse CDF over
+//! the row's uniform draw, which still comes from the completion's own generator on the host),
+//! log-probabilities by a device log-softmax in f32, and one `[B, 2]` read per step. Both give
+//! the same tokens for the same seeds (up to a draw landing within f32 rounding of a boundary of
+//! the cumulative distribution), so the seeding above holds on every backend.
+//!
+//! # Engines
+//! - [`DecodeEngine::Tensor`] is what the sections above describe: burn tensor operations
+//!   through [`Decoder`]'s own layer function, one step at a time with dynamic shapes (attention
+//!   over the filled prefix), on any backend.
+//! - [`DecodeEngine::Host`] (`generate/host.rs`) runs the same arithmetic over host `f32`
+//!   buffers with fused per-row kernels and the adapter merged into the weights: several times
+//!   faster on a CPU, where burn-flex pays a pass over memory and an allocation per tensor
+//!   operation.
+//! - [`DecodeEngine::Graph`] (`generate/graph.rs`) is the GPU path: the prefill is the tensor
+//!   engine's, then every decode step has static shapes (KV cache written in place at a slot
+//!   held in a tensor, attention over the whole cache with the unfilled slots masked, tokens
+//!   chosen on the device), so that it can be captured once with burn's
+//!   `burn::tensor::capture` and replayed as one CUDA graph per step; it runs eagerly where the
+//!   backend has no graphs, with top-p alone (a sort on the host in burn 0.22.1), or with
+//!   [`Generator::with_capture`]`(false)`. Finished rows stay in its batch until at most half is
+//!   live (a compaction changes shapes and costs a new capture).
+//!
+//! All three share this module's loop, padding scheme, seeding and stopping, so they produce the
+//! same tokens (up to `f32` rounding order in the log-probabilities; `tests/generate.rs` checks
+//! them against each other and the training forward). [`DecodeEngine::Auto`], the default,
+//! picks the host engine for `f32` weights on a CPU backend (unless device selection is asked
+//! for), the tensor engine for other CPU cases or explicit host selection, and the graph engine
+//! on a GPU.
 
 use crate::decoder::{Decoder, is_flex};
-use crate::forward::{ForwardCtx, MASKED, causal_mask, query_tables, rotate_half_matrix, to_dtype};
+use crate::forward::{ForwardCtx, MASKED, causal_mask, query_tables, rotate_half_index, signed_sin, to_dtype};
 use crate::weights::DecoderWeights;
 use crate::weights::lora::LoraAdapter;
-use bridge_core::policy::{Completion, FinishReason, SamplingParams, TokenSelection};
+use bridge_core::policy::{Completion, FinishReason, SamplingParams, TextCodec, TokenSelection};
 use bridge_core::sampling::{hits_stop_string, sample_token};
 use bridge_core::{BridgeError, BridgeRng, Result};
 use burn::module::Module;
-use burn::tensor::{DType, Device, Distribution, Int, Tensor, TensorCreationOptions, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorCreationOptions, TensorData};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
+pub use crate::decoder::DecodeEngine;
+
+pub(crate) mod graph;
 pub(crate) mod host;
+pub(crate) mod select;
 
-/// Which forward pass decodes (see the [module docs](self#two-engines)).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum DecodeEngine {
-    /// [`DecodeEngine::Host`] for `f32` weights on a CPU backend (unless
-    /// [`TokenSelection::Device`] is asked for), [`DecodeEngine::Tensor`] otherwise.
-    #[default]
-    Auto,
-    /// burn tensor operations through [`Decoder`]'s layer function: any backend and dtype.
-    Tensor,
-    /// Fused host kernels over `f32` copies of the weights, adapter merged: CPU, `f32` only.
-    Host,
-}
-
-impl std::str::FromStr for DecodeEngine {
-    type Err = BridgeError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "tensor" => Ok(Self::Tensor),
-            "host" => Ok(Self::Host),
-            other => Err(BridgeError::InvalidInput(format!("unknown decode engine `{other}` (auto, tensor or host)"))),
-        }
-    }
-}
-
-impl std::fmt::Display for DecodeEngine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Auto => "auto",
-            Self::Tensor => "tensor",
-            Self::Host => "host",
-        })
-    }
-}
+use graph::{CacheParts, StaticBatch, StepMode, StepModel, Stepper};
+use select::{SelectionRule, read_picks, select};
 
 /// Counters of the work a [`Generator`] did (a test hook: the prefill must run once per prompt).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GenerationStats {
     /// Number of prefill forward calls.
     pub prefill_calls: usize,
@@ -126,10 +109,19 @@ pub struct GenerationStats {
     pub prefill_rows: usize,
     /// Number of decode forward calls (one per step).
     pub decode_steps: usize,
-    /// Number of rows decoded, summed over steps.
+    /// Number of rows decoded, summed over steps (with the graph engine, finished rows still in
+    /// the batch count too).
     pub decode_rows: usize,
     /// Number of times the batch was compacted after rows finished.
     pub compactions: usize,
+    /// Decode steps captured into a graph (the graph engine: one per batch shape, on a backend
+    /// that has graphs).
+    pub graph_captures: usize,
+    /// Decode steps replayed from a hardware graph (one launch each).
+    pub graph_replays: usize,
+    /// Hardware captures dropped because a tensor the step writes in place was shared (its
+    /// write would have gone to a copy, which a replay cannot follow); those steps ran eagerly.
+    pub graph_refusals: usize,
 }
 
 /// The per-layer key/value cache of a left-padded batch, with its per-row rotary tables and
@@ -188,11 +180,7 @@ impl KvCache {
         if let Some(bad) = rows.iter().find(|&&r| r >= self.rows()) {
             return Err(BridgeError::InvalidInput(format!("cache row {bad} out of {}", self.rows())));
         }
-        let device = self.mask.device();
-        let idx: Tensor<1, Int> = Tensor::from_data(
-            TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]),
-            &device,
-        );
+        let idx = index_tensor(rows, &self.mask.device());
         let pick = |t: &Tensor<4>| t.clone().select(0, idx.clone());
         self.keys = self.keys.iter().map(pick).collect();
         self.values = self.values.iter().map(pick).collect();
@@ -204,6 +192,24 @@ impl KvCache {
         self.offsets = rows.iter().map(|&r| self.offsets[r]).collect();
         Ok(())
     }
+
+    /// The cache handed over to the graph engine's static batch.
+    fn into_parts(self) -> CacheParts {
+        CacheParts {
+            keys: self.keys,
+            values: self.values,
+            cos: self.cos,
+            sin: self.sin,
+            cos_q: self.cos_q,
+            sin_q: self.sin_q,
+            score_scale: self.score_scale,
+            pad: self.mask,
+        }
+    }
+}
+
+fn index_tensor(rows: &[usize], device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]), device)
 }
 
 /// The generation engine: a decoder with graph-free snapshots of its weights θ (and adapter w).
@@ -212,12 +218,14 @@ pub struct Generator<'a> {
     lm: &'a Decoder,
     base: DecoderWeights,
     adapter: Option<LoraAdapter>,
-    rot: Tensor<4>,
+    rot: Tensor<1, Int>,
     device: Device,
     /// The weights' dtype: that of the rotary tables and the KV cache (the mask stays f32).
     dtype: DType,
     stats: GenerationStats,
     engine: DecodeEngine,
+    /// Whether the graph engine captures its step (where the backend can).
+    capture: bool,
     /// The host engine's weights, built on first use.
     host: Option<host::HostModel>,
 }
@@ -232,35 +240,6 @@ fn host_vec(t: Tensor<2>) -> Result<Vec<f32>> {
 /// Whether `device` is a CPU backend (flex, ndarray), where host selection costs no transfer.
 fn is_cpu_backend(device: &Device) -> bool {
     is_flex(device) || format!("{device:?}").contains("NdArray(")
-}
-
-/// Chooses one token per row of `logits [R, V]` on the device (see
-/// [`TokenSelection::Device`]): greedy argmax at `temperature == 0`, else Gumbel-max over the
-/// first `sample_vocab` ids; returns `(token, log_softmax(logits)[token])` per row, read back in
-/// one `[R, 2]` transfer.
-fn select_on_device(logits: Tensor<2>, temperature: f64, sample_vocab: usize) -> Result<Vec<(usize, f32)>> {
-    let logits = logits.cast(DType::F32);
-    let [r, _] = logits.dims();
-    let max = logits.clone().max_dim(1);
-    let log_z = max.clone() + (logits.clone() - max).exp().sum_dim(1).log();
-    let scores = logits.clone().slice([0..r, 0..sample_vocab]);
-    let scores = if temperature > 0.0 {
-        // U in (0, 1): the clamp keeps both logarithms finite.
-        let u = Tensor::<2>::random([r, sample_vocab], Distribution::Uniform(0.0, 1.0), &scores.device())
-            .clamp(1e-30, 1.0 - 1e-7);
-        scores.div_scalar(temperature) - u.log().neg().log()
-    } else {
-        scores
-    };
-    let index = scores.argmax(1);
-    // log_softmax at the chosen token only (no [R, V] log-probability tensor)
-    let logp = logits.gather(1, index.clone()) - log_z;
-    let picked = Tensor::cat(vec![index.float().cast(DType::F32), logp], 1);
-    let values: Vec<f32> = picked.into_data().iter::<f32>().collect();
-    if values.len() != 2 * r {
-        return Err(BridgeError::Model(format!("device selection returned {} values for {r} rows", values.len())));
-    }
-    Ok(values.chunks(2).map(|p| (p[0] as usize, p[1])).collect())
 }
 
 /// The cache of a generation in progress, in the engine that runs it (one per `generate` call).
@@ -296,9 +275,153 @@ struct Row {
     finish: Option<FinishReason>,
 }
 
+/// The completions of one `generate` call and the cache row each occupies.
+struct Progress<'p> {
+    rows: Vec<Row>,
+    /// `active[c]`: the completion in cache row `c` (finished ones may stay in the graph
+    /// engine's batch until it is compacted).
+    active: Vec<usize>,
+    stop_ids: Vec<u32>,
+    params: &'p SamplingParams,
+    codec: &'p dyn TextCodec,
+}
+
+/// One chosen token: id, log-probability, and the completion's generator after the draw (host
+/// selection; device selection advances the generators itself).
+type Pick = (usize, f32, Option<BridgeRng>);
+
+impl<'p> Progress<'p> {
+    /// One row per completion (prompt by prompt, sample by sample), each seeded with one draw of
+    /// `rng` (see the [module docs](self#seeded-sampling-draw-order)).
+    fn new(lm: &'p Decoder, prompts: usize, params: &'p SamplingParams, rng: &mut BridgeRng) -> Self {
+        let mut rows = Vec::with_capacity(prompts * params.n);
+        for prompt_index in 0..prompts {
+            for sample_index in 0..params.n {
+                rows.push(Row {
+                    prompt_index,
+                    sample_index,
+                    rng: BridgeRng::seed_from_u64(rng.next_u64()),
+                    tokens: Vec::new(),
+                    logprobs: Vec::new(),
+                    finish: (params.max_new_tokens == 0).then_some(FinishReason::Length),
+                });
+            }
+        }
+        let codec = lm.text_codec();
+        let mut stop_ids: Vec<u32> = codec.eos_token_ids().to_vec();
+        stop_ids.extend(&lm.config().eos_token_ids);
+        stop_ids.extend(&params.stop_token_ids);
+        let active = (0..rows.len()).collect();
+        Self { rows, active, stop_ids, params, codec }
+    }
+
+    /// Appends `picks[c]` to the completion in cache row `c` (rows already finished are left
+    /// alone) and marks the rows that stop; returns the picked token of every cache row.
+    fn record(&mut self, picks: Vec<Pick>) -> Result<Vec<u32>> {
+        if picks.len() != self.active.len() {
+            return Err(BridgeError::Model(format!("{} tokens for {} rows", picks.len(), self.active.len())));
+        }
+        let mut next = Vec::with_capacity(picks.len());
+        for (&k, (tok, logprob, row_rng)) in self.active.iter().zip(picks) {
+            next.push(tok as u32);
+            let row = &mut self.rows[k];
+            if row.finish.is_some() {
+                continue;
+            }
+            if let Some(r) = row_rng {
+                row.rng = r;
+            }
+            row.tokens.push(tok as u32);
+            row.logprobs.push(logprob);
+            let stop_string = hits_stop_string(self.codec, &row.tokens, &self.params.stop_strings)?;
+            if self.stop_ids.contains(&(tok as u32)) || stop_string {
+                row.finish = Some(FinishReason::Stop);
+            } else if row.tokens.len() >= self.params.max_new_tokens {
+                row.finish = Some(FinishReason::Length);
+            }
+        }
+        Ok(next)
+    }
+
+    /// The cache rows whose completion is still running.
+    fn live(&self) -> Vec<usize> {
+        (0..self.active.len()).filter(|&c| self.rows[self.active[c]].finish.is_none()).collect()
+    }
+
+    /// Keeps the cache rows `keep` (compaction).
+    fn compact(&mut self, keep: &[usize]) {
+        self.active = keep.iter().map(|&c| self.active[c]).collect();
+    }
+
+    /// One uniform draw in `[0, 1)` per cache row for device selection, from each running
+    /// completion's own generator when `rule` samples (0 for finished rows, which draw nothing):
+    /// the draw `sample_token` would make on the host.
+    fn uniforms(&mut self, rule: &SelectionRule) -> Vec<f32> {
+        let draws = rule.draws();
+        self.active
+            .iter()
+            .map(|&k| {
+                let row = &mut self.rows[k];
+                if draws && row.finish.is_none() { row.rng.next_f64() as f32 } else { 0.0 }
+            })
+            .collect()
+    }
+
+    /// Tokens chosen on the device from `logits [cache rows, V]` (see `generate/select.rs`).
+    fn device_picks(&mut self, logits: Tensor<2>, rule: &SelectionRule) -> Result<Vec<Pick>> {
+        let rows = self.active.len();
+        let u = Tensor::<2>::from_data(TensorData::new(self.uniforms(rule), [rows, 1]), &logits.device());
+        Ok(read_picks(select(logits, &u, rule), rows)?.into_iter().map(|(t, l)| (t, l, None)).collect())
+    }
+
+    /// Tokens chosen on the host from `logits [.., V]`, cache row `c` reading row `logit_row[c]`.
+    fn host_picks(&self, logits: &[f32], logit_row: &[usize], vocab: usize, sample_vocab: usize) -> Vec<Pick> {
+        let params = self.params;
+        // log Z of every row of the step, once (vectorised)
+        let log_z = crate::kernels::rows::log_partitions(logits, vocab);
+        let pick = |(c, &k): (usize, &usize)| {
+            let row_logits = &logits[logit_row[c] * vocab..(logit_row[c] + 1) * vocab];
+            let mut row_rng = self.rows[k].rng.clone();
+            let tok =
+                sample_token(&row_logits[..sample_vocab], params.temperature, params.top_k, params.top_p, &mut row_rng);
+            let logprob = (f64::from(row_logits[tok]) - log_z[logit_row[c]]) as f32;
+            (tok, logprob, Some(row_rng))
+        };
+        // Large steps sample their rows in parallel (each row has its own generator, so the
+        // result does not depend on the thread count). Below 2^14 logits (2^16 for greedy, a mere
+        // argmax per row) the thread hand-off costs more than it saves (measured on the tiny
+        // benchmark model).
+        let parallel_from = if params.temperature > 0.0 { 1 << 14 } else { 1 << 16 };
+        if self.active.len() * vocab >= parallel_from {
+            self.active.par_iter().enumerate().map(pick).collect()
+        } else {
+            self.active.iter().enumerate().map(pick).collect()
+        }
+    }
+
+    fn into_completions(self) -> Result<Vec<Completion>> {
+        let codec = self.codec;
+        self.rows
+            .into_iter()
+            .map(|r| {
+                let text = codec.decode(&r.tokens)?;
+                Ok(Completion {
+                    prompt_index: r.prompt_index,
+                    sample_index: r.sample_index,
+                    tokens: r.tokens,
+                    text,
+                    logprobs: r.logprobs,
+                    finish: r.finish.unwrap_or(FinishReason::Length),
+                })
+            })
+            .collect()
+    }
+}
+
 impl<'a> Generator<'a> {
     /// An engine for `lm` with the weights `base` (and `adapter`), which may live on an autodiff
-    /// device: the engine keeps `.valid()` snapshots, so generation never builds a graph.
+    /// device: the engine keeps `.valid()` snapshots, so generation never builds a graph. It
+    /// decodes with `lm`'s [`DecodeEngine`] until [`Generator::with_engine`] says otherwise.
     pub fn new(lm: &'a Decoder, base: &DecoderWeights, adapter: Option<&LoraAdapter>) -> Result<Self> {
         lm.check_weights(base, adapter)?;
         let base = base.valid();
@@ -306,7 +429,7 @@ impl<'a> Generator<'a> {
         let device = base.embed_tokens.weight.device();
         let d = lm.config().head_dim;
         let dtype = base.dtype();
-        let rot = to_dtype(Tensor::from_data(TensorData::new(rotate_half_matrix(d), [1, 1, d, d]), &device), dtype);
+        let rot = rotate_half_index(d, &device);
         Ok(Self {
             lm,
             base,
@@ -315,26 +438,40 @@ impl<'a> Generator<'a> {
             device,
             dtype,
             stats: GenerationStats::default(),
-            engine: DecodeEngine::Auto,
+            engine: lm.decode_engine(),
+            capture: true,
             host: None,
         })
     }
 
-    /// This engine decoding with `engine` ([`DecodeEngine::Auto`] by default).
+    /// This engine decoding with `engine` (by default the decoder's, [`DecodeEngine::Auto`]
+    /// unless set with [`Decoder::with_decode_engine`]).
     pub fn with_engine(mut self, engine: DecodeEngine) -> Self {
         self.engine = engine;
         self
     }
 
-    /// Whether [`Generator::generate`] runs the host engine for `params`. Fails when
-    /// [`DecodeEngine::Host`] is asked for with weights that are not `f32`, or together with
-    /// [`TokenSelection::Device`].
-    pub fn uses_host_engine(&self, params: &SamplingParams) -> Result<bool> {
+    /// Whether the graph engine captures its decode step into a replayable graph where the
+    /// backend supports it (`true` by default); `false` runs the same static-shape steps eagerly
+    /// (how the GPU benchmark counts the kernels a replay saves).
+    pub fn with_capture(mut self, capture: bool) -> Self {
+        self.capture = capture;
+        self
+    }
+
+    /// The engine [`Generator::generate`] runs for `params` (never [`DecodeEngine::Auto`]; see
+    /// its resolution there). Fails when the host engine is asked for with weights that are not
+    /// `f32` or with [`TokenSelection::Device`], or the graph engine with
+    /// [`TokenSelection::Host`].
+    pub fn engine_for(&self, params: &SamplingParams) -> Result<DecodeEngine> {
+        let cpu = is_cpu_backend(&self.device);
         match self.engine {
-            DecodeEngine::Tensor => Ok(false),
-            DecodeEngine::Auto => Ok(self.dtype == DType::F32
-                && is_cpu_backend(&self.device)
-                && params.selection != TokenSelection::Device),
+            DecodeEngine::Tensor => Ok(DecodeEngine::Tensor),
+            DecodeEngine::Auto if cpu && self.dtype == DType::F32 && params.selection != TokenSelection::Device => {
+                Ok(DecodeEngine::Host)
+            }
+            DecodeEngine::Auto if cpu || params.selection == TokenSelection::Host => Ok(DecodeEngine::Tensor),
+            DecodeEngine::Auto => Ok(DecodeEngine::Graph),
             DecodeEngine::Host if self.dtype != DType::F32 => Err(BridgeError::InvalidInput(format!(
                 "the host decoding engine runs f32 weights, these are {:?}",
                 self.dtype
@@ -342,8 +479,19 @@ impl<'a> Generator<'a> {
             DecodeEngine::Host if params.selection == TokenSelection::Device => Err(BridgeError::InvalidInput(
                 "the host decoding engine selects tokens on the host: use `selection = \"host\"` or \"auto\"".into(),
             )),
-            DecodeEngine::Host => Ok(true),
+            DecodeEngine::Host => Ok(DecodeEngine::Host),
+            DecodeEngine::Graph if params.selection == TokenSelection::Host => Err(BridgeError::InvalidInput(
+                "the graph decoding engine selects tokens on the device: use `selection = \"device\"` or \"auto\""
+                    .into(),
+            )),
+            DecodeEngine::Graph => Ok(DecodeEngine::Graph),
         }
+    }
+
+    /// Whether [`Generator::generate`] runs the host engine for `params` (see
+    /// [`Generator::engine_for`], whose errors this returns).
+    pub fn uses_host_engine(&self, params: &SamplingParams) -> Result<bool> {
+        Ok(self.engine_for(params)? == DecodeEngine::Host)
     }
 
     /// What the engine has done so far.
@@ -351,12 +499,14 @@ impl<'a> Generator<'a> {
         self.stats
     }
 
-    /// Whether `params` choose tokens on the device ([`TokenSelection`]) with the tensor engine.
+    /// Whether the tensor engine chooses tokens on the device for `params` ([`TokenSelection`]:
+    /// `auto` is the device on a GPU, the host on a CPU backend). The graph engine always does,
+    /// the host engine never.
     pub fn selects_on_device(&self, params: &SamplingParams) -> bool {
         match params.selection {
             TokenSelection::Host => false,
             TokenSelection::Device => true,
-            TokenSelection::Auto => params.top_k.is_none() && params.top_p.is_none() && !is_cpu_backend(&self.device),
+            TokenSelection::Auto => !is_cpu_backend(&self.device),
         }
     }
 
@@ -433,7 +583,7 @@ impl<'a> Generator<'a> {
         let positions: Vec<usize> = offsets.iter().flat_map(|&o| (0..cap).map(move |j| j.saturating_sub(o))).collect();
         let (cos, sin) = self.lm.rope().rows(&positions);
         let cos: Tensor<4> = Tensor::from_data(TensorData::new(cos, [b, 1, cap, d]), device);
-        let sin: Tensor<4> = Tensor::from_data(TensorData::new(sin, [b, 1, cap, d]), device);
+        let sin = signed_sin(Tensor::from_data(TensorData::new(sin, [b, 1, cap, d]), device));
         let dtype = self.dtype;
         let (cos_q, sin_q, score_scale) = query_tables(&cos, &sin, d, dtype);
         let mask: Vec<f32> =
@@ -463,7 +613,7 @@ impl<'a> Generator<'a> {
             sin_q: cache.sin_q.clone().slice(rows),
             score_scale: cache.score_scale,
             rot: self.rot.clone(),
-            mask_bias: Tensor::from_data(TensorData::new(prefill_mask, [b, 1, p, p]), device),
+            mask_bias: Some(Tensor::from_data(TensorData::new(prefill_mask, [b, 1, p, p]), device)),
         };
         let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [b, p]), device);
         let x = self.base.embed_tokens.weight.val().select(0, ids.reshape([b * p])).reshape([b, p, cfg.hidden_size]);
@@ -502,7 +652,7 @@ impl<'a> Generator<'a> {
             sin_q: cache.sin_q.clone().slice(row),
             score_scale: cache.score_scale,
             rot: self.rot.clone(),
-            mask_bias: cache.mask.clone().slice([0..b, 0..1, 0..1, 0..slot + 1]),
+            mask_bias: Some(cache.mask.clone().slice([0..b, 0..1, 0..1, 0..slot + 1])),
         };
         let logits = self.layers(cache, x, &ctx, slot..slot + 1);
         cache.len += 1;
@@ -512,8 +662,9 @@ impl<'a> Generator<'a> {
     }
 
     /// Samples `params.n` completions per prompt (output order: prompt by prompt, sample by
-    /// sample), with the seeding described in the [module docs](self). The semantics are those
-    /// of [`CausalLm::sample`](bridge_core::policy::CausalLm::sample).
+    /// sample), with the seeding described in the [module docs](self), on the engine of
+    /// [`Generator::engine_for`]. The semantics are those of
+    /// [`CausalLm::sample`](bridge_core::policy::CausalLm::sample).
     pub fn generate(
         &mut self,
         prompts: &[Vec<u32>],
@@ -526,155 +677,148 @@ impl<'a> Generator<'a> {
         }
         self.check_prompts(prompts)?;
         let lm = self.lm;
-        let codec = lm.text_codec();
         let vocab = lm.config().vocab_size;
-        let sample_vocab = codec.vocab_size().min(vocab);
-        let mut stop_ids: Vec<u32> = codec.eos_token_ids().to_vec();
-        stop_ids.extend(&lm.config().eos_token_ids);
-        stop_ids.extend(&params.stop_token_ids);
+        let sample_vocab = lm.text_codec().vocab_size().min(vocab);
+        let rule =
+            SelectionRule { temperature: params.temperature, top_k: params.top_k, top_p: params.top_p, sample_vocab };
+        let mut progress = Progress::new(lm, prompts.len(), params, rng);
+        if params.max_new_tokens == 0 {
+            return progress.into_completions();
+        }
+        let engine = self.engine_for(params)?;
+        let on_device = match engine {
+            DecodeEngine::Host => false,
+            DecodeEngine::Graph => true,
+            _ => self.selects_on_device(params),
+        };
         let n = params.n;
-
-        let mut rows: Vec<Row> = Vec::with_capacity(prompts.len() * n);
-        for pi in 0..prompts.len() {
-            for si in 0..n {
-                rows.push(Row {
-                    prompt_index: pi,
-                    sample_index: si,
-                    rng: BridgeRng::seed_from_u64(rng.next_u64()),
-                    tokens: Vec::new(),
-                    logprobs: Vec::new(),
-                    finish: (params.max_new_tokens == 0).then_some(FinishReason::Length),
-                });
+        let capacity = prompts.iter().map(Vec::len).max().unwrap_or(1) + params.max_new_tokens;
+        let (mut session, mut logits) = if engine == DecodeEngine::Host {
+            if self.host.is_none() {
+                self.host = Some(host::HostModel::new(lm, &self.base, self.adapter.as_ref())?);
+            }
+            let model = self.host.as_ref().ok_or_else(|| BridgeError::Model("no host engine".into()))?;
+            let (cache, logits) = model.prefill(lm, prompts, capacity)?;
+            self.stats.prefill_calls += 1;
+            self.stats.prefill_rows += prompts.len();
+            (Session::Host(cache), StepLogits::Host(logits))
+        } else {
+            let (cache, logits) = self.prefill(prompts, capacity)?;
+            (Session::Tensor(cache), StepLogits::Tensor(logits))
+        };
+        // `logit_row[c]`: the row of `logits` that cache row `c` reads.
+        let mut logit_row: Vec<usize> = progress.active.iter().map(|&k| k / n).collect();
+        if n > 1 {
+            session.select_rows(&logit_row)?;
+            if let (true, StepLogits::Tensor(t)) = (on_device, &logits) {
+                // the device path reads logits row by row: repeat each prompt's row n times
+                logits = StepLogits::Tensor(t.clone().select(0, index_tensor(&logit_row, &self.device)));
             }
         }
-        if params.max_new_tokens > 0 {
-            let p = prompts.iter().map(Vec::len).max().unwrap_or(1);
-            let use_host = self.uses_host_engine(params)?;
-            let on_device = !use_host && self.selects_on_device(params);
-            if on_device && params.temperature > 0.0 {
-                // One seed per call for the device's generator, from the first completion's seed
-                // (the caller's `rng` still advances by exactly `prompts × n` draws).
-                self.device.seed(rows[0].rng.clone().next_u64());
-            }
-            let capacity = p + params.max_new_tokens;
-            let (mut session, mut logits) = if use_host {
-                if self.host.is_none() {
-                    self.host = Some(host::HostModel::new(lm, &self.base, self.adapter.as_ref())?);
-                }
-                let model = self.host.as_ref().ok_or_else(|| BridgeError::Model("no host engine".into()))?;
-                let (cache, logits) = model.prefill(lm, prompts, capacity)?;
-                self.stats.prefill_calls += 1;
-                self.stats.prefill_rows += prompts.len();
-                (Session::Host(cache), StepLogits::Host(logits))
-            } else {
-                let (cache, logits) = self.prefill(prompts, capacity)?;
-                (Session::Tensor(cache), StepLogits::Tensor(logits))
-            };
-            // `active[c]`: the completion in cache row `c`; `logit_row[c]`: its row of `logits`.
-            let mut active: Vec<usize> = (0..rows.len()).collect();
-            let mut logit_row: Vec<usize> = active.iter().map(|&k| k / n).collect();
-            if n > 1 {
-                session.select_rows(&logit_row)?;
-                if let (true, StepLogits::Tensor(t)) = (on_device, &logits) {
-                    // the device path reads logits row by row: repeat each prompt's row n times
-                    let rows_t = Tensor::<1, Int>::from_data(
-                        TensorData::new(logit_row.iter().map(|&r| r as i64).collect::<Vec<_>>(), [logit_row.len()]),
-                        &self.device,
-                    );
-                    logits = StepLogits::Tensor(t.clone().select(0, rows_t));
-                }
-            }
-            loop {
-                let picks: Vec<(usize, f32, Option<BridgeRng>)> =
-                    if let (true, StepLogits::Tensor(t)) = (on_device, &logits) {
-                        let picked = select_on_device(t.clone(), params.temperature, sample_vocab)?;
-                        picked.into_iter().map(|(tok, lp)| (tok, lp, None)).collect()
-                    } else {
-                        let host = match logits {
-                            StepLogits::Tensor(t) => host_vec(t)?,
-                            StepLogits::Host(v) => v,
-                        };
-                        // log Z of every row of the step, once (vectorised)
-                        let log_z = crate::kernels::rows::log_partitions(&host, vocab);
-                        let pick = |(c, &k): (usize, &usize)| {
-                            let row_logits = &host[logit_row[c] * vocab..(logit_row[c] + 1) * vocab];
-                            let mut row_rng = rows[k].rng.clone();
-                            let tok = sample_token(
-                                &row_logits[..sample_vocab],
-                                params.temperature,
-                                params.top_k,
-                                params.top_p,
-                                &mut row_rng,
-                            );
-                            let logprob = (f64::from(row_logits[tok]) - log_z[logit_row[c]]) as f32;
-                            (tok, logprob, Some(row_rng))
-                        };
-                        // Large steps sample their rows in parallel (each row has its own generator,
-                        // so the result does not depend on the thread count). Below 2^14 logits
-                        // (2^16 for greedy, a mere argmax per row) the thread hand-off costs more
-                        // than it saves (measured on the tiny benchmark model).
-                        let parallel_from = if params.temperature > 0.0 { 1 << 14 } else { 1 << 16 };
-                        let picks = if active.len() * vocab >= parallel_from {
-                            active.par_iter().enumerate().map(pick).collect()
-                        } else {
-                            active.iter().enumerate().map(pick).collect()
-                        };
-                        if let Session::Host(cache) = &mut session {
-                            cache.recycle(host);
-                        }
-                        picks
+        loop {
+            let picks = match logits {
+                StepLogits::Tensor(t) if on_device => progress.device_picks(t, &rule)?,
+                logits => {
+                    let host = match logits {
+                        StepLogits::Tensor(t) => host_vec(t)?,
+                        StepLogits::Host(v) => v,
                     };
-                let mut next = Vec::with_capacity(active.len());
-                for (&k, (tok, logprob, row_rng)) in active.iter().zip(picks) {
-                    let row = &mut rows[k];
-                    if let Some(r) = row_rng {
-                        row.rng = r;
+                    let picks = progress.host_picks(&host, &logit_row, vocab, sample_vocab);
+                    if let Session::Host(cache) = &mut session {
+                        cache.recycle(host);
                     }
-                    row.tokens.push(tok as u32);
-                    row.logprobs.push(logprob);
-                    let stop_string = hits_stop_string(codec, &row.tokens, &params.stop_strings)?;
-                    if stop_ids.contains(&(tok as u32)) || stop_string {
-                        row.finish = Some(FinishReason::Stop);
-                    } else if row.tokens.len() >= params.max_new_tokens {
-                        row.finish = Some(FinishReason::Length);
-                    }
-                    next.push(tok as u32);
+                    picks
                 }
-                let keep: Vec<usize> = (0..active.len()).filter(|&c| rows[active[c]].finish.is_none()).collect();
-                if keep.is_empty() {
-                    break;
-                }
-                if keep.len() < active.len() {
-                    session.select_rows(&keep)?;
-                    active = keep.iter().map(|&c| active[c]).collect();
-                    next = keep.iter().map(|&c| next[c]).collect();
-                    self.stats.compactions += 1;
-                }
-                logits = match &mut session {
-                    Session::Tensor(cache) => StepLogits::Tensor(self.decode(cache, &next)?),
-                    Session::Host(cache) => {
-                        let model = self.host.as_ref().ok_or_else(|| BridgeError::Model("no host engine".into()))?;
-                        let logits = model.decode(lm, cache, &next)?;
-                        self.stats.decode_steps += 1;
-                        self.stats.decode_rows += next.len();
-                        StepLogits::Host(logits)
-                    }
-                };
-                logit_row = (0..active.len()).collect();
+            };
+            let mut next = progress.record(picks)?;
+            let keep = progress.live();
+            if keep.is_empty() {
+                break;
             }
+            if engine == DecodeEngine::Graph {
+                let Session::Tensor(cache) = session else {
+                    return Err(BridgeError::Model("the graph engine decodes a tensor cache".into()));
+                };
+                self.decode_graph(cache, &mut progress, next, rule)?;
+                break;
+            }
+            if keep.len() < progress.active.len() {
+                session.select_rows(&keep)?;
+                next = keep.iter().map(|&c| next[c]).collect();
+                progress.compact(&keep);
+                self.stats.compactions += 1;
+            }
+            logits = match &mut session {
+                Session::Tensor(cache) => StepLogits::Tensor(self.decode(cache, &next)?),
+                Session::Host(cache) => {
+                    let model = self.host.as_ref().ok_or_else(|| BridgeError::Model("no host engine".into()))?;
+                    let logits = model.decode(lm, cache, &next)?;
+                    self.stats.decode_steps += 1;
+                    self.stats.decode_rows += next.len();
+                    StepLogits::Host(logits)
+                }
+            };
+            logit_row = (0..progress.active.len()).collect();
         }
-        rows.into_iter()
-            .map(|r| {
-                let text = codec.decode(&r.tokens)?;
-                Ok(Completion {
-                    prompt_index: r.prompt_index,
-                    sample_index: r.sample_index,
-                    tokens: r.tokens,
-                    text,
-                    logprobs: r.logprobs,
-                    finish: r.finish.unwrap_or(FinishReason::Length),
-                })
-            })
-            .collect()
+        progress.into_completions()
+    }
+
+    /// The graph engine's decode steps after the prefill and the first token: `tokens` holds the
+    /// token each cache row appends next (see `generate/graph.rs`).
+    fn decode_graph(
+        &mut self,
+        mut cache: KvCache,
+        progress: &mut Progress<'_>,
+        mut tokens: Vec<u32>,
+        rule: SelectionRule,
+    ) -> Result<()> {
+        let mut slot = cache.len();
+        let live = progress.live();
+        if live.len() < progress.active.len() {
+            cache.select_rows(&live)?;
+            tokens = live.iter().map(|&c| tokens[c]).collect();
+            progress.compact(&live);
+            self.stats.compactions += 1;
+        }
+        let model = StepModel { lm: self.lm, base: &self.base, adapter: self.adapter.as_ref(), rot: &self.rot, rule };
+        let batch = RefCell::new(StaticBatch::new(cache.into_parts()));
+        let mode = if self.capture && !is_cpu_backend(&self.device) && rule.capturable() {
+            StepMode::Capture
+        } else {
+            StepMode::Eager
+        };
+        let mut stepper = Stepper::new(&model, &batch, self.device.clone(), mode);
+        let mut stats = GenerationStats::default();
+        let result = (|| -> Result<()> {
+            loop {
+                let live = progress.live();
+                if live.is_empty() {
+                    return Ok(());
+                }
+                let rows = progress.active.len();
+                // Finished rows stay while a hardware graph replays and at least half are live.
+                if live.len() < rows && (!stepper.has_hardware_graph() || 2 * live.len() <= rows) {
+                    stepper.invalidate();
+                    batch.borrow_mut().select_rows(&live)?;
+                    tokens = live.iter().map(|&c| tokens[c]).collect();
+                    progress.compact(&live);
+                    stats.compactions += 1;
+                }
+                let uniforms = progress.uniforms(&rule);
+                batch.borrow_mut().set_inputs(&tokens, slot, &uniforms)?;
+                let picks = stepper.run()?;
+                slot += 1;
+                stats.decode_steps += 1;
+                stats.decode_rows += progress.active.len();
+                tokens = progress.record(picks.into_iter().map(|(t, l)| (t, l, None)).collect())?;
+            }
+        })();
+        self.stats.compactions += stats.compactions;
+        self.stats.decode_steps += stats.decode_steps;
+        self.stats.decode_rows += stats.decode_rows;
+        self.stats.graph_captures += stepper.captures;
+        self.stats.graph_replays += stepper.replays;
+        self.stats.graph_refusals += stepper.refusals;
+        result
     }
 }

@@ -17,7 +17,9 @@
 //! 3. I/O on the weights: [`hf`] (safetensors directories), [`gguf`], [`tokenizer`], PEFT
 //!    adapter directories, and [`pretrained`] (all of them together: a model as the examples open it). Beside it, independent of everything, the CPU row kernels
 //!    (`kernels`: the gemm wrapper, RMSNorm, rotary, softmax, SwiGLU, `exp`, … with their
-//!    backwards), written once for both CPU engines.
+//!    backwards), written once for both CPU engines; and the tensor engine's custom autodiff
+//!    operations (`ops`: chunked token scores, fused causal attention), in burn tensor
+//!    operations of whichever backend runs them.
 //! 4. The rotary tables (`rope`) and [`decoder`]: the [`Decoder`] type (config, codec, rotary
 //!    tables, engine choice) and the checks every engine runs first.
 //! 5. The tensor forward (`forward`): [`Decoder::forward_logits`] and the layer function that
@@ -39,16 +41,18 @@ mod fused;
 pub mod generate;
 mod io;
 mod kernels;
+#[cfg(any(feature = "flex", feature = "cuda"))]
+mod ops;
 mod rope;
 pub mod tensors;
 pub mod weights;
 
 pub use config::{Architecture, DecoderConfig, RopeScaling};
-pub use decoder::{Decoder, ScoringEngine};
+pub use decoder::{AttentionPath, DecodeEngine, Decoder, ScoringEngine, TensorPaths};
 pub use io::hf::{load_hf_dir, save_hf_dir};
 pub use io::pretrained::{ModelFormat, Pretrained, open_codec, open_model, open_pretrained};
 pub use io::{gguf, hf, pretrained, tokenizer};
 pub use weights::lora::{LoraAdapter, LoraConfig, LoraTarget};
-pub use weights::precision::WeightDType;
+pub use weights::precision::{Precision, WeightDType};
 pub use weights::{DecoderWeights, merge};
 pub use weights::{lora, precision};

@@ -1,7 +1,7 @@
 //! The flags of `examples/bench_forward.rs`.
 
 use crate::common::positive;
-use bridge_models::ScoringEngine;
+use bridge_models::{AttentionPath, ScoringEngine};
 use clap::Parser;
 use std::path::PathBuf;
 
@@ -30,6 +30,21 @@ pub struct Args {
     /// Timed forward+backward steps (default: `--steps`; 0 times the forward pass alone).
     #[arg(long, value_name = "N")]
     pub backward_steps: Option<usize>,
+    /// The tensor engine's attention: auto (fused on cubecl, materialised on flex), materialised
+    /// or fused.
+    #[arg(long, value_name = "PATH", default_value = "auto")]
+    pub attention: AttentionPath,
+    /// The tensor engine's chunked token scores (off: burn's `[N, V]` log-softmax).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub chunked_scores: bool,
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("`{other}`: on or off")),
+    }
 }
 
 fn seq_len(s: &str) -> Result<usize, String> {

@@ -30,7 +30,7 @@ pub struct Args {
     /// Timed runs (the best is reported), after one warm-up.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = positive)]
     pub repeats: usize,
-    /// The decoding engine: auto, tensor or host.
+    /// The decoding engine: auto, tensor, host or graph.
     #[arg(long, value_name = "ENGINE", default_value = "auto")]
     pub engine: DecodeEngine,
 }

@@ -2,7 +2,8 @@
 //! training engine and the host decoding engine), on the `gemm` crate's kernels (the ones
 //! burn-flex multiplies with).
 //!
-//! This is the workspace's one module with `unsafe`, for two things:
+//! This is the workspace's one module with `unsafe` code of its own (the other `unsafe` is a call,
+//! burn's `Graph::replay` in `generate/graph.rs`), for two things:
 //! - `gemm::gemm` takes raw pointers and strides. [`matmul`] checks, before the call, that
 //!   every element the product reads or writes lies in its slice; the destination is a `&mut`
 //!   borrow, so it aliases no input.
