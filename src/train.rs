@@ -808,6 +808,17 @@ pub fn train_with(cfg: &TrainConfig, mode: RunMode, registry: &AlgorithmRegistry
 mod tests {
     use super::*;
 
+    /// The smallest valid config: a random-init model, a character codec, SFT and RL data.
+    const MINIMAL: &str = r#"
+            [model]
+            config = "tiny/config.json"
+            codec = { kind = "chars", alphabet = "0123456789+=#\n " }
+            [data.sft]
+            path = "sft.jsonl"
+            [data.rl]
+            path = "rl.jsonl"
+        "#;
+
     #[test]
     fn overrides_replace_values_create_tables_and_name_bad_keys() {
         let text = "[run]\nsteps = 5\n[rl]\nsampling = { n = 4, max_new_tokens = 256 }\n[model]\npath = \"m.gguf\"\n";
@@ -839,15 +850,7 @@ mod tests {
 
     #[test]
     fn config_defaults_follow_method_md_and_typos_are_errors() {
-        let text = r#"
-            [model]
-            config = "tiny/config.json"
-            codec = { kind = "chars", alphabet = "0123456789+=#\n " }
-            [data.sft]
-            path = "sft.jsonl"
-            [data.rl]
-            path = "rl.jsonl"
-        "#;
+        let text = MINIMAL;
         let cfg = parse_config(text, Path::new("t.toml")).unwrap();
         assert_eq!(cfg.algorithm.name, "bridge");
         assert_eq!(cfg.lambda, LambdaScheduleConfig::Constant { value: 0.5 });
@@ -924,15 +927,7 @@ mod tests {
     /// are checked against the rest of the config.
     #[test]
     fn algorithm_tables_are_per_algorithm() {
-        let base = r#"
-            [model]
-            config = "tiny/config.json"
-            codec = { kind = "chars", alphabet = "0123456789+=#\n " }
-            [data.sft]
-            path = "sft.jsonl"
-            [data.rl]
-            path = "rl.jsonl"
-        "#;
+        let base = MINIMAL;
         let with = |algorithm: &str| parse_config(&format!("[algorithm]\n{algorithm}\n{base}"), Path::new("t.toml"));
         for algorithm in [
             "name = \"chord\"\nphi = false\nmu = { peak = 0.9, valley = 0.05, decay_steps = 200 }",
