@@ -11,11 +11,12 @@
 use crate::state::TrainState;
 use bridge_core::{
     BridgeError, CausalLm, ExampleSource, FlatGradients, GroupOptimizer, PromptSource, Result, RewardFunction,
-    SequenceBatch, TokenSequence, error::ensure_finite,
+    RlPrompt, SequenceBatch, Shard, TokenSequence, error::ensure_finite,
 };
 use bridge_rl::{GrpoConfig, GrpoStepMetrics, RlTrainingBatch, Rollouts, collect_rollouts, grpo_loss};
 use bridge_sft::sft_loss;
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -39,6 +40,10 @@ pub struct StepContext<'a, L: CausalLm> {
     pub sft_batch_size: usize,
     /// λ for this step (from the schedule).
     pub lambda: f64,
+    /// This rank's part of the step ([`Shard::single`] outside data parallelism): the helpers
+    /// below take their shard of every batch, scale every loss by the rank's share and sum the
+    /// gradients across ranks.
+    pub shard: &'a Shard,
 }
 
 /// What an algorithm needs in the [`TrainState`].
@@ -53,7 +58,7 @@ pub struct Needs {
 }
 
 /// One training algorithm: advances the state by one step.
-pub trait TrainingAlgorithm<L: CausalLm> {
+pub trait TrainingAlgorithm<L: CausalLm>: Send {
     /// A short name (`bridge`, `rl_zero`, …).
     fn name(&self) -> &str;
 
@@ -72,6 +77,15 @@ pub trait TrainingAlgorithm<L: CausalLm> {
         Ok(())
     }
 
+    /// Whether [`Self::step`] is correct with several data-parallel ranks: it draws its batches,
+    /// losses and updates through the shard-aware helpers of this module ([`next_sft_batch`],
+    /// [`next_rollouts`]/[`sample_rollouts`], [`sft_term`], [`rl_loss`], [`apply_all`]) or uses
+    /// [`StepContext::shard`] itself. The default is `false`: a run with `run.devices` refuses the
+    /// algorithm before training.
+    fn data_parallel(&self) -> bool {
+        false
+    }
+
     /// Restores what [`Self::save_state`] wrote into the checkpoint `dir`, after `state` was
     /// loaded from it, so that the run continues exactly.
     fn load_state(&mut self, dir: &Path, state: &TrainState<L>) -> Result<()> {
@@ -80,13 +94,29 @@ pub trait TrainingAlgorithm<L: CausalLm> {
     }
 }
 
-/// The next SFT batch (`sft_batch_size` tokenised examples from the state's SFT cursor).
+/// This rank's part of the next SFT batch (`sft_batch_size` tokenised examples from the state's
+/// SFT cursor; every rank advances the cursor past the whole batch).
 pub fn next_sft_batch<L: CausalLm>(ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<SequenceBatch> {
     let rows = state.sft_cursor.next_batch(ctx.sft, ctx.sft_batch_size)?;
+    let rows = shard_of(ctx.shard, rows, "sft batch_size")?;
     SequenceBatch::new(rows, ctx.lm.codec().pad_token_id())
 }
 
-/// Rollouts of the next RL prompts, sampled from `π(·; base, adapter)` with the state's RNG.
+/// This rank's part of `items`; an error when it would be empty (`what` names the setting).
+fn shard_of<T>(shard: &Shard, items: Vec<T>, what: &str) -> Result<Vec<T>> {
+    let total = items.len();
+    let mine = shard.select(items);
+    if mine.is_empty() && total > 0 {
+        return Err(BridgeError::config(
+            "run.devices",
+            format!("{} ranks cannot share a {what} of {total}: every rank needs at least one", shard.world_size()),
+        ));
+    }
+    Ok(mine)
+}
+
+/// Rollouts of the next RL prompts, sampled from `π(·; base, adapter)` with the state's RNG
+/// (this rank's prompts: [`sample_rollouts`]).
 pub fn next_rollouts<L: CausalLm>(
     ctx: &StepContext<'_, L>,
     rl_cursor: &mut bridge_core::DataCursor,
@@ -95,7 +125,70 @@ pub fn next_rollouts<L: CausalLm>(
     adapter: Option<&L::Adapter>,
 ) -> Result<Rollouts> {
     let prompts = rl_cursor.next_batch(ctx.prompts, ctx.rl.prompts_per_step)?;
-    collect_rollouts(ctx.lm, base, adapter, &prompts, &ctx.rl.sampling, ctx.reward, ctx.rl.advantage_scaling, rng)
+    sample_rollouts(ctx, &prompts, rng, base, adapter)
+}
+
+/// Rollouts of this rank's part of the step's `prompts` (whole groups: a group never spans
+/// ranks), with the completions the one-rank run samples for them ([`Shard::with_rng`]); `rng`
+/// advances past the whole batch.
+pub fn sample_rollouts<L: CausalLm>(
+    ctx: &StepContext<'_, L>,
+    prompts: &[RlPrompt],
+    rng: &mut bridge_core::BridgeRng,
+    base: &L::Base,
+    adapter: Option<&L::Adapter>,
+) -> Result<Rollouts> {
+    let mine = shard_of(ctx.shard, prompts.to_vec(), "rl prompts_per_step")?;
+    ctx.shard.with_rng(rng, prompts.len(), ctx.rl.sampling.n, |rng| {
+        collect_rollouts(ctx.lm, base, adapter, &mine, &ctx.rl.sampling, ctx.reward, ctx.rl.advantage_scaling, rng)
+    })
+}
+
+/// `loss · share`, leaving the loss untouched when the share is 1 (one rank).
+fn scaled(loss: Tensor<1>, share: f64) -> Tensor<1> {
+    if share == 1.0 { loss } else { loss.mul_scalar(share) }
+}
+
+/// A zero loss that reaches every parameter of `base` and `adapter` (zero gradients): the part of
+/// a rank whose shard has no loss token while other ranks' have some, so that every rank takes
+/// part in the same gradient all-reduce.
+pub fn zero_loss<B: Module, A: Module>(base: &B, adapter: Option<&A>) -> Result<Tensor<1>> {
+    struct Sum(Option<Tensor<1>>);
+    impl ModuleVisitor for Sum {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let term = param.val().sum().mul_scalar(0.0);
+            self.0 = Some(match self.0.take() {
+                Some(acc) => acc + term,
+                None => term,
+            });
+        }
+    }
+    let mut sum = Sum(None);
+    base.visit(&mut sum);
+    if let Some(a) = adapter {
+        a.visit(&mut sum);
+    }
+    sum.0.ok_or_else(|| BridgeError::InvalidInput("a model without float parameters".into()))
+}
+
+/// `J_SFT` (token-mean NLL) at `(base, adapter)` on this rank's part of an SFT batch, scaled by the
+/// rank's share of the batch's tokens, so that the ranks' gradients add up to the whole batch's.
+/// Records `sft_loss` (the whole batch's value, on every rank) and `sft_tokens` (this rank's).
+pub fn sft_term<L: CausalLm>(
+    ctx: &StepContext<'_, L>,
+    base: &L::Base,
+    adapter: Option<&L::Adapter>,
+    batch: &SequenceBatch,
+    m: &mut Metrics,
+    step: u64,
+) -> Result<Tensor<1>> {
+    let out = sft_loss(ctx.lm, base, adapter, batch)?;
+    let share = ctx.shard.share(out.num_tokens as f64)?;
+    let value = ctx.shard.sum(vec![share * out.value])?[0];
+    ensure_finite("sft_loss", value, step)?;
+    m.insert("sft_loss".into(), value);
+    m.insert("sft_tokens".into(), out.num_tokens as f64);
+    Ok(scaled(out.loss, share))
 }
 
 /// Adds the rollout statistics (reward, lengths, zero-std groups, generation time) to `m`.
@@ -134,7 +227,13 @@ pub fn rl_batch<L: CausalLm>(
 }
 
 /// The GRPO loss at `(base, adapter)` on a training batch, with its statistics recorded under
-/// `prefix` (`None` when no completion token takes part in the loss).
+/// `prefix` (`None` when no completion token takes part in the loss, on any rank).
+///
+/// With several ranks the loss is this rank's part of the whole batch's loss (scaled by its
+/// share of the aggregation's normaliser, [`RlTrainingBatch::loss_normaliser`]); a rank without
+/// loss tokens returns a [`zero_loss`]. The statistics are the whole batch's (the same on every
+/// rank): the loss by shares, the per-token means by token counts. `{prefix}tokens` is this
+/// rank's count.
 pub fn rl_loss<L: CausalLm>(
     ctx: &StepContext<'_, L>,
     base: &L::Base,
@@ -146,30 +245,45 @@ pub fn rl_loss<L: CausalLm>(
 ) -> Result<Option<burn::tensor::Tensor<1>>> {
     let tokens = batch.num_loss_tokens();
     m.insert(format!("{prefix}tokens"), tokens as f64);
-    if tokens == 0 {
+    let normaliser = batch.loss_normaliser(ctx.rl.loss.aggregation);
+    let counts = ctx.shard.sum(vec![tokens as f64, normaliser])?;
+    if counts[0] == 0.0 {
         return Ok(None);
     }
-    let (out, entropy) = grpo_loss(ctx.lm, base, adapter, batch, None, &ctx.rl.loss, ctx.rl.log_entropy)?;
-    let s = &out.stats;
-    ensure_finite(&format!("{prefix}rl_loss"), s.loss, step)?;
-    for (k, v) in [
-        ("rl_loss", s.loss),
-        ("surrogate", s.surrogate),
-        ("kl", s.kl),
-        ("ratio_mean", s.ratio_mean),
-        ("clip_fraction", s.clip_fraction),
-        ("clip_low_fraction", s.clip_low_fraction),
-        ("clip_high_fraction", s.clip_high_fraction),
-    ] {
-        m.insert(format!("{prefix}{k}"), v);
+    // A rank without loss tokens (others have some) adds zeros to the statistics and a zero
+    // gradient to the all-reduce.
+    let (loss, local, entropy) = if tokens == 0 {
+        (zero_loss(base, adapter)?, [0.0; 7], None)
+    } else {
+        let (out, entropy) = grpo_loss(ctx.lm, base, adapter, batch, None, &ctx.rl.loss, ctx.rl.log_entropy)?;
+        let s = &out.stats;
+        let local =
+            [s.loss, s.surrogate, s.kl, s.ratio_mean, s.clip_fraction, s.clip_low_fraction, s.clip_high_fraction];
+        (out.loss, local, entropy)
+    };
+    let (share, global) = if ctx.shard.is_single() {
+        (1.0, local.iter().copied().chain([entropy.unwrap_or(0.0)]).collect::<Vec<_>>())
+    } else {
+        // The loss by the aggregation's normaliser, the per-token means by tokens.
+        let (share, per_token) = (normaliser / counts[1], tokens as f64 / counts[0]);
+        let mut weighted: Vec<f64> =
+            local.iter().enumerate().map(|(i, v)| v * if i == 0 { share } else { per_token }).collect();
+        weighted.push(entropy.unwrap_or(0.0) * per_token);
+        (share, ctx.shard.sum(weighted)?)
+    };
+    ensure_finite(&format!("{prefix}rl_loss"), global[0], step)?;
+    let keys = ["rl_loss", "surrogate", "kl", "ratio_mean", "clip_fraction", "clip_low_fraction", "clip_high_fraction"];
+    for (k, v) in keys.iter().zip(&global) {
+        m.insert(format!("{prefix}{k}"), *v);
     }
-    if let Some(e) = entropy {
-        m.insert(format!("{prefix}entropy"), e);
+    if entropy.is_some() || (tokens == 0 && ctx.rl.log_entropy) {
+        m.insert(format!("{prefix}entropy"), global[7]);
     }
-    Ok(Some(out.loss))
+    Ok(Some(scaled(loss, share)))
 }
 
-/// One update of a parameter group: the module, its optimiser, and its loss gradient.
+/// One update of a parameter group: the module, its optimiser, and its loss gradient (this
+/// rank's part: [`apply_all`] sums it across ranks).
 pub struct GroupUpdate<'a, M> {
     /// Metric name of the gradient norm.
     pub name: &'a str,
@@ -181,20 +295,28 @@ pub struct GroupUpdate<'a, M> {
     pub grads: FlatGradients,
 }
 
-/// Clips and checks every group's gradient first, then applies them all: a non-finite gradient
-/// in any group stops the step before any weight changes.
-pub fn apply_all<M: Module>(updates: Vec<GroupUpdate<'_, M>>, step: u64, m: &mut Metrics) -> Result<Vec<M>> {
+/// Sums every group's gradient across the ranks of `shard` (nothing on one rank), then clips and
+/// checks them all, then applies them: a non-finite gradient in any group stops the step before
+/// any weight changes.
+pub fn apply_all<M: Module>(
+    shard: &Shard,
+    updates: Vec<GroupUpdate<'_, M>>,
+    step: u64,
+    m: &mut Metrics,
+) -> Result<Vec<M>> {
     let mut clipped = Vec::with_capacity(updates.len());
     for u in &updates {
-        let (g, norm) = u.optim.clip(&u.grads, step)?;
+        let summed = shard.all_reduce(&u.grads, &u.module)?;
+        let (g, norm) = u.optim.clip(&summed, step)?;
         m.insert(format!("grad_norm_{}", u.name), norm);
         clipped.push(g);
     }
     Ok(updates.into_iter().zip(clipped).map(|(u, g)| u.optim.apply(u.module, &g)).collect())
 }
 
-/// [`apply_all`] of one group: clips, checks and applies `grads` to `module`.
+/// [`apply_all`] of one group: sums across ranks, clips, checks and applies `grads` to `module`.
 pub fn one_group<M: Module>(
+    shard: &Shard,
     name: &str,
     optim: &mut GroupOptimizer,
     module: M,
@@ -202,7 +324,7 @@ pub fn one_group<M: Module>(
     step: u64,
     m: &mut Metrics,
 ) -> Result<M> {
-    let mut out = apply_all(vec![GroupUpdate { name, optim, module, grads }], step, m)?;
+    let mut out = apply_all(shard, vec![GroupUpdate { name, optim, module, grads }], step, m)?;
     out.pop().ok_or_else(|| BridgeError::InvalidInput("no group updated".into()))
 }
 
@@ -217,16 +339,13 @@ fn sft_step<L: CausalLm>(ctx: &StepContext<'_, L>, state: &mut TrainState<L>, us
     let step = state.next_step();
     let start = Instant::now();
     let batch = next_sft_batch(ctx, state)?;
-    let out = sft_loss(ctx.lm, &state.theta, None, &batch)?;
-    ensure_finite("sft_loss", out.value, step)?;
-    m.insert("sft_loss".into(), out.value);
-    m.insert("sft_tokens".into(), out.num_tokens as f64);
-    let g = FlatGradients::from_backward(&mut out.loss.backward(), &state.theta);
+    let loss = sft_term(ctx, &state.theta, None, &batch, &mut m, step)?;
+    let g = FlatGradients::from_backward(&mut loss.backward(), &state.theta);
     let optim = match (use_sft_optim, state.optim.theta_sft.as_mut()) {
         (true, Some(o)) => o,
         _ => &mut state.optim.theta,
     };
-    state.theta = one_group("theta", optim, state.theta.clone(), g, step, &mut m)?;
+    state.theta = one_group(ctx.shard, "theta", optim, state.theta.clone(), g, step, &mut m)?;
     *m.entry("training_seconds".into()).or_insert(0.0) += start.elapsed().as_secs_f64();
     Ok(m)
 }
@@ -243,7 +362,7 @@ fn rl_step<L: CausalLm>(ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> 
         let loss = rl_loss(ctx, &state.theta, None, &batch, &mut m, "", step)?;
         let Some(loss) = loss else { break };
         let g = FlatGradients::from_backward(&mut loss.backward(), &state.theta);
-        state.theta = one_group("theta", &mut state.optim.theta, state.theta.clone(), g, step, &mut m)?;
+        state.theta = one_group(ctx.shard, "theta", &mut state.optim.theta, state.theta.clone(), g, step, &mut m)?;
     }
     *m.entry("training_seconds".into()).or_insert(0.0) += start.elapsed().as_secs_f64();
     Ok(m)
@@ -255,6 +374,9 @@ impl<L: CausalLm> TrainingAlgorithm<L> for SftOnly {
     }
     fn needs(&self) -> Needs {
         Needs::default()
+    }
+    fn data_parallel(&self) -> bool {
+        true
     }
     fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
         sft_step(ctx, state, false)
@@ -271,6 +393,9 @@ impl<L: CausalLm> TrainingAlgorithm<L> for RlZero {
     }
     fn needs(&self) -> Needs {
         Needs::default()
+    }
+    fn data_parallel(&self) -> bool {
+        true
     }
     fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
         rl_step(ctx, state)
@@ -291,6 +416,9 @@ impl<L: CausalLm> TrainingAlgorithm<L> for ColdStart {
     fn needs(&self) -> Needs {
         Needs::default()
     }
+    fn data_parallel(&self) -> bool {
+        true
+    }
     fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
         let mut m = if state.step < self.sft_steps { sft_step(ctx, state, false)? } else { rl_step(ctx, state)? };
         m.insert("stage".into(), if state.step < self.sft_steps { 0.0 } else { 1.0 });
@@ -308,6 +436,9 @@ impl<L: CausalLm> TrainingAlgorithm<L> for NaiveAlternating {
     }
     fn needs(&self) -> Needs {
         Needs { theta_sft_optimizer: true, ..Needs::default() }
+    }
+    fn data_parallel(&self) -> bool {
+        true
     }
     fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
         let mut m = rl_step(ctx, state)?;
@@ -341,24 +472,25 @@ impl<L: CausalLm> TrainingAlgorithm<L> for SftRlMixing {
     fn needs(&self) -> Needs {
         Needs::default()
     }
+    fn data_parallel(&self) -> bool {
+        true
+    }
     fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
         let mut m = Metrics::new();
         let rollouts = next_rollouts(ctx, &mut state.rl_cursor, &mut state.rollout_rng, &state.theta, None)?;
         record_rollouts(&mut m, "", &rollouts);
         let start = Instant::now();
         let batch = next_sft_batch(ctx, state)?;
-        let sft = sft_loss(ctx.lm, &state.theta, None, &batch)?;
         let step = state.next_step();
-        ensure_finite("sft_loss", sft.value, step)?;
-        m.insert("sft_loss".into(), sft.value);
+        let sft = sft_term(ctx, &state.theta, None, &batch, &mut m, step)?;
         let rl_batch = rl_batch(ctx, &rollouts, state.reference.as_ref())?;
         let rl = rl_loss(ctx, &state.theta, None, &rl_batch, &mut m, "", step)?;
         let loss = match rl {
-            Some(rl) => rl + sft.loss.mul_scalar(self.mu),
-            None => sft.loss.mul_scalar(self.mu),
+            Some(rl) => rl + sft.mul_scalar(self.mu),
+            None => sft.mul_scalar(self.mu),
         };
         let g = FlatGradients::from_backward(&mut loss.backward(), &state.theta);
-        state.theta = one_group("theta", &mut state.optim.theta, state.theta.clone(), g, step, &mut m)?;
+        state.theta = one_group(ctx.shard, "theta", &mut state.optim.theta, state.theta.clone(), g, step, &mut m)?;
         m.insert("training_seconds".into(), start.elapsed().as_secs_f64());
         Ok(m)
     }

@@ -27,14 +27,10 @@
 
 use crate::algorithm::{
     Metrics, Needs, StepContext, TrainingAlgorithm, next_sft_batch, record_rollouts, rl_batch, rl_loss,
+    sample_rollouts, sft_term,
 };
 use crate::state::TrainState;
-use bridge_core::{
-    AdapterGradTerms, BridgeError, CausalLm, CooperativeGain, FlatGradients, OuterObjective, Result,
-    error::ensure_finite,
-};
-use bridge_rl::collect_rollouts;
-use bridge_sft::sft_loss;
+use bridge_core::{AdapterGradTerms, BridgeError, CausalLm, CooperativeGain, FlatGradients, OuterObjective, Result};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -108,6 +104,10 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Bridge {
         Needs { adapter: true, theta_hat: self.outer.needs_aux_branch(), theta_sft_optimizer: false }
     }
 
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
         let lambda = ctx.lambda;
         let step = state.next_step();
@@ -123,18 +123,8 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Bridge {
 
         // Rollouts from (θ, w); for `separate`, θ̂ samples its own groups for the same prompts.
         let prompts = state.rl_cursor.next_batch(ctx.prompts, ctx.rl.prompts_per_step)?;
-        let sample = |base: &L::Base, rng: &mut bridge_core::BridgeRng| {
-            collect_rollouts(
-                ctx.lm,
-                base,
-                Some(&w),
-                &prompts,
-                &ctx.rl.sampling,
-                ctx.reward,
-                ctx.rl.advantage_scaling,
-                rng,
-            )
-        };
+        let sample =
+            |base: &L::Base, rng: &mut bridge_core::BridgeRng| sample_rollouts(ctx, &prompts, rng, base, Some(&w));
         let rollouts = sample(&state.theta, &mut state.rollout_rng)?;
         record_rollouts(&mut m, "", &rollouts);
         let aux_rollouts = match (&theta_hat, self.aux_rollouts) {
@@ -159,10 +149,8 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Bridge {
         let (g_theta, g_theta_hat, g_w) = match self.gradient_path {
             GradientPath::Separate => {
                 // J_SFT(θ, w)
-                let sft = sft_loss(ctx.lm, &state.theta, Some(&w), &sft_batch)?;
-                ensure_finite("sft_loss", sft.value, step)?;
-                m.insert("sft_loss".into(), sft.value);
-                let mut grads = sft.loss.backward();
+                let sft = sft_term(ctx, &state.theta, Some(&w), &sft_batch, &mut m, step)?;
+                let mut grads = sft.backward();
                 let sft_theta = FlatGradients::from_backward_dense(&mut grads, &state.theta);
                 let sft_w = FlatGradients::from_backward_dense(&mut grads, &w);
                 // J_RL(θ, w)
@@ -188,16 +176,18 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Bridge {
                     },
                     None => (None, None),
                 };
-                // (7): loss gradient of θ = −[(1−λ)∇J_SFT + λ∇J_RL]
+                // (7): loss gradient of θ = −[(1−λ)∇J_SFT + λ∇J_RL] (summed across ranks below)
                 let g_theta = FlatGradients::linear_combination(&[(1.0 - lambda, &sft_theta), (lambda, &rl_theta)])?;
-                // (8): the outer objective's ascent direction from the ascent terms
+                // (8): the outer objective's ascent direction from the ascent terms. An outer
+                // objective may be non-linear in them: sum each term across ranks first.
+                let whole = |g: FlatGradients| ctx.shard.all_reduce(&g, &w);
                 let terms = AdapterGradTerms {
-                    sft: sft_w.scale(-1.0),
-                    rl: rl_w.scale(-1.0),
-                    rl_aux: aux_w.map(|g| g.scale(-1.0)),
+                    sft: whole(sft_w)?.scale(-1.0),
+                    rl: whole(rl_w)?.scale(-1.0),
+                    rl_aux: aux_w.map(whole).transpose()?.map(|g| g.scale(-1.0)),
                 };
                 let g_w = self.outer.adapter_direction(&terms, lambda)?.scale(-1.0);
-                (g_theta, aux_theta_hat, g_w)
+                (g_theta, aux_theta_hat, Ok(g_w))
             }
             GradientPath::Fused => {
                 let weights = self.outer.term_weights(lambda).ok_or_else(|| {
@@ -209,10 +199,8 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Bridge {
                         "`fused` needs an outer objective weighing SFT and RL like θ, (1−λ, λ)",
                     ));
                 }
-                let sft = sft_loss(ctx.lm, &state.theta, Some(&w), &sft_batch)?;
-                ensure_finite("sft_loss", sft.value, step)?;
-                m.insert("sft_loss".into(), sft.value);
-                let mut loss = sft.loss.mul_scalar(1.0 - lambda);
+                let sft = sft_term(ctx, &state.theta, Some(&w), &sft_batch, &mut m, step)?;
+                let mut loss = sft.mul_scalar(1.0 - lambda);
                 if let Some(rl) = rl_loss(ctx, &state.theta, Some(&w), &batch, &mut m, "", step)? {
                     loss = loss + rl.mul_scalar(lambda);
                 }
@@ -226,8 +214,19 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Bridge {
                 let g_theta = FlatGradients::from_backward_dense(&mut grads, &state.theta);
                 let g_theta_hat = theta_hat.as_ref().map(|th| FlatGradients::from_backward_dense(&mut grads, th));
                 let g_w = FlatGradients::from_backward_dense(&mut grads, &w);
-                (g_theta, g_theta_hat, g_w)
+                (g_theta, g_theta_hat, Err(g_w))
             }
+        };
+        // Sum every group's gradient across ranks (nothing on one rank); w's terms were summed
+        // before (8) on the separate path (`Ok`), its fused gradient is summed here (`Err`).
+        let g_theta = ctx.shard.all_reduce(&g_theta, &state.theta)?;
+        let g_theta_hat = match (g_theta_hat, &theta_hat) {
+            (Some(g), Some(th)) => Some(ctx.shard.all_reduce(&g, th)?),
+            _ => None,
+        };
+        let g_w = match g_w {
+            Ok(g) => g,
+            Err(g) => ctx.shard.all_reduce(&g, &w)?,
         };
         if let (Some(a), Some(b)) = (m.get("surrogate"), m.get("aux_surrogate")) {
             m.insert("cooperative_gain".into(), a - b);

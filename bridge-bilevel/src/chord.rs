@@ -58,6 +58,10 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Chord {
         Needs::default()
     }
 
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
         let step = state.step;
         let mut m = Metrics::new();
@@ -69,18 +73,26 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Chord {
         let expert = next_sft_batch(ctx, state)?;
         let scores = ctx.lm.token_scores(&state.theta, None, &expert, false)?;
         let sft = chord_sft_loss(&scores, self.config.phi)?;
-        ensure_finite("chord_sft_loss", sft.value, step)?;
-        m.insert("sft_loss".into(), sft.nll);
-        m.insert("chord_sft_loss".into(), sft.value);
-        m.insert("phi_mean".into(), sft.phi_mean);
+        // This rank's part of the whole batch's SFT term (a token mean): its share of the tokens.
+        let share = ctx.shard.share(sft.tokens as f64)?;
+        let [nll, value, phi_mean]: [f64; 3] = ctx
+            .shard
+            .sum(vec![share * sft.nll, share * sft.value, share * sft.phi_mean])?
+            .try_into()
+            .map_err(|_| bridge_core::BridgeError::Parallel("CHORD's statistics".into()))?;
+        ensure_finite("chord_sft_loss", value, step)?;
+        m.insert("sft_loss".into(), nll);
+        m.insert("chord_sft_loss".into(), value);
+        m.insert("phi_mean".into(), phi_mean);
         m.insert("sft_tokens".into(), sft.tokens as f64);
+        let sft_loss = if share == 1.0 { sft.loss } else { sft.loss.mul_scalar(share) };
         let batch = rl_batch(ctx, &rollouts, state.reference.as_ref())?;
         let loss = match rl_loss(ctx, &state.theta, None, &batch, &mut m, "", step)? {
-            Some(rl) => rl.mul_scalar(1.0 - mu) + sft.loss.mul_scalar(mu),
-            None => sft.loss.mul_scalar(mu),
+            Some(rl) => rl.mul_scalar(1.0 - mu) + sft_loss.mul_scalar(mu),
+            None => sft_loss.mul_scalar(mu),
         };
         let g = FlatGradients::from_backward(&mut loss.backward(), &state.theta);
-        state.theta = one_group("theta", &mut state.optim.theta, state.theta.clone(), g, step, &mut m)?;
+        state.theta = one_group(ctx.shard, "theta", &mut state.optim.theta, state.theta.clone(), g, step, &mut m)?;
         m.insert("training_seconds".into(), start.elapsed().as_secs_f64());
         Ok(m)
     }

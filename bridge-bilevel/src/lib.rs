@@ -34,6 +34,9 @@ pub use bridge::{AuxRollouts, Bridge, GradientPath};
 pub use chord::{Chord, ChordConfig};
 pub use luffy::Luffy;
 pub use ppo::{Critic, Ppo, PpoConfig};
-pub use run::{LoopConfig, OptimConfig, RunEvent, RunInputs, init_state, resume_from_checkpoint, run_steps};
+pub use run::{
+    LoopConfig, OptimConfig, Replica, RunEvent, RunInputs, init_state, merge_metrics, resume_from_checkpoint,
+    run_data_parallel, run_steps,
+};
 pub use state::{CheckpointMeta, TrainState, latest_checkpoint, prune_checkpoints, read_checkpoint_meta};
 pub use unrolled::{Hypergradient, UnrolledBridge, UnrolledConfig, unrolled_hypergradient};

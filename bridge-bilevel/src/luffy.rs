@@ -85,7 +85,8 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Luffy {
                     m.insert("entropy".into(), e);
                 }
                 let g = FlatGradients::from_backward(&mut out.loss.backward(), &state.theta);
-                state.theta = one_group("theta", &mut state.optim.theta, state.theta.clone(), g, step, &mut m)?;
+                state.theta =
+                    one_group(ctx.shard, "theta", &mut state.optim.theta, state.theta.clone(), g, step, &mut m)?;
             }
         }
         m.insert("training_seconds".into(), start.elapsed().as_secs_f64());

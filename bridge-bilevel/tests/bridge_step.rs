@@ -8,7 +8,7 @@ use bridge_bilevel::{
 };
 use bridge_core::{
     AdamWSettings, CausalLm, CooperativeGain, DataCursor, FlatGradients, JointSftRl, LambdaSchedule, ScheduleState,
-    SequenceBatch, schedule::ConstantLambda, step_along,
+    SequenceBatch, Shard, schedule::ConstantLambda, step_along,
 };
 use bridge_rl::{collect_rollouts, grpo_loss};
 use bridge_sft::sft_loss;
@@ -89,8 +89,17 @@ fn check_step(gradient_path: GradientPath, kl_coef: f64) {
 
     // --- the trainer ---
     let mut algo = Bridge { outer: Box::new(CooperativeGain), aux_rollouts: AuxRollouts::Shared, gradient_path };
-    let ctx =
-        StepContext { lm: &lm, sft: &sft, prompts: &prompts, reward: &reward, rl: &rl, sft_batch_size: 2, lambda };
+    let shard = Shard::single();
+    let ctx = StepContext {
+        lm: &lm,
+        sft: &sft,
+        prompts: &prompts,
+        reward: &reward,
+        rl: &rl,
+        sft_batch_size: 2,
+        lambda,
+        shard: &shard,
+    };
     let metrics = TrainingAlgorithm::step(&mut algo, &ctx, &mut state).unwrap();
     let (theta1, theta_hat1, w1) = snapshot(&state);
 

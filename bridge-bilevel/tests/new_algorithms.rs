@@ -42,6 +42,7 @@ fn one_step(
         rl: &rl,
         sft_batch_size: 2,
         lambda: 0.35,
+        shard: &bridge_core::Shard::single(),
     };
     let expected = check(&state, &ctx);
     let metrics = algo.step(&ctx, &mut state).unwrap();

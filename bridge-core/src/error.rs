@@ -80,6 +80,10 @@ pub enum BridgeError {
     /// The requested device or backend is not available in this build or on this machine.
     #[error("device: {0}")]
     Device(String),
+    /// A data-parallel group failed: a rank stopped, or the ranks disagree (see
+    /// [`crate::parallel`]).
+    #[error("data parallel: {0}")]
+    Parallel(String),
 }
 
 fn field_prefix(field: Option<&str>) -> String {

@@ -112,6 +112,57 @@ impl FlatGradients {
         restore.out
     }
 
+    /// The gradients in `module`'s parameter order, with whether each parameter has one (zeros
+    /// stand in for those that do not): a layout that does not depend on parameter ids, so that
+    /// ranks holding their own copies of a module can add their gradients
+    /// ([`crate::Shard::all_reduce`]).
+    pub fn ordered<M: Module>(&self, module: &M) -> (Vec<bool>, Vec<Tensor<1>>) {
+        struct Order<'a> {
+            entries: &'a BTreeMap<ParamId, FlatEntry>,
+            present: Vec<bool>,
+            out: Vec<Tensor<1>>,
+        }
+        impl ModuleVisitor for Order<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                match self.entries.get(&param.id) {
+                    Some(e) => {
+                        self.present.push(true);
+                        self.out.push(e.values.clone());
+                    }
+                    None => {
+                        let value = param.val();
+                        let n = value.dims().iter().product::<usize>();
+                        self.present.push(false);
+                        self.out.push(Tensor::<1>::zeros([n], &value.device()).cast(value.dtype()));
+                    }
+                }
+            }
+        }
+        let mut order = Order { entries: &self.entries, present: Vec::new(), out: Vec::new() };
+        module.visit(&mut order);
+        (order.present, order.out)
+    }
+
+    /// The inverse of [`Self::ordered`]: `values[i]` is the gradient of `module`'s `i`-th float
+    /// parameter (`None`: no gradient), keyed by this module's parameter ids.
+    pub fn from_ordered<M: Module>(values: Vec<Option<Tensor<1>>>, module: &M) -> Self {
+        struct Keyed {
+            values: std::vec::IntoIter<Option<Tensor<1>>>,
+            out: BTreeMap<ParamId, FlatEntry>,
+        }
+        impl ModuleVisitor for Keyed {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if let Some(Some(values)) = self.values.next() {
+                    let shape = param.val().dims().to_vec();
+                    self.out.insert(param.id, FlatEntry { values, shape });
+                }
+            }
+        }
+        let mut keyed = Keyed { values: values.into_iter(), out: BTreeMap::new() };
+        module.visit(&mut keyed);
+        Self { entries: keyed.out }
+    }
+
     /// Number of parameter tensors held.
     pub fn len(&self) -> usize {
         self.entries.len()

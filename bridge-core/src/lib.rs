@@ -27,6 +27,7 @@ pub mod fs;
 pub mod grads;
 pub mod jsonl;
 pub mod outer;
+pub mod parallel;
 pub mod policy;
 pub mod prompt;
 pub mod reward;
@@ -42,6 +43,7 @@ pub use device::DeviceChoice;
 pub use error::{BridgeError, Result};
 pub use grads::{FlatGradients, independent_copy, step_along};
 pub use outer::{AdapterGradTerms, CooperativeGain, JointSftRl, OuterObjective, TermWeights};
+pub use parallel::{CollectiveSync, Exchange, GradientSync, HostSync, Shard};
 pub use policy::{
     CausalLm, ChatMessage, Completion, FinishReason, ParamGroups, SamplingParams, SequenceBatch, TextCodec,
     TokenScores, TokenSelection, TokenSequence,

@@ -335,6 +335,14 @@ pub trait CausalLm: Send + Sync {
 
     /// Samples `params.n` completions for each prompt (token ids), without building a graph.
     /// Output order: prompt by prompt, sample by sample.
+    ///
+    /// # Draw order
+    /// Before sampling, draw one `rng.next_u64()` per completion, in output order, and sample
+    /// completion `k` from its own generator seeded with the `k`-th value; `rng` then advances by
+    /// exactly `prompts × n` draws. A completion then depends only on its prompt and its seed,
+    /// not on the rest of the batch, which is what lets data-parallel ranks sample their shards
+    /// of a batch and reproduce the single-device rollouts ([`crate::Shard::with_rng`]). Both
+    /// built-in models (`bridge_models::Decoder`, [`crate::testing::BigramLm`]) follow it.
     fn sample(
         &self,
         base: &Self::Base,

@@ -158,6 +158,9 @@ impl CausalLm for BigramLm {
             .try_to_vec()
             .map_err(|e| BridgeError::Model(format!("reading the logit table: {e}")))?;
         let mut out = Vec::with_capacity(prompts.len() * params.n);
+        // One seed per completion, drawn first (the draw order of `CausalLm::sample`).
+        let mut seeds: Vec<u64> = (0..prompts.len() * params.n).map(|_| rng.next_u64()).collect::<Vec<_>>();
+        seeds.reverse();
         for (pi, prompt) in prompts.iter().enumerate() {
             let last = *prompt.last().ok_or_else(|| BridgeError::InvalidInput(format!("prompt {pi} is empty")))?;
             if last as usize >= v {
@@ -166,6 +169,8 @@ impl CausalLm for BigramLm {
                 )));
             }
             for si in 0..params.n {
+                let mut rng = BridgeRng::seed_from_u64(seeds.pop().unwrap_or_default());
+                let rng = &mut rng;
                 let (mut cur, mut tokens, mut logprobs) = (last as usize, Vec::new(), Vec::new());
                 let mut finish = FinishReason::Length;
                 while tokens.len() < params.max_new_tokens {
