@@ -14,13 +14,13 @@
 
 use crate::registry::{AlgorithmRegistry, AlgorithmSpec, RunContext};
 use bridge_bilevel::{
-    LoopConfig, Metrics, OptimConfig, RunEvent, RunInputs, init_state, latest_checkpoint, read_checkpoint_meta,
-    resume_from_checkpoint, run_steps,
+    LoopConfig, Metrics, OptimConfig, Replica, RunEvent, RunInputs, init_state, latest_checkpoint,
+    read_checkpoint_meta, resume_from_checkpoint, run_data_parallel, run_steps,
 };
 use bridge_core::reward::WeightedRewards;
 use bridge_core::{
-    BridgeError, BridgeRng, CausalLm, CharCodec, DeviceChoice, ExampleSource, InMemorySource, LambdaScheduleConfig,
-    Result, RewardFunction, RlPrompt, TextCodec,
+    BridgeError, BridgeRng, CausalLm, CharCodec, CollectiveSync, DeviceChoice, ExampleSource, GradientSync,
+    InMemorySource, LambdaScheduleConfig, Result, RewardFunction, RlPrompt, TextCodec, independent_copy,
 };
 use bridge_eval::metrics::{MetricsWriter, ProgressReporter};
 use bridge_eval::reward::{AccuracyReward, FormatReward, RewardScale};
@@ -29,8 +29,10 @@ use bridge_models::tokenizer::HfCodec;
 use bridge_models::{DecodeEngine, Decoder, DecoderConfig, DecoderWeights, LoraConfig, Precision};
 use bridge_rl::GrpoConfig;
 use bridge_sft::{DatasetConfig, SftTokenizer, TokenizeConfig};
+use burn::module::Module;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The whole run configuration (`--config FILE.toml`).
@@ -83,6 +85,13 @@ pub struct RunSection {
     pub run_dir: PathBuf,
     /// `flex` (CPU) or `cuda[:N]`.
     pub device: DeviceChoice,
+    /// Data parallelism: the devices of the ranks, as a list (`["cuda:0", "cuda:1"]`) or a count
+    /// (`4`: `cuda:0`…`cuda:3` when `device` is CUDA, four `flex` ranks when it is `flex`).
+    /// Replaces `device` when set. Unset: one rank on `device`.
+    pub devices: Option<DevicesSetting>,
+    /// How gradients are summed across ranks: `auto` (NCCL when every rank is a CUDA device,
+    /// else the host exchange), `host` or `nccl`.
+    pub gradient_sync: GradientSyncChoice,
     /// Evaluate every this many steps (0: only at the end).
     pub eval_every: u64,
     /// Checkpoint every this many steps (0: only at the end).
@@ -98,6 +107,75 @@ pub struct RunSection {
     pub time_limit_s: Option<f64>,
 }
 
+/// `run.devices`: a list of devices or a number of them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DevicesSetting {
+    /// This many ranks on devices of `run.device`'s kind.
+    Count(usize),
+    /// One rank per listed device, in rank order.
+    List(Vec<DeviceChoice>),
+}
+
+/// `run.gradient_sync`: how the ranks' gradients are summed ([`bridge_core::GradientSync`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GradientSyncChoice {
+    /// NCCL when every rank is a CUDA device and there are several, else the host exchange.
+    #[default]
+    Auto,
+    /// Through host memory, summed in rank order ([`bridge_core::HostSync`]): any device.
+    Host,
+    /// burn's collectives, NCCL ([`bridge_core::CollectiveSync`]): CUDA devices only; also with one
+    /// device (the only multi-GPU path a single card can exercise).
+    Nccl,
+}
+
+impl RunSection {
+    /// The device of every rank, in rank order (`[device]` without `run.devices`), checked: at
+    /// least one, one kind, no CUDA device twice, and NCCL only on CUDA.
+    pub fn rank_devices(&self) -> Result<Vec<DeviceChoice>> {
+        let devices = match &self.devices {
+            None => vec![self.device],
+            Some(DevicesSetting::Count(n)) => match self.device {
+                DeviceChoice::Flex => vec![DeviceChoice::Flex; *n],
+                DeviceChoice::Cuda(_) => (0..*n).map(DeviceChoice::Cuda).collect(),
+            },
+            Some(DevicesSetting::List(list)) => list.clone(),
+        };
+        if devices.is_empty() {
+            return Err(BridgeError::config("run.devices", "needs at least one device"));
+        }
+        let cuda = |d: &DeviceChoice| matches!(d, DeviceChoice::Cuda(_));
+        if devices.iter().any(cuda) && !devices.iter().all(cuda) {
+            return Err(BridgeError::config("run.devices", "mixes flex and CUDA devices: use one kind"));
+        }
+        for (i, d) in devices.iter().enumerate() {
+            if cuda(d) && devices[..i].contains(d) {
+                return Err(BridgeError::config("run.devices", format!("lists `{d}` twice (one rank per GPU)")));
+            }
+        }
+        if self.gradient_sync == GradientSyncChoice::Nccl && !devices.iter().all(cuda) {
+            return Err(BridgeError::config(
+                "run.gradient_sync",
+                "`nccl` needs CUDA devices (flex has no collectives: use `host`)",
+            ));
+        }
+        Ok(devices)
+    }
+
+    /// The gradient synchronisation of `devices` (`None`: the host exchange, or nothing for one
+    /// rank).
+    fn gradient_sync(&self, devices: &[DeviceChoice]) -> Result<Option<Arc<dyn GradientSync>>> {
+        let all_cuda = devices.iter().all(|d| matches!(d, DeviceChoice::Cuda(_)));
+        Ok(match self.gradient_sync {
+            GradientSyncChoice::Nccl => Some(Arc::new(CollectiveSync::new(devices)?)),
+            GradientSyncChoice::Auto if all_cuda && devices.len() > 1 => Some(Arc::new(CollectiveSync::new(devices)?)),
+            _ => None,
+        })
+    }
+}
+
 impl Default for RunSection {
     fn default() -> Self {
         Self {
@@ -105,6 +183,8 @@ impl Default for RunSection {
             steps: 100,
             run_dir: PathBuf::from("runs/bridge"),
             device: DeviceChoice::Flex,
+            devices: None,
+            gradient_sync: GradientSyncChoice::Auto,
             eval_every: 0,
             checkpoint_every: 50,
             keep_checkpoints: 2,
@@ -338,6 +418,30 @@ impl TrainConfig {
         if self.run.steps == 0 {
             return Err(BridgeError::config("run.steps", "must be ≥ 1"));
         }
+        // Every rank needs a part of every batch it draws.
+        let ranks = self.run.rank_devices()?.len();
+        if ranks > 1 {
+            if !algorithm.build().data_parallel() {
+                return Err(BridgeError::config(
+                    "run.devices",
+                    format!(
+                        "algorithm `{}` does not support data parallelism: train it on one device",
+                        self.algorithm.name
+                    ),
+                ));
+            }
+            for (field, used, per_step) in [
+                ("sft.batch_size", needs.sft, self.sft.batch_size),
+                ("rl.prompts_per_step", needs.rl, self.rl.prompts_per_step),
+            ] {
+                if used && per_step < ranks {
+                    return Err(BridgeError::config(
+                        field,
+                        format!("{per_step} cannot be split across the {ranks} ranks of run.devices (each needs one)"),
+                    ));
+                }
+            }
+        }
         if self.run.keep_checkpoints == 0 {
             return Err(BridgeError::config(
                 "run.keep_checkpoints",
@@ -494,6 +598,8 @@ fn previous_run(run_dir: &Path) -> Vec<&'static str> {
 /// Everything a run needs, loaded and checked before its first step.
 struct Prepared {
     device: burn::tensor::Device,
+    /// The devices of ranks 1.. of a data-parallel run (`run.devices`).
+    replica_devices: Vec<burn::tensor::Device>,
     lm: Decoder,
     theta0: DecoderWeights,
     sft: InMemorySource<bridge_core::TokenSequence>,
@@ -574,7 +680,10 @@ fn prepare(cfg: &TrainConfig, mode: RunMode, registry: &AlgorithmRegistry<Decode
     let data_needs = spec.data();
     let checkpoint = check_run_dir(cfg, mode)?;
     let mut warnings = spec.warnings(&RunContext { rl: &cfg.rl, steps: cfg.run.steps });
-    let device = cfg.run.device.autodiff_device()?;
+    let rank_devices = cfg.run.rank_devices()?;
+    let device = rank_devices[0].autodiff_device()?;
+    // Every rank's device exists in this build (rank 0's is opened below).
+    let replica_devices = rank_devices[1..].iter().map(|d| d.autodiff_device()).collect::<Result<Vec<_>>>()?;
     let (lm, theta0) = open_lm(&cfg.model, &device, cfg.run.seed)?;
     let codec = lm.codec();
     let algorithm = cfg.algorithm.name.as_str();
@@ -663,7 +772,7 @@ fn prepare(cfg: &TrainConfig, mode: RunMode, registry: &AlgorithmRegistry<Decode
     if !eval_sets.is_empty() {
         check_length("eval.max_new_tokens", cfg.eval.max_new_tokens, eval_prompt_len, "evaluation prompt")?;
     }
-    Ok(Prepared { device, lm, theta0, sft, prompts, eval_sets, checkpoint, spec, warnings })
+    Ok(Prepared { device, replica_devices, lm, theta0, sft, prompts, eval_sets, checkpoint, spec, warnings })
 }
 
 /// Runs (or, with [`RunMode::Resume`], continues) the training the config describes.
@@ -682,7 +791,7 @@ pub fn train(cfg: &TrainConfig, mode: RunMode) -> Result<RunSummary> {
 /// [`train`] with the algorithms of `registry`.
 pub fn train_with(cfg: &TrainConfig, mode: RunMode, registry: &AlgorithmRegistry<Decoder>) -> Result<RunSummary> {
     let started = Instant::now();
-    let Prepared { device, lm, theta0, sft, prompts, eval_sets, checkpoint, spec, warnings } =
+    let Prepared { device, replica_devices, lm, theta0, sft, prompts, eval_sets, checkpoint, spec, warnings } =
         prepare(cfg, mode, registry)?;
     for w in &warnings {
         eprintln!("warning: {w}");
@@ -699,7 +808,23 @@ pub fn train_with(cfg: &TrainConfig, mode: RunMode, registry: &AlgorithmRegistry
     };
     let reward = cfg.reward.build();
     let lambda = cfg.lambda.build()?;
-    let mut state = init_state(needs, theta0, adapter0, &cfg.optim, cfg.rl.loss.kl_coef > 0.0, seed)?;
+    // Ranks 1.. of a data-parallel run: the same weights, copied to their devices (their own
+    // parameters), the same state built the same way.
+    let with_reference = cfg.rl.loss.kl_coef > 0.0;
+    let mut replicas = Vec::with_capacity(replica_devices.len());
+    for d in &replica_devices {
+        let theta = independent_copy(&theta0.clone().to_device(d));
+        let adapter = adapter0.as_ref().map(|a| independent_copy(&a.clone().to_device(d)));
+        let mut algorithm = spec.build();
+        let mut state = init_state(needs, theta, adapter, &cfg.optim, with_reference, seed)?;
+        if let Some(ckpt) = &checkpoint {
+            state = resume_from_checkpoint(state, algorithm.as_mut(), ckpt)?.0;
+        }
+        replicas.push(Replica { state, algorithm });
+    }
+    let rank_devices = cfg.run.rank_devices()?;
+    let sync = cfg.run.gradient_sync(&rank_devices)?;
+    let mut state = init_state(needs, theta0, adapter0, &cfg.optim, with_reference, seed)?;
     if let Some(ckpt) = &checkpoint {
         state = resume_from_checkpoint(state, algorithm.as_mut(), ckpt)?.0;
     }
@@ -740,45 +865,47 @@ pub fn train_with(cfg: &TrainConfig, mode: RunMode, registry: &AlgorithmRegistry
         lambda: lambda.as_ref(),
     };
     let mut final_eval = Metrics::new();
-    let state = run_steps(
-        &lm,
-        algorithm.as_mut(),
-        state,
-        &inputs,
-        &loop_cfg,
-        |lm, s| evaluate_metrics(lm, &s.theta, s.adapter.as_ref(), &eval_sets, &cfg.eval),
-        |event| {
-            match event {
-                RunEvent::Step(m) => {
-                    let mut line = serde_json::Map::new();
-                    line.insert("kind".into(), "train".into());
-                    for (k, v) in m {
-                        line.insert(k.clone(), serde_json::json!(v));
-                    }
-                    writer.write(&line)?;
-                    let shown: Vec<(&str, f64)> = ["reward_mean", "sft_loss", "cooperative_gain"]
-                        .iter()
-                        .filter_map(|k| m.get(*k).map(|v| (*k, *v)))
-                        .collect();
-                    progress.update(m.get("step").copied().unwrap_or(0.0) as u64, &shown);
+    let evaluate = |lm: &Decoder, s: &bridge_bilevel::TrainState<Decoder>| {
+        evaluate_metrics(lm, &s.theta, s.adapter.as_ref(), &eval_sets, &cfg.eval)
+    };
+    let on_event = |event: RunEvent<'_>| {
+        match event {
+            RunEvent::Step(m) => {
+                let mut line = serde_json::Map::new();
+                line.insert("kind".into(), "train".into());
+                for (k, v) in m {
+                    line.insert(k.clone(), serde_json::json!(v));
                 }
-                RunEvent::Eval(m) => {
-                    let mut line = serde_json::Map::new();
-                    line.insert("kind".into(), "eval".into());
-                    for (k, v) in m {
-                        line.insert(k.clone(), serde_json::json!(v));
-                    }
-                    writer.write(&line)?;
-                    if let Some(a) = m.get("eval_accuracy") {
-                        progress.message(&format!("step {}: eval accuracy {:.3}", m["step"], a));
-                    }
-                    final_eval = m.clone();
-                }
-                RunEvent::Checkpoint(_) => {}
+                writer.write(&line)?;
+                let shown: Vec<(&str, f64)> = ["reward_mean", "sft_loss", "cooperative_gain"]
+                    .iter()
+                    .filter_map(|k| m.get(*k).map(|v| (*k, *v)))
+                    .collect();
+                progress.update(m.get("step").copied().unwrap_or(0.0) as u64, &shown);
             }
-            Ok(())
-        },
-    )?;
+            RunEvent::Eval(m) => {
+                let mut line = serde_json::Map::new();
+                line.insert("kind".into(), "eval".into());
+                for (k, v) in m {
+                    line.insert(k.clone(), serde_json::json!(v));
+                }
+                writer.write(&line)?;
+                if let Some(a) = m.get("eval_accuracy") {
+                    progress.message(&format!("step {}: eval accuracy {:.3}", m["step"], a));
+                }
+                final_eval = m.clone();
+            }
+            RunEvent::Checkpoint(_) => {}
+        }
+        Ok(())
+    };
+    let state = if replicas.is_empty() && sync.is_none() {
+        run_steps(&lm, algorithm.as_mut(), state, &inputs, &loop_cfg, evaluate, on_event)?
+    } else {
+        // Data parallel (rank 0 is this state): one thread per rank, rank 0 reports and writes.
+        replicas.insert(0, Replica { state, algorithm });
+        run_data_parallel(&lm, replicas, sync, &inputs, &loop_cfg, evaluate, on_event)?.state
+    };
     progress.finish();
     let metrics_path = run_dir.join(bridge_eval::metrics::METRICS_FILE);
     bridge_eval::plot::plot_metrics(

@@ -246,3 +246,107 @@ fn run_directory_rules() {
     let summary = train(&cfg(&failed, 3), RunMode::Resume).unwrap();
     assert_eq!(summary.steps, 3);
 }
+
+/// `run.devices = 2` (two flex ranks, host gradient exchange) trains like one device (the same
+/// losses and rewards at every step, up to f32 summation order), writes one metrics line per step,
+/// and resumes exactly.
+#[test]
+fn two_ranks_train_like_one_device_and_resume_exactly() {
+    use bridge::train::DevicesSetting;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("train-data-parallel");
+    let data = setup(&dir);
+    let two = |run_dir: &Path, steps: u64| {
+        edit(&config(&dir, &data, run_dir, steps), |c| c.run.devices = Some(DevicesSetting::Count(2)))
+    };
+    let one_dir = dir.join("one");
+    train(&config(&dir, &data, &one_dir, 4), RunMode::Fresh).unwrap();
+    let two_dir = dir.join("two");
+    train(&two(&two_dir, 4), RunMode::Fresh).unwrap();
+    let train_lines = |d: &Path| -> Vec<serde_json::Value> {
+        read_metrics(d.join("metrics.jsonl")).unwrap().into_iter().filter(|l| l["kind"] == "train").collect()
+    };
+    let (one, many) = (train_lines(&one_dir), train_lines(&two_dir));
+    assert_eq!(one.len(), 4);
+    assert_eq!(many.len(), 4, "one line per step, written once");
+    for (a, b) in one.iter().zip(&many) {
+        for key in ["sft_loss", "rl_loss", "aux_rl_loss", "reward_mean", "grad_norm_theta", "grad_norm_adapter"] {
+            let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+                "step {}: {key} {x} (one device) vs {y} (two)",
+                a["step"]
+            );
+        }
+        assert_eq!(a["tokens"], b["tokens"], "loss tokens summed over the ranks");
+    }
+    let evals = |d: &Path| -> Vec<serde_json::Value> {
+        read_metrics(d.join("metrics.jsonl"))
+            .unwrap()
+            .into_iter()
+            .filter(|l| l["kind"] == "eval")
+            .map(|mut l| {
+                l.as_object_mut().unwrap().retain(|k, _| !k.ends_with("seconds"));
+                l
+            })
+            .collect()
+    };
+    assert_eq!(evals(&one_dir), evals(&two_dir), "rank 0 evaluates the same model");
+
+    // Two ranks, 2 steps, then resume to 4: the same run.
+    let resumed = dir.join("two-resumed");
+    train(&two(&resumed, 2), RunMode::Fresh).unwrap();
+    train(&two(&resumed, 4), RunMode::Resume).unwrap();
+    let strip = |v: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        v.into_iter()
+            .map(|mut l| {
+                l.as_object_mut().unwrap().retain(|k, _| !k.ends_with("seconds"));
+                l
+            })
+            .collect()
+    };
+    assert_eq!(strip(train_lines(&two_dir)), strip(train_lines(&resumed)));
+    let weights = |d: &Path| std::fs::read(d.join("final/model.safetensors")).unwrap();
+    assert_eq!(weights(&two_dir), weights(&resumed), "identical final weights");
+}
+
+/// Data-parallel settings that cannot work are refused before anything is written.
+#[test]
+fn bad_data_parallel_settings_fail_before_training() {
+    use bridge::train::{DevicesSetting, GradientSyncChoice};
+    use bridge_core::DeviceChoice;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("train-data-parallel-checks");
+    let data = setup(&dir);
+    let good = config(&dir, &data, &dir.join("run"), 2);
+    let devices = |d: DevicesSetting| edit(&good, |c| c.run.devices = Some(d));
+    // sft.batch_size = 2 and rl.prompts_per_step = 2 cannot feed three ranks.
+    refused(&devices(DevicesSetting::Count(3)), RunMode::Fresh, &["sft.batch_size", "3 ranks of run.devices"]);
+    refused(
+        &edit(&devices(DevicesSetting::Count(3)), |c| c.sft.batch_size = 3),
+        RunMode::Fresh,
+        &["rl.prompts_per_step", "3 ranks of run.devices"],
+    );
+    refused(&devices(DevicesSetting::Count(0)), RunMode::Fresh, &["run.devices", "at least one"]);
+    refused(
+        &devices(DevicesSetting::List(vec![DeviceChoice::Cuda(0), DeviceChoice::Cuda(0)])),
+        RunMode::Fresh,
+        &["run.devices", "twice"],
+    );
+    refused(
+        &devices(DevicesSetting::List(vec![DeviceChoice::Flex, DeviceChoice::Cuda(1)])),
+        RunMode::Fresh,
+        &["run.devices", "mixes"],
+    );
+    refused(&edit(&good, |c| c.run.gradient_sync = GradientSyncChoice::Nccl), RunMode::Fresh, &["run.gradient_sync"]);
+    // The TOML spellings.
+    let parsed = |devices: &str| {
+        let base = toml::to_string(&good).unwrap();
+        let with = base.replacen("[run]\n", &format!("[run]\ndevices = {devices}\n"), 1);
+        parse_config(&with, Path::new("dp.toml")).map(|c| c.run.devices)
+    };
+    assert_eq!(parsed("2").unwrap(), Some(DevicesSetting::Count(2)));
+    assert_eq!(
+        parsed(r#"["cuda:0", "cuda:1"]"#).unwrap(),
+        Some(DevicesSetting::List(vec![DeviceChoice::Cuda(0), DeviceChoice::Cuda(1)]))
+    );
+    assert!(parsed(r#"["tpu:0"]"#).unwrap_err().to_string().contains("devices"));
+}

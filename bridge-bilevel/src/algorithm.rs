@@ -103,7 +103,7 @@ pub fn next_sft_batch<L: CausalLm>(ctx: &StepContext<'_, L>, state: &mut TrainSt
 }
 
 /// This rank's part of `items`; an error when it would be empty (`what` names the setting).
-fn shard_of<T>(shard: &Shard, items: Vec<T>, what: &str) -> Result<Vec<T>> {
+pub(crate) fn shard_of<T>(shard: &Shard, items: Vec<T>, what: &str) -> Result<Vec<T>> {
     let total = items.len();
     let mine = shard.select(items);
     if mine.is_empty() && total > 0 {
@@ -226,6 +226,20 @@ pub fn rl_batch<L: CausalLm>(
     Ok(batch)
 }
 
+/// The whole batch's means from every rank's `(mean, count)` pairs: `Σ_r mean_r·n_r / Σ_r n_r`
+/// for each pair (0 where no rank counts anything); the means themselves on one rank. Exact for
+/// losses and statistics that are means over tokens, sequences or rows.
+pub fn whole_batch_means(shard: &Shard, pairs: &[(f64, f64)]) -> Result<Vec<f64>> {
+    if shard.is_single() {
+        return Ok(pairs.iter().map(|(v, _)| *v).collect());
+    }
+    let mut flat: Vec<f64> = pairs.iter().map(|(v, n)| if *n > 0.0 { v * n } else { 0.0 }).collect();
+    flat.extend(pairs.iter().map(|(_, n)| *n));
+    let sums = shard.sum(flat)?;
+    let (weighted, counts) = sums.split_at(pairs.len());
+    Ok(weighted.iter().zip(counts).map(|(w, n)| if *n > 0.0 { w / n } else { 0.0 }).collect())
+}
+
 /// The GRPO loss at `(base, adapter)` on a training batch, with its statistics recorded under
 /// `prefix` (`None` when no completion token takes part in the loss, on any rank).
 ///
@@ -261,16 +275,13 @@ pub fn rl_loss<L: CausalLm>(
             [s.loss, s.surrogate, s.kl, s.ratio_mean, s.clip_fraction, s.clip_low_fraction, s.clip_high_fraction];
         (out.loss, local, entropy)
     };
-    let (share, global) = if ctx.shard.is_single() {
-        (1.0, local.iter().copied().chain([entropy.unwrap_or(0.0)]).collect::<Vec<_>>())
-    } else {
-        // The loss by the aggregation's normaliser, the per-token means by tokens.
-        let (share, per_token) = (normaliser / counts[1], tokens as f64 / counts[0]);
-        let mut weighted: Vec<f64> =
-            local.iter().enumerate().map(|(i, v)| v * if i == 0 { share } else { per_token }).collect();
-        weighted.push(entropy.unwrap_or(0.0) * per_token);
-        (share, ctx.shard.sum(weighted)?)
-    };
+    let share = if ctx.shard.is_single() { 1.0 } else { normaliser / counts[1] };
+    // The loss is a mean by the aggregation's normaliser, the statistics are per-token means.
+    let t = tokens as f64;
+    let mut pairs: Vec<(f64, f64)> =
+        local.iter().enumerate().map(|(i, v)| (*v, if i == 0 { normaliser } else { t })).collect();
+    pairs.push((entropy.unwrap_or(0.0), t));
+    let global = whole_batch_means(ctx.shard, &pairs)?;
     ensure_finite(&format!("{prefix}rl_loss"), global[0], step)?;
     let keys = ["rl_loss", "surrogate", "kl", "ratio_mean", "clip_fraction", "clip_low_fraction", "clip_high_fraction"];
     for (k, v) in keys.iter().zip(&global) {

@@ -9,7 +9,10 @@
 //! is that of the sampled completions (comparable with the other algorithms');
 //! `mixed_reward_mean` includes the demonstrations.
 
-use crate::algorithm::{Metrics, Needs, StepContext, TrainingAlgorithm, one_group, record_rollouts, rl_batch};
+use crate::algorithm::{
+    Metrics, Needs, StepContext, TrainingAlgorithm, one_group, record_rollouts, rl_batch, shard_of, whole_batch_means,
+    zero_loss,
+};
 use crate::state::TrainState;
 use bridge_core::{CausalLm, FlatGradients, Result, error::ensure_finite};
 use bridge_rl::{LuffyConfig, collect_mixed_rollouts, mixed_loss};
@@ -31,60 +34,99 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Luffy {
         Needs::default()
     }
 
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
         let step = state.step;
         let mut m = Metrics::new();
         let prompts = state.rl_cursor.next_batch(ctx.prompts, ctx.rl.prompts_per_step)?;
-        let rollouts = collect_mixed_rollouts(
-            ctx.lm,
-            &state.theta,
-            None,
-            &prompts,
-            &ctx.rl.sampling,
-            self.config.off_policy_per_prompt,
-            ctx.reward,
-            ctx.rl.advantage_scaling,
-            &mut state.rollout_rng,
-        )?;
+        // This rank's prompts, with the on-policy samples the one-rank run draws for them.
+        let mine = shard_of(ctx.shard, prompts.clone(), "rl prompts_per_step")?;
+        let on_policy_per_prompt = ctx.rl.sampling.n.saturating_sub(self.config.off_policy_per_prompt);
+        let rollouts = ctx.shard.with_rng(&mut state.rollout_rng, prompts.len(), on_policy_per_prompt, |rng| {
+            collect_mixed_rollouts(
+                ctx.lm,
+                &state.theta,
+                None,
+                &mine,
+                &ctx.rl.sampling,
+                self.config.off_policy_per_prompt,
+                ctx.reward,
+                ctx.rl.advantage_scaling,
+                rng,
+            )
+        })?;
         record_rollouts(&mut m, "", &rollouts);
         m.insert("mixed_reward_mean".into(), rollouts.reward_mean());
         m.insert("reward_mean".into(), rollouts.on_policy_reward_mean());
         let start = Instant::now();
         let batch = rl_batch(ctx, &rollouts, state.reference.as_ref())?;
-        m.insert("tokens".into(), batch.num_loss_tokens() as f64);
+        let tokens = batch.num_loss_tokens();
+        m.insert("tokens".into(), tokens as f64);
         m.insert("off_policy_tokens".into(), batch.num_off_policy_tokens() as f64);
-        if batch.num_loss_tokens() > 0 {
+        let normaliser = batch.loss_normaliser(ctx.rl.loss.aggregation);
+        let counts = ctx.shard.sum(vec![tokens as f64, normaliser])?;
+        if counts[0] > 0.0 {
+            let share = if ctx.shard.is_single() { 1.0 } else { normaliser / counts[1] };
             for _ in 0..ctx.rl.epochs_per_batch {
-                let (out, entropy) = mixed_loss(
-                    ctx.lm,
-                    &state.theta,
-                    None,
-                    &batch,
-                    state.reference.as_ref(),
-                    &ctx.rl.loss,
-                    self.config.shaping_gamma,
-                    ctx.rl.log_entropy,
-                )?;
-                let (on, off) = (&out.on_policy, &out.off_policy);
-                ensure_finite("rl_loss", on.loss, step)?;
-                for (k, v) in [
-                    ("rl_loss", on.loss),
-                    ("surrogate", on.surrogate),
-                    ("kl", on.kl),
-                    ("ratio_mean", on.ratio_mean),
-                    ("clip_fraction", on.clip_fraction),
-                    ("clip_low_fraction", on.clip_low_fraction),
-                    ("clip_high_fraction", on.clip_high_fraction),
-                    ("off_policy_prob_mean", off.prob_mean),
-                    ("off_policy_shaped_mean", off.shaped_mean),
-                    ("off_policy_surrogate", off.surrogate),
-                ] {
-                    m.insert(k.into(), v);
+                // A rank without loss tokens (others have some) adds zeros.
+                let (loss, on, off, entropy) = if tokens > 0 {
+                    let (out, entropy) = mixed_loss(
+                        ctx.lm,
+                        &state.theta,
+                        None,
+                        &batch,
+                        state.reference.as_ref(),
+                        &ctx.rl.loss,
+                        self.config.shaping_gamma,
+                        ctx.rl.log_entropy,
+                    )?;
+                    (out.loss, Some(out.on_policy), Some(out.off_policy), entropy)
+                } else {
+                    (zero_loss::<L::Base, L::Base>(&state.theta, None)?, None, None, None)
+                };
+                let (on_n, off_n) = (on.as_ref().map_or(0.0, |s| s.tokens), off.as_ref().map_or(0.0, |s| s.tokens));
+                let on_stat = |f: fn(&bridge_rl::PolicyLossStats) -> f64| (on.as_ref().map_or(0.0, f), on_n);
+                let off_stat = |f: fn(&bridge_rl::OffPolicyStats) -> f64| (off.as_ref().map_or(0.0, f), off_n);
+                // The loss is a mean by the normaliser; the statistics are means over on-policy,
+                // off-policy or all tokens.
+                let pairs = [
+                    (on.as_ref().map_or(0.0, |s| s.loss), normaliser),
+                    on_stat(|s| s.surrogate),
+                    on_stat(|s| s.kl),
+                    on_stat(|s| s.ratio_mean),
+                    on_stat(|s| s.clip_fraction),
+                    on_stat(|s| s.clip_low_fraction),
+                    on_stat(|s| s.clip_high_fraction),
+                    off_stat(|s| s.prob_mean),
+                    off_stat(|s| s.shaped_mean),
+                    off_stat(|s| s.surrogate),
+                    (entropy.unwrap_or(0.0), tokens as f64),
+                ];
+                let global = whole_batch_means(ctx.shard, &pairs)?;
+                ensure_finite("rl_loss", global[0], step)?;
+                let keys = [
+                    "rl_loss",
+                    "surrogate",
+                    "kl",
+                    "ratio_mean",
+                    "clip_fraction",
+                    "clip_low_fraction",
+                    "clip_high_fraction",
+                    "off_policy_prob_mean",
+                    "off_policy_shaped_mean",
+                    "off_policy_surrogate",
+                ];
+                for (k, v) in keys.iter().zip(&global) {
+                    m.insert((*k).into(), *v);
                 }
-                if let Some(e) = entropy {
-                    m.insert("entropy".into(), e);
+                if entropy.is_some() || (tokens == 0 && ctx.rl.log_entropy) {
+                    m.insert("entropy".into(), global[10]);
                 }
-                let g = FlatGradients::from_backward(&mut out.loss.backward(), &state.theta);
+                let loss = if share == 1.0 { loss } else { loss.mul_scalar(share) };
+                let g = FlatGradients::from_backward(&mut loss.backward(), &state.theta);
                 state.theta =
                     one_group(ctx.shard, "theta", &mut state.optim.theta, state.theta.clone(), g, step, &mut m)?;
             }

@@ -11,9 +11,14 @@
 //! reads the hidden states detached from θ, so the value loss trains the head alone (its own
 //! optimiser, `algorithm.critic_optim`, θ's settings by default) and the policy loss θ alone.
 
-use crate::algorithm::{Metrics, Needs, StepContext, TrainingAlgorithm, next_rollouts, record_rollouts, rl_batch};
+use crate::algorithm::{
+    Metrics, Needs, StepContext, TrainingAlgorithm, next_rollouts, record_rollouts, rl_batch, whole_batch_means,
+    zero_loss,
+};
 use crate::state::{TrainState, load_module, load_optim, save_module, save_optim, write_atomic};
-use bridge_core::{AdamWSettings, BridgeError, CausalLm, FlatGradients, GroupOptimizer, Result, error::ensure_finite};
+use bridge_core::{
+    AdamWSettings, BridgeError, CausalLm, FlatGradients, GroupOptimizer, Result, Shard, error::ensure_finite,
+};
 use bridge_rl::critic::matrix;
 use bridge_rl::{ValueHead, critic_features, gae, token_advantage_loss, value_loss, whiten};
 use burn::module::Module;
@@ -129,6 +134,10 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Ppo {
         Needs::default()
     }
 
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
         let step = state.step;
         let mut m = Metrics::new();
@@ -138,10 +147,16 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Ppo {
         let batch = rl_batch(ctx, &rollouts, state.reference.as_ref())?;
         let tokens = batch.num_loss_tokens();
         m.insert("tokens".into(), tokens as f64);
-        if tokens == 0 {
+        let normaliser = batch.loss_normaliser(ctx.rl.loss.aggregation);
+        let counts = ctx.shard.sum(vec![tokens as f64, normaliser])?;
+        if counts[0] == 0.0 {
             m.insert("training_seconds".into(), start.elapsed().as_secs_f64());
             return Ok(m);
         }
+        // This rank's shares of the policy loss (by its normaliser) and of the value loss (a token
+        // mean); a rank without loss tokens adds zeros.
+        let (share, value_share) =
+            if ctx.shard.is_single() { (1.0, 1.0) } else { (normaliser / counts[1], tokens as f64 / counts[0]) };
         // The critic's view of the rollouts (θ before this step's update, detached).
         let features = critic_features(ctx.lm, &state.theta, None, &batch.sequences)?;
         let [b, t1, hidden] = features.dims();
@@ -181,12 +196,21 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Ppo {
         }
         let kept: Vec<usize> = (0..b * t1).filter(|&k| mask[k] > 0.0).collect();
         let n = kept.len() as f64;
-        m.insert("advantage_mean".into(), kept.iter().map(|&k| adv[k]).sum::<f64>() / n);
-        m.insert("return_mean".into(), kept.iter().map(|&k| ret[k]).sum::<f64>() / n);
-        m.insert("value_mean".into(), kept.iter().map(|&k| f64::from(old[k])).sum::<f64>() / n);
+        let mean = |x: f64| if n > 0.0 { x / n } else { 0.0 };
+        let means = whole_batch_means(
+            ctx.shard,
+            &[
+                (mean(kept.iter().map(|&k| adv[k]).sum::<f64>()), n),
+                (mean(kept.iter().map(|&k| ret[k]).sum::<f64>()), n),
+                (mean(kept.iter().map(|&k| f64::from(old[k])).sum::<f64>()), n),
+            ],
+        )?;
+        for (key, v) in ["advantage_mean", "return_mean", "value_mean"].iter().zip(means) {
+            m.insert((*key).into(), v);
+        }
         if self.config.whiten_advantages {
             let mut values: Vec<f64> = kept.iter().map(|&k| adv[k]).collect();
-            whiten(&mut values);
+            whiten_across(ctx.shard, &mut values)?;
             for (&k, v) in kept.iter().zip(values) {
                 adv[k] = v;
             }
@@ -195,41 +219,71 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Ppo {
         let returns = matrix(ret.iter().map(|&x| x as f32).collect(), b, t1, &device);
         let loss_mask = batch.mask(&device);
         for _ in 0..ctx.rl.epochs_per_batch {
-            let (out, entropy) = token_advantage_loss(
-                ctx.lm,
-                &state.theta,
-                None,
-                &batch,
-                advantages.clone(),
-                state.reference.as_ref(),
-                &ctx.rl.loss,
-                ctx.rl.log_entropy,
+            let (loss, stats, entropy) = if tokens > 0 {
+                let (out, entropy) = token_advantage_loss(
+                    ctx.lm,
+                    &state.theta,
+                    None,
+                    &batch,
+                    advantages.clone(),
+                    state.reference.as_ref(),
+                    &ctx.rl.loss,
+                    ctx.rl.log_entropy,
+                )?;
+                (out.loss, Some(out.stats), entropy)
+            } else {
+                (zero_loss::<L::Base, L::Base>(&state.theta, None)?, None, None)
+            };
+            let t = tokens as f64;
+            let stat = |f: fn(&bridge_rl::PolicyLossStats) -> f64| (stats.as_ref().map_or(0.0, f), t);
+            let global = whole_batch_means(
+                ctx.shard,
+                &[
+                    (stats.as_ref().map_or(0.0, |s| s.loss), normaliser),
+                    stat(|s| s.surrogate),
+                    stat(|s| s.kl),
+                    stat(|s| s.ratio_mean),
+                    stat(|s| s.clip_fraction),
+                    stat(|s| s.clip_low_fraction),
+                    stat(|s| s.clip_high_fraction),
+                    (entropy.unwrap_or(0.0), t),
+                ],
             )?;
-            let s = &out.stats;
-            ensure_finite("rl_loss", s.loss, step)?;
-            for (k, v) in [
-                ("rl_loss", s.loss),
-                ("surrogate", s.surrogate),
-                ("kl", s.kl),
-                ("ratio_mean", s.ratio_mean),
-                ("clip_fraction", s.clip_fraction),
-                ("clip_low_fraction", s.clip_low_fraction),
-                ("clip_high_fraction", s.clip_high_fraction),
-            ] {
-                m.insert(k.into(), v);
+            ensure_finite("rl_loss", global[0], step)?;
+            let keys = [
+                "rl_loss",
+                "surrogate",
+                "kl",
+                "ratio_mean",
+                "clip_fraction",
+                "clip_low_fraction",
+                "clip_high_fraction",
+            ];
+            for (k, v) in keys.iter().zip(&global) {
+                m.insert((*k).into(), *v);
             }
-            if let Some(e) = entropy {
-                m.insert("entropy".into(), e);
+            if entropy.is_some() || (tokens == 0 && ctx.rl.log_entropy) {
+                m.insert("entropy".into(), global[7]);
             }
-            let g_theta = FlatGradients::from_backward(&mut out.loss.backward(), &state.theta);
-            let values = critic.head.forward(features.clone());
-            let vl =
-                value_loss(values, old_values.clone(), returns.clone(), loss_mask.clone(), self.config.value_clip)?;
-            ensure_finite("value_loss", vl.value, step)?;
-            m.insert("value_loss".into(), vl.value);
-            m.insert("value_clip_fraction".into(), vl.clip_fraction);
-            let g_critic = FlatGradients::from_backward(&mut vl.loss.backward(), &critic.head);
-            // Check both groups before either moves.
+            let loss = if share == 1.0 { loss } else { loss.mul_scalar(share) };
+            let g_theta = FlatGradients::from_backward(&mut loss.backward(), &state.theta);
+            let (vl_loss, vl_stats) = if tokens > 0 {
+                let values = critic.head.forward(features.clone());
+                let vl =
+                    value_loss(values, old_values.clone(), returns.clone(), loss_mask.clone(), self.config.value_clip)?;
+                (vl.loss, (vl.value, vl.clip_fraction))
+            } else {
+                (zero_loss::<ValueHead, ValueHead>(&critic.head, None)?, (0.0, 0.0))
+            };
+            let vl_global = whole_batch_means(ctx.shard, &[(vl_stats.0, t), (vl_stats.1, t)])?;
+            ensure_finite("value_loss", vl_global[0], step)?;
+            m.insert("value_loss".into(), vl_global[0]);
+            m.insert("value_clip_fraction".into(), vl_global[1]);
+            let vl_loss = if value_share == 1.0 { vl_loss } else { vl_loss.mul_scalar(value_share) };
+            let g_critic = FlatGradients::from_backward(&mut vl_loss.backward(), &critic.head);
+            // Sum both groups across ranks, check both before either moves.
+            let g_theta = ctx.shard.all_reduce(&g_theta, &state.theta)?;
+            let g_critic = ctx.shard.all_reduce(&g_critic, &critic.head)?;
             let (g_theta, n_theta) = state.optim.theta.clip(&g_theta, step)?;
             let (g_critic, n_critic) = critic.optim.clip(&g_critic, step)?;
             m.insert("grad_norm_theta".into(), n_theta);
@@ -272,4 +326,20 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Ppo {
         self.critic = Some(critic);
         Ok(())
     }
+}
+
+/// [`whiten`] over the whole batch: mean and (n−1)-variance of every rank's `values` together.
+fn whiten_across(shard: &Shard, values: &mut [f64]) -> Result<()> {
+    if shard.is_single() {
+        whiten(values);
+        return Ok(());
+    }
+    let sums = shard.sum(vec![values.len() as f64, values.iter().sum()])?;
+    let (n, mean) = (sums[0], if sums[0] > 0.0 { sums[1] / sums[0] } else { 0.0 });
+    let squares = shard.sum(vec![values.iter().map(|v| (v - mean).powi(2)).sum()])?[0];
+    let scale = if n > 1.0 { 1.0 / (squares / (n - 1.0) + 1e-8).sqrt() } else { 1.0 };
+    for v in values {
+        *v = (*v - mean) * scale;
+    }
+    Ok(())
 }

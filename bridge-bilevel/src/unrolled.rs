@@ -22,10 +22,15 @@
 //! a model of θ's real (AdamW) update, not a replay of it. `tests/hypergradient.rs` checks
 //! [`unrolled_hypergradient`] against finite differences of `F` itself.
 
-use crate::algorithm::{Metrics, Needs, StepContext, TrainingAlgorithm, next_sft_batch, record_rollouts, rl_batch};
+use crate::algorithm::{
+    Metrics, Needs, StepContext, TrainingAlgorithm, next_sft_batch, record_rollouts, rl_batch, sample_rollouts,
+    zero_loss,
+};
 use crate::state::TrainState;
-use bridge_core::{BridgeError, CausalLm, FlatGradients, Result, SequenceBatch, error::ensure_finite, step_along};
-use bridge_rl::{PolicyLossConfig, RlTrainingBatch, collect_rollouts, grpo_loss};
+use bridge_core::{
+    BridgeError, CausalLm, FlatGradients, Result, SequenceBatch, Shard, error::ensure_finite, step_along,
+};
+use bridge_rl::{PolicyLossConfig, RlTrainingBatch, grpo_loss};
 use bridge_sft::sft_loss;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -84,9 +89,11 @@ pub struct Hypergradient {
 
 /// Ascent gradients `(∇_θ, ∇_w)` of `c_sft·J_SFT + c_rl·J_RL` at `(base, w)` with one backward
 /// pass (a zero weight skips its term; an RL batch without tokens contributes nothing), and the
-/// objective's value.
+/// objective's value — of the whole batch: with several ranks, each rank's terms are scaled by
+/// its share and the gradients and value summed across ranks (`shard`).
 #[allow(clippy::too_many_arguments)]
 pub fn objective_gradients<L: CausalLm>(
+    shard: &Shard,
     lm: &L,
     base: &L::Base,
     w: &L::Adapter,
@@ -100,13 +107,23 @@ pub fn objective_gradients<L: CausalLm>(
     let mut value = 0.0;
     if c_sft != 0.0 {
         let out = sft_loss(lm, base, Some(w), sft)?;
-        value -= c_sft * out.value;
-        loss = Some(out.loss.mul_scalar(c_sft));
+        let share = shard.share(out.num_tokens as f64)?;
+        value -= c_sft * out.value * share;
+        loss = Some(out.loss.mul_scalar(c_sft * share));
     }
-    if c_rl != 0.0 && rl.num_loss_tokens() > 0 {
-        let (out, _) = grpo_loss(lm, base, Some(w), rl, None, rl_cfg, false)?;
-        value -= c_rl * out.stats.loss;
-        let term = out.loss.mul_scalar(c_rl);
+    let tokens = rl.num_loss_tokens();
+    let normaliser = rl.loss_normaliser(rl_cfg.aggregation);
+    let counts = if c_rl != 0.0 { shard.sum(vec![tokens as f64, normaliser])? } else { vec![0.0, 0.0] };
+    if counts[0] > 0.0 {
+        let term = if tokens > 0 {
+            let share = if shard.is_single() { 1.0 } else { normaliser / counts[1] };
+            let (out, _) = grpo_loss(lm, base, Some(w), rl, None, rl_cfg, false)?;
+            value -= c_rl * out.stats.loss * share;
+            out.loss.mul_scalar(c_rl * share)
+        } else {
+            // Other ranks have RL tokens: take part in the all-reduce with zeros.
+            zero_loss(base, Some(w))?
+        };
         loss = Some(match loss {
             Some(l) => l + term,
             None => term,
@@ -118,7 +135,8 @@ pub fn objective_gradients<L: CausalLm>(
     let mut grads = loss.backward();
     let g_base = FlatGradients::from_backward_dense(&mut grads, base).scale(-1.0);
     let g_w = FlatGradients::from_backward_dense(&mut grads, w).scale(-1.0);
-    Ok((g_base, g_w, value))
+    let value = shard.sum(vec![value])?[0];
+    Ok((shard.all_reduce(&g_base, base)?, shard.all_reduce(&g_w, w)?, value))
 }
 
 /// The hypergradient `∇_w J_RL(θ⁺(w), w)` of the unrolled step `θ⁺ = θ + α g_theta`, where
@@ -126,6 +144,7 @@ pub fn objective_gradients<L: CausalLm>(
 /// docs): three gradient evaluations (at θ⁺ and θ ± εv).
 #[allow(clippy::too_many_arguments)]
 pub fn unrolled_hypergradient<L: CausalLm>(
+    shard: &Shard,
     lm: &L,
     theta: &L::Base,
     w: &L::Adapter,
@@ -138,15 +157,15 @@ pub fn unrolled_hypergradient<L: CausalLm>(
     epsilon: f64,
 ) -> Result<Hypergradient> {
     let theta_plus = step_along(theta.clone(), g_theta, alpha);
-    let (v, direct, rl_objective_after) = objective_gradients(lm, &theta_plus, w, sft, rl, rl_cfg, 0.0, 1.0)?;
+    let (v, direct, rl_objective_after) = objective_gradients(shard, lm, &theta_plus, w, sft, rl, rl_cfg, 0.0, 1.0)?;
     let v_norm = v.norm();
     let indirect = if v_norm > 0.0 && alpha > 0.0 {
         let eps = epsilon / v_norm;
         let (c_sft, c_rl) = (1.0 - lambda, lambda);
         let plus = step_along(theta.clone(), &v, eps);
-        let (_, w_plus, _) = objective_gradients(lm, &plus, w, sft, rl, rl_cfg, c_sft, c_rl)?;
+        let (_, w_plus, _) = objective_gradients(shard, lm, &plus, w, sft, rl, rl_cfg, c_sft, c_rl)?;
         let minus = step_along(theta.clone(), &v, -eps);
-        let (_, w_minus, _) = objective_gradients(lm, &minus, w, sft, rl, rl_cfg, c_sft, c_rl)?;
+        let (_, w_minus, _) = objective_gradients(shard, lm, &minus, w, sft, rl, rl_cfg, c_sft, c_rl)?;
         FlatGradients::linear_combination(&[(alpha / (2.0 * eps), &w_plus), (-alpha / (2.0 * eps), &w_minus)])?
     } else {
         direct.scale(0.0)
@@ -171,6 +190,10 @@ impl<L: CausalLm> TrainingAlgorithm<L> for UnrolledBridge {
         Needs { adapter: true, ..Needs::default() }
     }
 
+    fn data_parallel(&self) -> bool {
+        true
+    }
+
     fn step(&mut self, ctx: &StepContext<'_, L>, state: &mut TrainState<L>) -> Result<Metrics> {
         let (lambda, step) = (ctx.lambda, state.step);
         let mut m = Metrics::new();
@@ -180,29 +203,24 @@ impl<L: CausalLm> TrainingAlgorithm<L> for UnrolledBridge {
             .clone()
             .ok_or_else(|| BridgeError::InvalidInput("bridge_unrolled needs an adapter".into()))?;
         let prompts = state.rl_cursor.next_batch(ctx.prompts, ctx.rl.prompts_per_step)?;
-        let rollouts = collect_rollouts(
-            ctx.lm,
-            &state.theta,
-            Some(&w),
-            &prompts,
-            &ctx.rl.sampling,
-            ctx.reward,
-            ctx.rl.advantage_scaling,
-            &mut state.rollout_rng,
-        )?;
+        let rollouts = sample_rollouts(ctx, &prompts, &mut state.rollout_rng, &state.theta, Some(&w))?;
         record_rollouts(&mut m, "", &rollouts);
         let start = Instant::now();
         let sft_batch = next_sft_batch(ctx, state)?;
         let batch = rl_batch(ctx, &rollouts, state.reference.as_ref())?;
         m.insert("tokens".into(), batch.num_loss_tokens() as f64);
+        // Whether any rank has RL tokens (every rank takes the same branches below).
+        let shard = ctx.shard;
+        let has_rl = shard.sum(vec![batch.num_loss_tokens() as f64])?[0] > 0.0;
         let lm = ctx.lm;
         let cfg = &ctx.rl.loss;
         // (θ, w): J_SFT and J_RL apart (w's direction needs ∇_w J_SFT alone).
-        let (sft_theta, sft_w, j_sft) = objective_gradients(lm, &state.theta, &w, &sft_batch, &batch, cfg, 1.0, 0.0)?;
+        let (sft_theta, sft_w, j_sft) =
+            objective_gradients(shard, lm, &state.theta, &w, &sft_batch, &batch, cfg, 1.0, 0.0)?;
         ensure_finite("sft_loss", -j_sft, step)?;
         m.insert("sft_loss".into(), -j_sft);
-        let (rl_theta, j_rl) = if batch.num_loss_tokens() > 0 {
-            let (g, _, j) = objective_gradients(lm, &state.theta, &w, &sft_batch, &batch, cfg, 0.0, 1.0)?;
+        let (rl_theta, j_rl) = if has_rl {
+            let (g, _, j) = objective_gradients(shard, lm, &state.theta, &w, &sft_batch, &batch, cfg, 0.0, 1.0)?;
             ensure_finite("rl_loss", -j, step)?;
             m.insert("rl_loss".into(), -j);
             (g, Some(j))
@@ -212,8 +230,9 @@ impl<L: CausalLm> TrainingAlgorithm<L> for UnrolledBridge {
         // (7): θ's ascent direction ∇_θ G.
         let g_theta = FlatGradients::linear_combination(&[(1.0 - lambda, &sft_theta), (lambda, &rl_theta)])?;
         let alpha = self.config.alpha.unwrap_or_else(|| state.optim.theta.settings().lr);
-        let d_w = if batch.num_loss_tokens() > 0 {
+        let d_w = if has_rl {
             let h = unrolled_hypergradient(
+                shard,
                 lm,
                 &state.theta,
                 &w,

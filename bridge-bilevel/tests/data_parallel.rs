@@ -10,8 +10,9 @@ mod common;
 
 use bridge_bilevel::{
     AuxRollouts, Bridge, Chord, ChordConfig, ColdStart, GradientPath, LoopConfig, Luffy, Metrics, NaiveAlternating,
-    OptimConfig, Replica, RlZero, RunEvent, RunInputs, SftOnly, SftRlMixing, TrainState, TrainingAlgorithm, init_state,
-    latest_checkpoint, resume_from_checkpoint, run_data_parallel, run_steps,
+    OptimConfig, Ppo, PpoConfig, Replica, RlZero, RunEvent, RunInputs, SftOnly, SftRlMixing, TrainState,
+    TrainingAlgorithm, UnrolledBridge, init_state, latest_checkpoint, resume_from_checkpoint, run_data_parallel,
+    run_steps,
 };
 use bridge_core::schedule::ConstantLambda;
 use bridge_core::testing::BigramLm;
@@ -52,6 +53,10 @@ fn algorithms() -> Vec<(&'static str, Make)> {
             })
         }),
         ("bridge_no_meta", || Box::new(Bridge { outer: Box::new(JointSftRl), ..Bridge::default() })),
+        ("luffy", || Box::new(Luffy::default())),
+        ("ppo", || Box::new(Ppo::default())),
+        ("ppo_whitened", || Box::new(Ppo::new(PpoConfig { whiten_advantages: true, ..PpoConfig::default() }))),
+        ("bridge_unrolled", || Box::new(UnrolledBridge::default())),
     ]
 }
 
@@ -164,7 +169,9 @@ fn two_and_three_ranks_reproduce_one_rank_for_every_data_parallel_algorithm() {
 #[test]
 fn two_ranks_match_one_with_adamw_and_a_kl_term() {
     let setup = Setup { optim: OptimConfig::default(), kl_coef: 0.05, sft_batch_size: 4 };
-    for (name, make) in [algorithms()[1], algorithms()[6]] {
+    let all = algorithms();
+    let pick = |n: &str| *all.iter().find(|(name, _)| *name == n).unwrap();
+    for (name, make) in [pick("rl_zero"), pick("bridge"), pick("luffy")] {
         let (one, _) = run(make, 1, &setup, STEPS, &temp_dir(&format!("adam-{name}-1")), None).unwrap();
         let (two, _) = run(make, 2, &setup, STEPS, &temp_dir(&format!("adam-{name}-2")), None).unwrap();
         assert_close(&format!("{name} (AdamW, KL)"), &one, &two, 1e-5);
@@ -174,7 +181,9 @@ fn two_ranks_match_one_with_adamw_and_a_kl_term() {
 #[test]
 fn two_ranks_resume_exactly() {
     let setup = Setup { optim: OptimConfig::default(), kl_coef: 0.0, sft_batch_size: 3 };
-    for (name, make) in [algorithms()[0], algorithms()[1], algorithms()[6]] {
+    let all = algorithms();
+    let pick = |n: &str| *all.iter().find(|(name, _)| *name == n).unwrap();
+    for (name, make) in [pick("sft"), pick("rl_zero"), pick("bridge"), pick("ppo")] {
         let straight_dir = temp_dir(&format!("resume-{name}-straight"));
         let (straight, straight_log) = run(make, 2, &setup, 4, &straight_dir, None).unwrap();
         let dir = temp_dir(&format!("resume-{name}-split"));
@@ -191,13 +200,35 @@ fn two_ranks_resume_exactly() {
     }
 }
 
+/// An algorithm from another crate that does not declare data parallelism (the default).
+struct Undeclared;
+
+impl TrainingAlgorithm<BigramLm> for Undeclared {
+    fn name(&self) -> &str {
+        "undeclared"
+    }
+    fn needs(&self) -> bridge_bilevel::Needs {
+        bridge_bilevel::Needs::default()
+    }
+    fn step(
+        &mut self,
+        ctx: &bridge_bilevel::StepContext<'_, BigramLm>,
+        state: &mut TrainState<BigramLm>,
+    ) -> Result<Metrics, BridgeError> {
+        SftOnly.step(ctx, state)
+    }
+}
+
 #[test]
 fn an_algorithm_without_data_parallelism_is_refused_before_any_step() {
     let setup = Setup { optim: sgd_all(), kl_coef: 0.0, sft_batch_size: 3 };
-    let dir = temp_dir("luffy");
-    let e = run(|| Box::new(Luffy::default()), 2, &setup, 2, &dir, None).err().expect("refused").to_string();
-    assert!(e.contains("run.devices") && e.contains("luffy"), "{e}");
+    let dir = temp_dir("undeclared");
+    let e = run(|| Box::new(Undeclared), 2, &setup, 2, &dir, None).err().expect("refused").to_string();
+    assert!(e.contains("run.devices") && e.contains("undeclared"), "{e}");
     assert!(!dir.exists(), "nothing written");
+    // One rank runs it.
+    run(|| Box::new(Undeclared), 1, &setup, 2, &dir, None).unwrap();
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -59,17 +59,44 @@ fn the_hypergradient_is_the_derivative_of_the_unrolled_objective() {
         aggregation: LossAggregation::TokenMean,
     };
     let (lambda, alpha) = (0.4, 4.0);
-    let inner =
-        |w: &BigramAdapter| objective_gradients(&lm, &theta, w, &sft, &batch, &cfg, 1.0 - lambda, lambda).unwrap();
+    let inner = |w: &BigramAdapter| {
+        objective_gradients(&bridge_core::Shard::single(), &lm, &theta, w, &sft, &batch, &cfg, 1.0 - lambda, lambda)
+            .unwrap()
+    };
     // F(w) = J_RL(θ⁺(w), w), θ⁺(w) = θ + α ∇_θ G(θ, w).
     let unrolled = |w: &BigramAdapter| {
         let theta_plus = step_along(theta.clone(), &inner(w).0, alpha);
         -grpo_loss(&lm, &theta_plus, Some(w), &batch, None, &cfg, false).unwrap().0.stats.loss
     };
     let g_theta = inner(&w).0;
-    let precise = unrolled_hypergradient(&lm, &theta, &w, &g_theta, &sft, &batch, &cfg, lambda, alpha, 1e-4).unwrap();
-    let default_eps =
-        unrolled_hypergradient(&lm, &theta, &w, &g_theta, &sft, &batch, &cfg, lambda, alpha, 0.01).unwrap();
+    let precise = unrolled_hypergradient(
+        &bridge_core::Shard::single(),
+        &lm,
+        &theta,
+        &w,
+        &g_theta,
+        &sft,
+        &batch,
+        &cfg,
+        lambda,
+        alpha,
+        1e-4,
+    )
+    .unwrap();
+    let default_eps = unrolled_hypergradient(
+        &bridge_core::Shard::single(),
+        &lm,
+        &theta,
+        &w,
+        &g_theta,
+        &sft,
+        &batch,
+        &cfg,
+        lambda,
+        alpha,
+        0.01,
+    )
+    .unwrap();
     let scale = precise.total.norm();
     println!(
         "‖direct‖ {:.3e}, ‖indirect‖ {:.3e}, ‖v‖ {:.3e}",

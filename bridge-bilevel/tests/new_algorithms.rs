@@ -231,6 +231,7 @@ fn unrolled_bridge_step_moves_theta_by_7_and_w_by_the_hypergradient() {
         // (7), as ascent: −[(1−λ)∇L_SFT + λ∇L_RL]
         let g_theta = FlatGradients::linear_combination(&[(lambda - 1.0, &sft_theta), (-lambda, &rl_theta)]).unwrap();
         let h = bridge_bilevel::unrolled_hypergradient(
+            &bridge_core::Shard::single(),
             ctx.lm,
             &s.theta,
             &w,
