@@ -5,6 +5,7 @@
 //! ```text
 //! ../shared/tools/cuda-build.sh --example gpu --features cuda        # → .gpu/gpu.xz
 //! gpu check [--device cuda]
+//! gpu dp [--device cuda] [--steps 3]
 //! gpu bench [--device cuda] [--dtype bf16] [--precision f32|bf16|mixed_bf16] [--what train,generate,launches]
 //!     [--train-shape qwen2.5-0.5b] [--train-batch 8] [--train-seq 1024] [--train-steps 10] [--train-warmup 3]
 //!     [--gen-shapes qwen2.5-0.5b,smollm2-135m] [--gen-batch 64] [--prompt-len 256] [--new-tokens 256]
@@ -20,6 +21,8 @@
 //!
 //! - `check` runs [`bridge::device_check::compare_devices`] (flex against the device) and exits 1
 //!   when a comparison is out of tolerance.
+//! - `dp` runs [`bridge::dp_check::data_parallel_check`] (one rank, one NCCL rank, two host
+//!   ranks on the device; docs/data-parallel.md) and exits 1 when a run is out of tolerance.
 //! - `bench` prints one JSON object: a training step (forward + backward + AdamW, random init,
 //!   random tokens) and KV-cache generation (random prompts, EOS disabled, one completion per
 //!   prompt) for the model shapes of [`bridge::bench::shape_config`], once per decode engine of
@@ -59,6 +62,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn check(device: DeviceChoice) -> Result<bool> {
     let t0 = Instant::now();
     let report = bridge::device_check::compare_devices(DeviceChoice::Flex, device, 7)?;
+    let mut json = serde_json::to_value(&report).map_err(|e| BridgeError::InvalidInput(e.to_string()))?;
+    json["seconds"] = t0.elapsed().as_secs_f64().into();
+    println!("{json}");
+    Ok(report.ok)
+}
+
+fn dp(device: DeviceChoice, steps: u64) -> Result<bool> {
+    let t0 = Instant::now();
+    let report = bridge::dp_check::data_parallel_check(device, steps)?;
     let mut json = serde_json::to_value(&report).map_err(|e| BridgeError::InvalidInput(e.to_string()))?;
     json["seconds"] = t0.elapsed().as_secs_f64().into();
     println!("{json}");
@@ -179,6 +191,9 @@ fn main() -> ExitCode {
     let (name, result) = match &args.command {
         cli::Command::Check { device } => {
             ("check", check(*device).map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }))
+        }
+        cli::Command::Dp { device, steps } => {
+            ("dp", dp(*device, *steps as u64).map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }))
         }
         cli::Command::Bench(a) => ("bench", bench(a).map(|()| ExitCode::SUCCESS)),
         cli::Command::Train(a) => ("train", train(a).map(|()| ExitCode::SUCCESS)),

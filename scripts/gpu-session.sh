@@ -15,6 +15,7 @@
 #            carried by the previous call, .gpu/ by this one); point cubecl's cache (autotune
 #            results, compiled kernels) and the CUDA driver's JIT cache into .gpu/cache/
 #   check    gpu check: flex against cuda, the graph engine included
+#   dp       gpu dp: data parallelism on the card (one rank, one NCCL rank, two host ranks)
 #   train    bridge's training step, Qwen2.5-0.5B shape, 8 × 1024, bf16 (then f32/mixed as extras)
 #   gen      bridge's generation, batch 64 × (256 prompt + 256 new), Qwen2.5-0.5B shape, greedy,
 #            graph engine, and the kernel launches per decode step (tensor engine, graph step,
@@ -137,6 +138,12 @@ RESERVE=$([ $mode = gpu ] && echo 220 || echo 300)
 
 # ---------------------------------------------------------------------------------------- check
 phase check 75 "$bin" check --device $dev
+
+# ---------------------------------------------------------------------------------------- dp
+# Data parallelism on the one card (issue 20, docs/data-parallel.md): BRIDGE steps on one rank, on
+# one rank through NCCL (burn's collectives; flex has none, so --cpu-smoke skips that run) and on
+# two host-exchange ranks sharing the device; parameters compared, seconds per step.
+phase dp 40 "$bin" dp --device $dev
 
 # The real run decodes with the graph engine (the GPU default) unless the check found a graph or
 # greedy (default engine) comparison out of tolerance: then with the tensor engine.

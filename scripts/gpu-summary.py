@@ -204,6 +204,13 @@ def main():
             "failed": [c.get("name") for c in (get(check, "comparisons") or []) if not c.get("ok")],
             "target_graph": get(check, "target_graph"),
         },
+        # Data parallelism on the one card (issue 20, `gpu dp`): one rank, one rank through NCCL,
+        # two host-exchange ranks; parameter differences against one rank and seconds per step.
+        "data_parallel": {
+            "ok": get(outputs.get("dp"), "ok"),
+            "runs": get(outputs.get("dp"), "runs"),
+            "reference_change": get(outputs.get("dp"), "reference_change"),
+        },
         "train": dict(shape=t_shape, **dims, ratio_bf16=train_ratio, ratio_mixed=mixed_ratio, **train),
         "generation": {"ratio_greedy": gen_ratio, "runs": generation},
         "launches_per_decode_step": launches,

@@ -76,7 +76,7 @@ pub struct GraphRun {
     pub refusals: usize,
 }
 
-fn check_config() -> Result<DecoderConfig> {
+pub(crate) fn check_config() -> Result<DecoderConfig> {
     let mut config = DecoderConfig::from_hf_json(&serde_json::json!({
         "model_type": "qwen2", "vocab_size": 96, "hidden_size": 64, "intermediate_size": 160,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,

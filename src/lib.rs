@@ -31,6 +31,7 @@ pub use bridge_sft as sft;
 pub mod bench;
 pub mod compare;
 pub mod device_check;
+pub mod dp_check;
 pub mod evaluate;
 pub mod launches;
 pub mod quickstart;

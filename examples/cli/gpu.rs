@@ -1,4 +1,4 @@
-//! The flags of `examples/gpu.rs`: `check`, `bench`, `train` and `compare` subcommands.
+//! The flags of `examples/gpu.rs`: `check`, `dp`, `bench`, `train` and `compare` subcommands.
 
 use crate::common::{List, Modes, modes, positive, sizes};
 use bridge::bench::{GenerationBenchConfig, TrainBenchConfig};
@@ -28,6 +28,16 @@ pub enum Command {
         /// The device compared against flex.
         #[arg(long, value_name = "DEVICE", default_value = "cuda")]
         device: DeviceChoice,
+    },
+    /// Data parallelism on one device: BRIDGE steps on one rank, on one rank through NCCL (CUDA)
+    /// and on two host-exchange ranks, compared and timed (exit 1 when out of tolerance).
+    Dp {
+        /// The device.
+        #[arg(long, value_name = "DEVICE", default_value = "cuda")]
+        device: DeviceChoice,
+        /// BRIDGE steps per run.
+        #[arg(long, value_name = "N", default_value_t = 3, value_parser = positive)]
+        steps: usize,
     },
     /// A training step and KV-cache generation on random weights, as one JSON object.
     #[command(allow_negative_numbers = true)]
