@@ -221,6 +221,10 @@ fn gpu_flags() {
     refused::<Args>(&["gpu"], ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand, &["check", "bench", "train"]);
     refused::<Args>(&["gpu", "fly"], ErrorKind::InvalidSubcommand, &["fly"]);
     refused::<Args>(&["gpu", "check", "--device", "tpu"], ErrorKind::ValueValidation, &["--device"]);
+    let a = Args::try_parse_from(["gpu", "dp", "--device", "flex"]).unwrap();
+    assert!(matches!(a.command, Command::Dp { steps: 3, .. }));
+    refused::<Args>(&["gpu", "dp", "--steps", "0"], ErrorKind::ValueValidation, &["--steps"]);
+    refused::<Args>(&["gpu", "dp", "--devices", "2"], ErrorKind::UnknownArgument, &["--devices"]);
     refused::<Args>(&["gpu", "bench", "--what", "eval"], ErrorKind::ValueValidation, &["--what", "eval"]);
     refused::<Args>(&["gpu", "bench", "--train-shape", "gpt5"], ErrorKind::ValueValidation, &["--train-shape"]);
     refused::<Args>(&["gpu", "bench", "--train-batch", "many"], ErrorKind::ValueValidation, &["--train-batch"]);
