@@ -13,7 +13,7 @@ use bridge_core::{
     BridgeError, CausalLm, ExampleSource, FlatGradients, GroupOptimizer, PromptSource, Result, RewardFunction,
     RlPrompt, SequenceBatch, Shard, TokenSequence, error::ensure_finite,
 };
-use bridge_rl::{GrpoConfig, GrpoStepMetrics, RlTrainingBatch, Rollouts, collect_rollouts, grpo_loss};
+use bridge_rl::{GrpoConfig, GrpoStepMetrics, PolicyLossStats, RlTrainingBatch, Rollouts, collect_rollouts, grpo_loss};
 use bridge_sft::sft_loss;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
@@ -266,31 +266,67 @@ pub fn rl_loss<L: CausalLm>(
     }
     // A rank without loss tokens (others have some) adds zeros to the statistics and a zero
     // gradient to the all-reduce.
-    let (loss, local, entropy) = if tokens == 0 {
-        (zero_loss(base, adapter)?, [0.0; 7], None)
+    let (loss, stats, entropy) = if tokens == 0 {
+        (zero_loss(base, adapter)?, None, None)
     } else {
         let (out, entropy) = grpo_loss(ctx.lm, base, adapter, batch, None, &ctx.rl.loss, ctx.rl.log_entropy)?;
-        let s = &out.stats;
-        let local =
-            [s.loss, s.surrogate, s.kl, s.ratio_mean, s.clip_fraction, s.clip_low_fraction, s.clip_high_fraction];
-        (out.loss, local, entropy)
+        (out.loss, Some(out.stats), entropy)
     };
     let share = if ctx.shard.is_single() { 1.0 } else { normaliser / counts[1] };
-    // The loss is a mean by the aggregation's normaliser, the statistics are per-token means.
-    let t = tokens as f64;
-    let mut pairs: Vec<(f64, f64)> =
-        local.iter().enumerate().map(|(i, v)| (*v, if i == 0 { normaliser } else { t })).collect();
-    pairs.push((entropy.unwrap_or(0.0), t));
+    let policy = PolicyTerm { stats: stats.as_ref(), normaliser, stat_tokens: tokens as f64, entropy, tokens };
+    record_policy_stats(ctx, m, prefix, step, &policy, &[])?;
+    Ok(Some(scaled(loss, share)))
+}
+
+/// One rank's policy-loss statistics, for [`record_policy_stats`].
+pub(crate) struct PolicyTerm<'a> {
+    /// The statistics (`None`: no loss token on this rank).
+    pub stats: Option<&'a PolicyLossStats>,
+    /// What the loss's aggregation divides by on this rank ([`RlTrainingBatch::loss_normaliser`]).
+    pub normaliser: f64,
+    /// The tokens the per-token statistics average over (LUFFY: the on-policy ones).
+    pub stat_tokens: f64,
+    /// The mean entropy over the loss tokens, when computed.
+    pub entropy: Option<f64>,
+    /// Loss tokens on this rank.
+    pub tokens: usize,
+}
+
+/// Records the whole batch's policy-loss statistics under `prefix` (the same on every rank): the
+/// loss as a mean by the aggregation's normaliser, the per-token statistics by `stat_tokens`, the
+/// entropy by the loss tokens, and `extra` `(key, mean, count)` alike. A non-finite loss is an
+/// error naming `step`.
+pub(crate) fn record_policy_stats<L: CausalLm>(
+    ctx: &StepContext<'_, L>,
+    m: &mut Metrics,
+    prefix: &str,
+    step: u64,
+    term: &PolicyTerm<'_>,
+    extra: &[(&str, f64, f64)],
+) -> Result<()> {
+    let s = term.stats;
+    let stat = |f: fn(&PolicyLossStats) -> f64| (s.map_or(0.0, f), term.stat_tokens);
+    let mut pairs = vec![
+        (s.map_or(0.0, |s| s.loss), term.normaliser),
+        stat(|s| s.surrogate),
+        stat(|s| s.kl),
+        stat(|s| s.ratio_mean),
+        stat(|s| s.clip_fraction),
+        stat(|s| s.clip_low_fraction),
+        stat(|s| s.clip_high_fraction),
+    ];
+    pairs.extend(extra.iter().map(|(_, v, n)| (*v, *n)));
+    pairs.push((term.entropy.unwrap_or(0.0), term.tokens as f64));
     let global = whole_batch_means(ctx.shard, &pairs)?;
     ensure_finite(&format!("{prefix}rl_loss"), global[0], step)?;
     let keys = ["rl_loss", "surrogate", "kl", "ratio_mean", "clip_fraction", "clip_low_fraction", "clip_high_fraction"];
-    for (k, v) in keys.iter().zip(&global) {
+    for (k, v) in keys.iter().chain(extra.iter().map(|(k, _, _)| k)).zip(&global) {
         m.insert(format!("{prefix}{k}"), *v);
     }
-    if entropy.is_some() || (tokens == 0 && ctx.rl.log_entropy) {
-        m.insert(format!("{prefix}entropy"), global[7]);
+    if term.entropy.is_some() || (term.tokens == 0 && ctx.rl.log_entropy) {
+        m.insert(format!("{prefix}entropy"), global[global.len() - 1]);
     }
-    Ok(Some(scaled(loss, share)))
+    Ok(())
 }
 
 /// One update of a parameter group: the module, its optimiser, and its loss gradient (this

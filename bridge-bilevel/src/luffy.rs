@@ -10,11 +10,11 @@
 //! `mixed_reward_mean` includes the demonstrations.
 
 use crate::algorithm::{
-    Metrics, Needs, StepContext, TrainingAlgorithm, one_group, record_rollouts, rl_batch, shard_of, whole_batch_means,
-    zero_loss,
+    Metrics, Needs, PolicyTerm, StepContext, TrainingAlgorithm, one_group, record_policy_stats, record_rollouts,
+    rl_batch, shard_of, zero_loss,
 };
 use crate::state::TrainState;
-use bridge_core::{CausalLm, FlatGradients, Result, error::ensure_finite};
+use bridge_core::{CausalLm, FlatGradients, Result};
 use bridge_rl::{LuffyConfig, collect_mixed_rollouts, mixed_loss};
 use std::time::Instant;
 
@@ -87,44 +87,16 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Luffy {
                 } else {
                     (zero_loss::<L::Base, L::Base>(&state.theta, None)?, None, None, None)
                 };
+                // On-policy statistics by on-policy tokens, off-policy ones by off-policy tokens.
                 let (on_n, off_n) = (on.as_ref().map_or(0.0, |s| s.tokens), off.as_ref().map_or(0.0, |s| s.tokens));
-                let on_stat = |f: fn(&bridge_rl::PolicyLossStats) -> f64| (on.as_ref().map_or(0.0, f), on_n);
-                let off_stat = |f: fn(&bridge_rl::OffPolicyStats) -> f64| (off.as_ref().map_or(0.0, f), off_n);
-                // The loss is a mean by the normaliser; the statistics are means over on-policy,
-                // off-policy or all tokens.
-                let pairs = [
-                    (on.as_ref().map_or(0.0, |s| s.loss), normaliser),
-                    on_stat(|s| s.surrogate),
-                    on_stat(|s| s.kl),
-                    on_stat(|s| s.ratio_mean),
-                    on_stat(|s| s.clip_fraction),
-                    on_stat(|s| s.clip_low_fraction),
-                    on_stat(|s| s.clip_high_fraction),
-                    off_stat(|s| s.prob_mean),
-                    off_stat(|s| s.shaped_mean),
-                    off_stat(|s| s.surrogate),
-                    (entropy.unwrap_or(0.0), tokens as f64),
+                let off_stat = |f: fn(&bridge_rl::OffPolicyStats) -> f64| off.as_ref().map_or(0.0, f);
+                let policy = PolicyTerm { stats: on.as_ref(), normaliser, stat_tokens: on_n, entropy, tokens };
+                let extra = [
+                    ("off_policy_prob_mean", off_stat(|s| s.prob_mean), off_n),
+                    ("off_policy_shaped_mean", off_stat(|s| s.shaped_mean), off_n),
+                    ("off_policy_surrogate", off_stat(|s| s.surrogate), off_n),
                 ];
-                let global = whole_batch_means(ctx.shard, &pairs)?;
-                ensure_finite("rl_loss", global[0], step)?;
-                let keys = [
-                    "rl_loss",
-                    "surrogate",
-                    "kl",
-                    "ratio_mean",
-                    "clip_fraction",
-                    "clip_low_fraction",
-                    "clip_high_fraction",
-                    "off_policy_prob_mean",
-                    "off_policy_shaped_mean",
-                    "off_policy_surrogate",
-                ];
-                for (k, v) in keys.iter().zip(&global) {
-                    m.insert((*k).into(), *v);
-                }
-                if entropy.is_some() || (tokens == 0 && ctx.rl.log_entropy) {
-                    m.insert("entropy".into(), global[10]);
-                }
+                record_policy_stats(ctx, &mut m, "", step, &policy, &extra)?;
                 let loss = if share == 1.0 { loss } else { loss.mul_scalar(share) };
                 let g = FlatGradients::from_backward(&mut loss.backward(), &state.theta);
                 state.theta =

@@ -12,8 +12,8 @@
 //! optimiser, `algorithm.critic_optim`, θ's settings by default) and the policy loss θ alone.
 
 use crate::algorithm::{
-    Metrics, Needs, StepContext, TrainingAlgorithm, next_rollouts, record_rollouts, rl_batch, whole_batch_means,
-    zero_loss,
+    Metrics, Needs, PolicyTerm, StepContext, TrainingAlgorithm, next_rollouts, record_policy_stats, record_rollouts,
+    rl_batch, whole_batch_means, zero_loss,
 };
 use crate::state::{TrainState, load_module, load_optim, save_module, save_optim, write_atomic};
 use bridge_core::{
@@ -235,36 +235,8 @@ impl<L: CausalLm> TrainingAlgorithm<L> for Ppo {
                 (zero_loss::<L::Base, L::Base>(&state.theta, None)?, None, None)
             };
             let t = tokens as f64;
-            let stat = |f: fn(&bridge_rl::PolicyLossStats) -> f64| (stats.as_ref().map_or(0.0, f), t);
-            let global = whole_batch_means(
-                ctx.shard,
-                &[
-                    (stats.as_ref().map_or(0.0, |s| s.loss), normaliser),
-                    stat(|s| s.surrogate),
-                    stat(|s| s.kl),
-                    stat(|s| s.ratio_mean),
-                    stat(|s| s.clip_fraction),
-                    stat(|s| s.clip_low_fraction),
-                    stat(|s| s.clip_high_fraction),
-                    (entropy.unwrap_or(0.0), t),
-                ],
-            )?;
-            ensure_finite("rl_loss", global[0], step)?;
-            let keys = [
-                "rl_loss",
-                "surrogate",
-                "kl",
-                "ratio_mean",
-                "clip_fraction",
-                "clip_low_fraction",
-                "clip_high_fraction",
-            ];
-            for (k, v) in keys.iter().zip(&global) {
-                m.insert((*k).into(), *v);
-            }
-            if entropy.is_some() || (tokens == 0 && ctx.rl.log_entropy) {
-                m.insert("entropy".into(), global[7]);
-            }
+            let policy = PolicyTerm { stats: stats.as_ref(), normaliser, stat_tokens: t, entropy, tokens };
+            record_policy_stats(ctx, &mut m, "", step, &policy, &[])?;
             let loss = if share == 1.0 { loss } else { loss.mul_scalar(share) };
             let g_theta = FlatGradients::from_backward(&mut loss.backward(), &state.theta);
             let (vl_loss, vl_stats) = if tokens > 0 {

@@ -69,34 +69,12 @@ fn the_hypergradient_is_the_derivative_of_the_unrolled_objective() {
         -grpo_loss(&lm, &theta_plus, Some(w), &batch, None, &cfg, false).unwrap().0.stats.loss
     };
     let g_theta = inner(&w).0;
-    let precise = unrolled_hypergradient(
-        &bridge_core::Shard::single(),
-        &lm,
-        &theta,
-        &w,
-        &g_theta,
-        &sft,
-        &batch,
-        &cfg,
-        lambda,
-        alpha,
-        1e-4,
-    )
-    .unwrap();
-    let default_eps = unrolled_hypergradient(
-        &bridge_core::Shard::single(),
-        &lm,
-        &theta,
-        &w,
-        &g_theta,
-        &sft,
-        &batch,
-        &cfg,
-        lambda,
-        alpha,
-        0.01,
-    )
-    .unwrap();
+    let hypergradient = |eps: f64| {
+        let single = bridge_core::Shard::single();
+        unrolled_hypergradient(&single, &lm, &theta, &w, &g_theta, &sft, &batch, &cfg, lambda, alpha, eps).unwrap()
+    };
+    let precise = hypergradient(1e-4);
+    let default_eps = hypergradient(0.01);
     let scale = precise.total.norm();
     println!(
         "‖direct‖ {:.3e}, ‖indirect‖ {:.3e}, ‖v‖ {:.3e}",
