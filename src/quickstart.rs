@@ -48,6 +48,7 @@ use bridge_bilevel::{
     Bridge, Chord, ColdStart, LoopConfig, Luffy, Metrics, NaiveAlternating, OptimConfig, Ppo, RlZero, RunEvent,
     RunInputs, SftOnly, TrainingAlgorithm, UnrolledBridge, init_state, run_steps,
 };
+use bridge_core::DataFormat;
 use bridge_core::error::ensure_finite;
 use bridge_core::{
     AdamWSettings, BridgeError, BridgeRng, CausalLm, CharCodec, DataCursor, DeviceChoice, FlatGradients,
@@ -56,7 +57,7 @@ use bridge_core::{
 };
 use bridge_eval::metrics::MetricsWriter;
 use bridge_eval::reward::{AccuracyReward, NoisyReward};
-use bridge_eval::runner::{DatasetFormat, EvalConfig, EvalDataset, PromptTemplate};
+use bridge_eval::runner::{EvalConfig, EvalDataset, PromptTemplate};
 use bridge_eval::tasks::{ALPHABET, TaskConfig, TaskSplits, generate};
 use bridge_models::{Decoder, DecoderConfig, DecoderWeights, LoraConfig};
 use bridge_rl::GrpoConfig;
@@ -942,11 +943,11 @@ impl<'a> SeedSetup<'a> {
         let tokenizer = SftTokenizer::new(lm.codec(), &tokenize)?;
         let examples: InMemorySource<SftExample> = InMemorySource::new(splits.sft.clone());
         let sft = InMemorySource::new(TokenizedSource::new(&examples, &tokenizer)?.sequences().to_vec());
-        let test = EvalDataset::load(data_dir.join("test.jsonl"), DatasetFormat::Auto)?;
+        let test = EvalDataset::load(data_dir.join("test.jsonl"), DataFormat::Auto)?;
         let val = if splits.val.is_empty() {
             None
         } else {
-            Some(EvalDataset::load(data_dir.join("val.jsonl"), DatasetFormat::Auto)?)
+            Some(EvalDataset::load(data_dir.join("val.jsonl"), DataFormat::Auto)?)
         };
         Ok(SeedSetup {
             cfg,

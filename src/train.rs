@@ -17,6 +17,7 @@ use bridge_bilevel::{
     LoopConfig, Metrics, OptimConfig, RunEvent, RunInputs, init_state, latest_checkpoint, read_checkpoint_meta,
     resume_from_checkpoint, run_steps,
 };
+use bridge_core::DataFormat;
 use bridge_core::reward::WeightedRewards;
 use bridge_core::{
     BridgeError, BridgeRng, CausalLm, CharCodec, DeviceChoice, ExampleSource, InMemorySource, LambdaScheduleConfig,
@@ -24,7 +25,7 @@ use bridge_core::{
 };
 use bridge_eval::metrics::{MetricsWriter, ProgressReporter};
 use bridge_eval::reward::{AccuracyReward, FormatReward, RewardScale};
-use bridge_eval::runner::{DatasetFormat, EvalConfig, EvalDataset, encode_prompts, evaluate_datasets};
+use bridge_eval::runner::{EvalConfig, EvalDataset, encode_prompts, evaluate_datasets};
 use bridge_models::tokenizer::HfCodec;
 use bridge_models::{DecodeEngine, Decoder, DecoderConfig, DecoderWeights, LoraConfig, Precision};
 use bridge_rl::GrpoConfig;
@@ -251,7 +252,7 @@ pub struct EvalData {
     pub path: PathBuf,
     /// Its format (`auto` detects).
     #[serde(default)]
-    pub format: DatasetFormat,
+    pub format: DataFormat,
 }
 
 /// Reads and validates a config file; a TOML error names the file, line and key.

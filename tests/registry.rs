@@ -159,7 +159,7 @@ fn luffy_refuses_prompts_without_demonstrations_before_training() {
         "{\"messages\": [{\"role\": \"user\", \"content\": \"1+1=\"}], \"answer\": \"2\"}\n",
     )
     .unwrap();
-    bare.data.rl.as_mut().unwrap().format = bridge::sft::DataFormat::Messages;
+    bare.data.rl.as_mut().unwrap().format = bridge::core::DataFormat::Messages;
     bare.run.run_dir = dir.join("bare");
     let e = train_with(&bare, RunMode::Fresh, &AlgorithmRegistry::builtin()).unwrap_err().to_string();
     assert!(e.contains("data.rl") && e.contains("chat.jsonl:1"), "{e}");

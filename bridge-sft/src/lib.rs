@@ -40,9 +40,7 @@ pub mod step;
 pub mod tokenize;
 
 pub use batch::{BatchConfig, SftBatch, SftBatcher, TokenizedSource, pack_sequences, pad_batch};
-pub use data::{
-    DataFormat, DatasetConfig, JsonlRecord, PromptTemplate, load_rl_prompts, load_sft_examples, read_jsonl,
-};
+pub use data::{DatasetConfig, PromptTemplate, load_rl_prompts, load_sft_examples};
 pub use loss::{LossReduction, MaskedNll, masked_nll};
 pub use step::{SftConfig, SftLossOutput, SftStepMetrics, SftTrainer, sft_loss, sft_loss_with};
 pub use tokenize::{SftTokenizer, TokenizeConfig, TokenizeOutcome, TokenizeStats, TruncationPolicy};
