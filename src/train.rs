@@ -23,11 +23,11 @@ use bridge_core::{
     BridgeError, BridgeRng, CausalLm, CharCodec, DeviceChoice, ExampleSource, InMemorySource, LambdaScheduleConfig,
     Result, RewardFunction, RlPrompt, TextCodec,
 };
-use bridge_eval::metrics::{MetricsWriter, ProgressReporter};
 use bridge_eval::reward::{AccuracyReward, FormatReward, RewardScale};
 use bridge_eval::runner::{EvalConfig, EvalDataset, encode_prompts, evaluate_datasets};
 use bridge_models::tokenizer::HfCodec;
 use bridge_models::{DecodeEngine, Decoder, DecoderConfig, DecoderWeights, LoraConfig, Precision};
+use bridge_report::metrics::{MetricsWriter, ProgressReporter};
 use bridge_rl::GrpoConfig;
 use bridge_sft::{DatasetConfig, SftTokenizer, TokenizeConfig};
 use serde::{Deserialize, Serialize};
@@ -781,8 +781,8 @@ pub fn train_with(cfg: &TrainConfig, mode: RunMode, registry: &AlgorithmRegistry
         },
     )?;
     progress.finish();
-    let metrics_path = run_dir.join(bridge_eval::metrics::METRICS_FILE);
-    bridge_eval::plot::plot_metrics(
+    let metrics_path = run_dir.join(bridge_report::metrics::METRICS_FILE);
+    bridge_report::plot::plot_metrics(
         &metrics_path,
         &["reward_mean", "eval_accuracy", "sft_loss", "cooperative_gain"],
         "step",

@@ -1,8 +1,8 @@
 use super::*;
-use crate::runner::EvalDataset;
-use crate::verify::{VerifyOptions, verify};
 use bridge_core::BridgeError;
 use bridge_core::DataFormat;
+use bridge_eval::runner::EvalDataset;
+use bridge_eval::verify::{VerifyOptions, verify};
 use std::collections::HashSet;
 use std::sync::OnceLock;
 

@@ -5,7 +5,7 @@
 //! render the same on a bare CI machine as on a workstation.
 //!
 //! ```no_run
-//! use bridge_eval::plot::{LineChart, grid};
+//! use bridge_report::plot::{LineChart, grid};
 //! # fn main() -> bridge_core::Result<()> {
 //! let reward = LineChart::new("reward")
 //!     .x_label("step")
@@ -508,11 +508,9 @@ impl Image {
     /// over `path`. Creates missing parent directories.
     pub fn save_png(&self, path: impl AsRef<Path>) -> Result<()> {
         let bytes = self.encode_png()?;
-        write_atomic(path.as_ref(), &bytes)
+        bridge_core::fs::write_atomic(path.as_ref(), &bytes)
     }
 }
-
-pub(crate) use bridge_core::fs::write_atomic;
 
 /// One chart per key of `records` (as read by [`crate::metrics::read_metrics`]), with `x_key`
 /// on the x axis. Records lacking either key, or whose value is not a finite number, are skipped;
