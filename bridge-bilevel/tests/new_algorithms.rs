@@ -5,8 +5,8 @@
 mod common;
 
 use bridge_bilevel::{
-    Chord, ChordConfig, LoopConfig, Luffy, Metrics, OptimConfig, Ppo, PpoConfig, RunEvent, RunInputs, StepContext,
-    TrainState, TrainingAlgorithm, UnrolledBridge, UnrolledConfig, init_state, latest_checkpoint,
+    Chord, ChordConfig, LoopConfig, Luffy, Metrics, OptimConfig, Ppo, PpoConfig, RlZero, RunEvent, RunInputs,
+    StepContext, TrainState, TrainingAlgorithm, UnrolledBridge, UnrolledConfig, init_state, latest_checkpoint,
     resume_from_checkpoint, run_steps,
 };
 use bridge_core::testing::BigramLm;
@@ -270,6 +270,17 @@ fn learns(algo: &mut dyn TrainingAlgorithm<BigramLm>, lr: f64) -> Vec<Metrics> {
     println!("{}: reward {early:.3} → {late:.3}", algo.name());
     assert!(late > early + 0.3 && late > 0.75, "{}: reward {early:.2} → {late:.2}", algo.name());
     log
+}
+
+/// RL-zero (GRPO alone), the reference the other RL methods are compared with, through the same
+/// run loop (it replaced `bridge_rl::GrpoTrainer`): it learns the task, and with one epoch per
+/// batch the policy that is trained is the one that sampled (importance ratio 1).
+#[test]
+fn rl_zero_learns_the_task_with_ratio_one() {
+    let log = learns(&mut RlZero, 0.1);
+    for m in &log {
+        assert!((m["ratio_mean"] - 1.0).abs() < 1e-5, "{}", m["ratio_mean"]);
+    }
 }
 
 #[test]
