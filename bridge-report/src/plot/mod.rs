@@ -1,8 +1,11 @@
-//! Line charts rendered to PNG with no system dependency.
+//! Line charts through [`plotters`]: PNG (an RGB bitmap encoded by the `png` crate) and SVG.
 //!
-//! A small built-in rasteriser (anti-aliased thick lines, a 5×9 bitmap font drawn in the source)
-//! feeds the pure-Rust `png` encoder: no fontconfig, freetype or font file is needed, so charts
-//! render the same on a bare CI machine as on a workstation.
+//! Text is drawn with a font embedded in the crate (`fonts/DejaVuSans-subset.ttf`, DejaVu Sans
+//! cut down to Latin-1, Greek and a few symbols; its licence is `fonts/LICENSE-DejaVu.txt`),
+//! registered with plotters' `ab_glyph` renderer: no fontconfig, freetype or system font is
+//! needed, so charts render the same on a bare CI machine as on a workstation. Axis ranges and
+//! tick values are this module's own ("nice" round ticks, overflow-safe for any finite data):
+//! plotters draws in the unit square and labels the ticks with them.
 //!
 //! ```no_run
 //! use bridge_report::plot::{LineChart, grid};
@@ -13,24 +16,39 @@
 //!     .series("train", vec![(0.0, 0.1), (10.0, 0.3), (20.0, 0.45)])
 //!     .series("eval", vec![(0.0, 0.12), (20.0, 0.4)]);
 //! reward.save_png("runs/demo/reward.png", 800, 500)?;
+//! reward.save_svg("runs/demo/reward.svg", 800, 500)?;
 //! let loss = LineChart::new("SFT loss").series("sft_loss", vec![(0.0, 2.1), (10.0, 1.4), (20.0, 1.2)]);
 //! grid(vec![reward, loss], 2).save_png("runs/demo/summary.png", 1200, 450)?;
 //! # Ok(())
 //! # }
 //! ```
 
-mod font;
-mod raster;
 mod ticks;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use bridge_core::{BridgeError, Result};
-
-pub use raster::Rgb;
-use raster::{Canvas, Dir, Rect, text_height, text_width};
+use plotters::chart::SeriesLabelPosition;
+use plotters::coord::Shift;
+use plotters::prelude::{
+    BitMapBackend, ChartBuilder, Circle, DrawingArea, DrawingBackend, IntoDrawingArea, PathElement, RGBColor,
+    Rectangle, SVGBackend, Text,
+};
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::{Color, FontStyle, FontTransform, IntoFont, ShapeStyle, TextStyle};
 use ticks::Axis;
+
+/// An RGB colour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rgb(pub u8, pub u8, pub u8);
+
+impl From<Rgb> for RGBColor {
+    fn from(c: Rgb) -> Self {
+        RGBColor(c.0, c.1, c.2)
+    }
+}
 
 /// The series colours, in order: distinguishable for up to ten series, then reused.
 pub const PALETTE: [Rgb; 10] = [
@@ -53,6 +71,7 @@ const TEXT: Rgb = Rgb(0x22, 0x22, 0x22);
 const MUTED: Rgb = Rgb(0x55, 0x55, 0x55);
 const FRAME: Rgb = Rgb(0x88, 0x88, 0x88);
 const GRIDLINE: Rgb = Rgb(0xe6, 0xe6, 0xe6);
+const LEGEND_BORDER: Rgb = Rgb(0xac, 0xac, 0xac);
 
 /// The largest width or height accepted, in pixels.
 pub const MAX_DIMENSION: u32 = 16_384;
@@ -144,11 +163,7 @@ impl LineChart {
 
     /// Renders the chart to an in-memory image of `width` × `height` pixels.
     pub fn render(&self, width: u32, height: u32) -> Result<Image> {
-        check_size(width, height)?;
-        let mut canvas = Canvas::new(width, height, BACKGROUND);
-        let area = canvas.bounds();
-        self.draw(&mut canvas, area);
-        Ok(Image::from_canvas(canvas))
+        render_bitmap(width, height, |area| self.draw(area))
     }
 
     /// Renders the chart and writes it to `path` as a PNG, atomically (temporary file + rename).
@@ -156,249 +171,284 @@ impl LineChart {
         self.render(width, height)?.save_png(path)
     }
 
+    /// Renders the chart as an SVG document of `width` × `height` pixels (text as `<text>`
+    /// elements in the `sans-serif` family).
+    pub fn render_svg(&self, width: u32, height: u32) -> Result<String> {
+        render_svg(width, height, |area| self.draw(area))
+    }
+
+    /// Renders the chart and writes it to `path` as SVG, atomically.
+    pub fn save_svg(&self, path: impl AsRef<Path>, width: u32, height: u32) -> Result<()> {
+        bridge_core::fs::write_atomic(path.as_ref(), self.render_svg(width, height)?.as_bytes())
+    }
+
     fn color(&self, i: usize) -> Rgb {
         self.series[i].color.unwrap_or(PALETTE[i % PALETTE.len()])
     }
 
-    /// Draws the chart into `area` of `canvas`.
-    fn draw(&self, canvas: &mut Canvas, area: Rect) {
-        let short = area.width().min(area.height());
-        // Text scale: 1 for small panels, 2 from ~500 px; the title one step larger.
-        let s = if short >= 480 { 2 } else { 1 };
-        let ts = s + 1;
-        let pad = 6 * s;
-        let tick_len = 4 * s;
+    /// Each series' finite points in the unit square of the plot (`(0, 0)` bottom left), cut
+    /// into runs of segments clipped to it.
+    fn unit_paths(&self, xa: &Axis, ya: &Axis) -> Vec<Vec<Vec<(f64, f64)>>> {
+        self.series
+            .iter()
+            .map(|se| {
+                let pts: Vec<(f64, f64)> = se
+                    .points
+                    .iter()
+                    .filter(|p| p.0.is_finite() && p.1.is_finite())
+                    .map(|&(x, y)| (xa.frac(x), ya.frac(y)))
+                    .collect();
+                let mut runs: Vec<Vec<(f64, f64)>> = Vec::new();
+                for w in pts.windows(2) {
+                    let Some((a, b)) = clip_to_unit(w[0], w[1]) else { continue };
+                    match runs.last_mut() {
+                        Some(run) if run.last() == Some(&a) => run.push(b),
+                        _ => runs.push(vec![a, b]),
+                    }
+                }
+                runs
+            })
+            .collect()
+    }
+
+    /// Draws the chart into `area`. Nothing about the data makes it fail; an area too small
+    /// for axes gets the title only.
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
+        let (w, h) = area.dim_in_pixel();
+        let (w, h) = (i64::from(w), i64::from(h));
+        // Text scale: 1 for small panels, 2 from ~500 px.
+        let s = if w.min(h) >= 480 { 2.0 } else { 1.0 };
+        let font = |size: f64, color: Rgb| -> TextStyle<'static> {
+            (FONT_FAMILY, size * s).into_font().color(&RGBColor::from(color))
+        };
+        let (label_font, title_font) = (font(12.0, MUTED), font(15.0, TEXT));
+        let text_w = |t: &str, f: &TextStyle<'_>| area.estimate_text_size(t, f).map_or(0, |(tw, _)| i64::from(tw));
+        let pad = (6.0 * s) as i64;
+        let text_h = (12.0 * s / 1.24).ceil() as i64 + 2;
 
         let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
         let pts = || self.series.iter().flat_map(|se| se.points.iter().filter(finite));
         let xb = ticks::bounds(pts().map(|p| p.0));
         let yb = ticks::bounds(pts().map(|p| p.1));
-        let xa = ticks::axis(xb, self.x_range, (area.width() / (90 * s)).max(2) as usize);
-        let ya = ticks::axis(yb, self.y_range, (area.height() / (50 * s)).max(2) as usize);
+        let xa = ticks::axis(xb, self.x_range, (w as f64 / (90.0 * s)).max(2.0) as usize);
+        let ya = ticks::axis(yb, self.y_range, (h as f64 / (50.0 * s)).max(2.0) as usize);
 
-        // Layout, from the outside in.
-        let mut top = area.y0 + pad;
+        let title_h = if self.title.is_empty() { 0 } else { (15.0 * s / 1.24).ceil() as i64 + pad };
+        let x_area = text_h + pad + if self.x_label.is_empty() { 0 } else { text_h + pad / 2 };
+        let ylab_w = ya.labels.iter().map(|l| text_w(l, &label_font)).max().unwrap_or(0);
+        let y_area = ylab_w + pad + if self.y_label.is_empty() { 0 } else { text_h + pad / 2 };
+        let last_xw = xa.labels.last().map_or(0, |l| text_w(l, &label_font));
+        let right = (last_xw / 2).max(pad);
+        let plot_w = w - 2 * pad - y_area - right;
+        let plot_h = h - 2 * pad - title_h - x_area;
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        if plot_w < 8 || plot_h < 8 {
+            if !self.title.is_empty() && title_h <= h {
+                let tw = text_w(&self.title, &title_font);
+                area.draw(&Text::new(self.title.clone(), (((w - tw) / 2) as i32, pad as i32), title_font))
+                    .map_err(|e| err(&e))?;
+            }
+            return Ok(());
+        }
+
+        let mut builder = ChartBuilder::on(area);
+        builder
+            .margin_top(pad as u32)
+            .margin_bottom(pad as u32)
+            .margin_left(pad as u32)
+            .margin_right(right as u32)
+            .x_label_area_size(x_area as u32)
+            .y_label_area_size(y_area as u32);
         if !self.title.is_empty() {
-            let tw = text_width(&self.title, ts);
-            canvas.text(area.x0 + (area.width() - tw) / 2, top, &self.title, ts, TEXT, Dir::Horizontal);
-            top += text_height(ts) + pad;
-        } else {
-            top += text_height(s) / 2;
+            builder.caption(&self.title, title_font);
         }
-        let mut bottom = area.y1 - pad;
-        let x_label_y = bottom - text_height(s);
+        let mut chart = builder.build_cartesian_2d(0f64..1f64, 0f64..1f64).map_err(|e| err(&e))?;
+
+        // Grid lines at the ticks, the frame, tick marks and labels (positions from this
+        // module's axes: plotters' own tick choice would not match them), axis labels.
+        let in_unit = |v: &f64| (0.0..=1.0).contains(v);
+        let xk: Vec<(f64, &String)> =
+            xa.ticks.iter().map(|&t| xa.frac(t)).zip(&xa.labels).filter(|(v, _)| in_unit(v)).collect();
+        let yk: Vec<(f64, &String)> =
+            ya.ticks.iter().map(|&t| ya.frac(t)).zip(&ya.labels).filter(|(v, _)| in_unit(v)).collect();
+        let grid_style = ShapeStyle { color: RGBColor::from(GRIDLINE).to_rgba(), filled: false, stroke_width: 1 };
+        chart
+            .draw_series(
+                xk.iter()
+                    .map(|&(x, _)| PathElement::new(vec![(x, 0.0), (x, 1.0)], grid_style))
+                    .chain(yk.iter().map(|&(y, _)| PathElement::new(vec![(0.0, y), (1.0, y)], grid_style))),
+            )
+            .map_err(|e| err(&e))?;
+        chart
+            .draw_series(std::iter::once(Rectangle::new([(0.0, 0.0), (1.0, 1.0)], RGBColor::from(FRAME))))
+            .map_err(|e| err(&e))?;
+        let base = area.get_base_pixel();
+        let at = |x: f64, y: f64| {
+            let (px, py) = chart.backend_coord(&(x, y));
+            (px - base.0, py - base.1)
+        };
+        let tick = (4.0 * s) as i32;
+        let frame = RGBColor::from(FRAME);
+        let (x_left, y_bottom) = at(0.0, 0.0);
+        let mut last_end = i32::MIN;
+        for &(x, label) in &xk {
+            let (px, _) = at(x, 0.0);
+            area.draw(&PathElement::new(vec![(px, y_bottom), (px, y_bottom + tick)], frame)).map_err(|e| err(&e))?;
+            let lw = text_w(label, &label_font) as i32;
+            if px - lw / 2 > last_end + (2.0 * s) as i32 {
+                let style = label_font.pos(Pos::new(HPos::Center, VPos::Top));
+                area.draw(&Text::new(label.as_str(), (px, y_bottom + tick + 2), style)).map_err(|e| err(&e))?;
+                last_end = px + lw / 2;
+            }
+        }
+        let mut last_top = i32::MAX;
+        for &(y, label) in &yk {
+            let (_, py) = at(0.0, y);
+            area.draw(&PathElement::new(vec![(x_left - tick, py), (x_left, py)], frame)).map_err(|e| err(&e))?;
+            if py + text_h as i32 / 2 < last_top {
+                let style = label_font.pos(Pos::new(HPos::Right, VPos::Center));
+                area.draw(&Text::new(label.as_str(), (x_left - tick - 2, py), style)).map_err(|e| err(&e))?;
+                last_top = py - text_h as i32 / 2;
+            }
+        }
+        let (x_right, y_top) = at(1.0, 1.0);
         if !self.x_label.is_empty() {
-            bottom = x_label_y - pad / 2;
-        }
-        bottom -= text_height(s) + tick_len + s * 2; // x tick labels
-        let mut left = area.x0 + pad;
-        if !self.y_label.is_empty() {
-            left += text_height(s) + pad / 2;
-        }
-        let ylab_w = ya.labels.iter().map(|l| text_width(l, s)).max().unwrap_or(0);
-        left += ylab_w + tick_len + s * 2;
-        // Room on the right for the last x tick label to overhang.
-        let last_xw = xa.labels.last().map_or(0, |l| text_width(l, s));
-        let right = area.x1 - pad - (last_xw / 2).max(pad);
-        let mut plot = Rect::new(left, top, right, bottom);
-        if plot.width() < 8 || plot.height() < 8 {
-            return; // Too small for axes: title only.
-        }
-        // The legend goes in the corner of the plot where it hides no data; when every corner
-        // would hide some, it moves out to the right of the plot if there is room.
-        let mut legend_at = None;
-        let show_legend = self.legend.unwrap_or(self.series.len() >= 2) && !self.series.is_empty();
-        let legend = if show_legend { self.legend_layout(s, plot) } else { None };
-        if let Some(lg) = &legend {
-            let paths = self.pixel_paths(&xa, &ya, plot);
-            let (corner, hidden) = lg.best_corner(plot, &paths);
-            let gap = (last_xw / 2 + 2 * s).max(lg.margin);
-            if hidden == 0 || plot.width() - lg.w - gap < plot.width() * 2 / 3 {
-                legend_at = Some(corner);
-            } else {
-                plot.x1 = area.x1 - pad - lg.w - gap;
-                legend_at = Some((plot.x1 + gap, plot.y0));
-            }
-        }
-        if !self.x_label.is_empty() {
-            let lw = text_width(&self.x_label, s);
-            let x = ((plot.x0 + plot.x1) / 2 - lw / 2).clamp(area.x0, (area.x1 - lw).max(area.x0));
-            canvas.text(x, x_label_y, &self.x_label, s, TEXT, Dir::Horizontal);
+            let style = font(12.0, TEXT).pos(Pos::new(HPos::Center, VPos::Bottom));
+            let x = (x_left + x_right) / 2;
+            area.draw(&Text::new(self.x_label.as_str(), (x, (h - pad) as i32), style)).map_err(|e| err(&e))?;
         }
         if !self.y_label.is_empty() {
-            let lw = text_width(&self.y_label, s);
-            let mid = (plot.y0 + plot.y1) / 2;
-            canvas.text(area.x0 + pad, mid + lw / 2, &self.y_label, s, TEXT, Dir::Up);
+            let style = font(12.0, TEXT).transform(FontTransform::Rotate270).pos(Pos::new(HPos::Center, VPos::Top));
+            let y = (y_top + y_bottom) / 2;
+            area.draw(&Text::new(self.y_label.as_str(), (pad as i32, y), style)).map_err(|e| err(&e))?;
         }
 
-        let px = |v: f64| plot.x0 as f64 + xa.frac(v) * (plot.width() - 1) as f64;
-        let py = |v: f64| (plot.y1 - 1) as f64 - ya.frac(v) * (plot.height() - 1) as f64;
-
-        // Grid lines, ticks and tick labels.
-        let mut last_label_end = i64::MIN;
-        for (t, l) in xa.ticks.iter().zip(&xa.labels) {
-            let x = px(*t).round() as i64;
-            if x < plot.x0 || x >= plot.x1 {
-                continue;
-            }
-            canvas.fill_rect(Rect::new(x, plot.y0, x + 1, plot.y1), GRIDLINE);
-            canvas.fill_rect(Rect::new(x, plot.y1, x + 1, plot.y1 + tick_len), FRAME);
-            let lw = text_width(l, s);
-            let lx = x - lw / 2;
-            if lx > last_label_end + 2 * s {
-                canvas.text(lx, plot.y1 + tick_len + s * 2, l, s, MUTED, Dir::Horizontal);
-                last_label_end = lx + lw;
-            }
-        }
-        let cap = 7 * s; // digits are cap height: centre on that, not on the descender cell
-        let mut last_label_top = i64::MAX;
-        for (t, l) in ya.ticks.iter().zip(&ya.labels) {
-            let y = py(*t).round() as i64;
-            if y < plot.y0 || y >= plot.y1 {
-                continue;
-            }
-            canvas.fill_rect(Rect::new(plot.x0, y, plot.x1, y + 1), GRIDLINE);
-            canvas.fill_rect(Rect::new(plot.x0 - tick_len, y, plot.x0, y + 1), FRAME);
-            let ly = y - cap / 2;
-            if ly + cap + 2 * s < last_label_top {
-                let lw = text_width(l, s);
-                canvas.text(plot.x0 - tick_len - s * 2 - lw, ly, l, s, MUTED, Dir::Horizontal);
-                last_label_top = ly;
-            }
-        }
-        // The frame one pixel outside the plot so data at the edges stays visible.
-        canvas.stroke_rect(Rect::new(plot.x0 - 1, plot.y0 - 1, plot.x1 + 1, plot.y1 + 1), FRAME);
-
-        // Data.
-        let line_w = 1.5 * s as f64 + 0.5;
+        // Data, then the legend in the corner where it hides the least of it.
+        let paths = self.unit_paths(&xa, &ya);
+        let stroke = (1.5 * s + 0.5).round() as u32;
         let mut any_point = false;
-        for (i, path) in self.pixel_paths(&xa, &ya, plot).iter().enumerate() {
-            let c = self.color(i);
-            for w in path.windows(2) {
-                canvas.line(w[0], w[1], line_w, c, plot);
-            }
+        for (i, (runs, se)) in paths.iter().zip(&self.series).enumerate() {
+            let c = RGBColor::from(self.color(i));
+            let style = ShapeStyle { color: c.to_rgba(), filled: false, stroke_width: stroke };
+            let anno =
+                chart.draw_series(runs.iter().map(|run| PathElement::new(run.clone(), style))).map_err(|e| err(&e))?;
+            let inside: Vec<(f64, f64)> = se
+                .points
+                .iter()
+                .filter(|p| p.0.is_finite() && p.1.is_finite())
+                .map(|&(x, y)| (xa.frac(x), ya.frac(y)))
+                .filter(|p| (0.0..=1.0).contains(&p.0) && (0.0..=1.0).contains(&p.1))
+                .collect();
+            any_point |= !inside.is_empty();
+            let sw = (14.0 * s) as i32;
+            let half = (stroke as i32 / 2).max(1);
+            anno.label(se.name.clone())
+                .legend(move |(x, y)| Rectangle::new([(x, y - half), (x + sw, y + half)], c.filled()));
             // Markers when points are few enough to matter individually (a single point has no line).
-            if path.len() <= 24 {
-                for &p in path {
-                    canvas.disc(p, line_w * 1.2, c, plot);
-                }
+            if se.points.len() <= 24 {
+                let r = (f64::from(stroke) * 1.2).ceil() as i32;
+                chart.draw_series(inside.iter().map(|&p| Circle::new(p, r, c.filled()))).map_err(|e| err(&e))?;
             }
-            any_point |= !path.is_empty();
         }
         if !any_point {
             let msg = "no data";
-            let w = text_width(msg, s);
-            let x = plot.x0 + (plot.width() - w) / 2;
-            canvas.text(x, plot.y0 + (plot.height() - cap) / 2, msg, s, MUTED, Dir::Horizontal);
+            let style = label_font.pos(Pos::new(HPos::Center, VPos::Center));
+            chart.plotting_area().draw(&Text::new(msg, (0.5, 0.5), style)).map_err(|e| err(&e))?;
         }
-
-        if let (Some(lg), Some(at)) = (legend, legend_at) {
-            self.draw_legend(canvas, &lg, at);
+        let show_legend = self.legend.unwrap_or(self.series.len() >= 2) && !self.series.is_empty();
+        if show_legend {
+            let name_w = self.series.iter().map(|se| text_w(&se.name, &label_font)).max().unwrap_or(0);
+            let lw = (name_w + (30.0 * s) as i64) as f64 / plot_w as f64;
+            let lh = (self.series.len() as i64 * (text_h + (4.0 * s) as i64) + pad) as f64 / plot_h as f64;
+            chart
+                .configure_series_labels()
+                .position(legend_corner(&paths, lw, lh))
+                .margin((6.0 * s) as u32)
+                .legend_area_size((18.0 * s) as u32)
+                .label_font(font(12.0, TEXT))
+                .background_style(RGBColor::from(BACKGROUND))
+                .border_style(RGBColor::from(LEGEND_BORDER))
+                .draw()
+                .map_err(|e| err(&e))?;
         }
+        Ok(())
     }
+}
 
-    /// Each series' finite points, mapped to pixel coordinates of `plot`.
-    fn pixel_paths(&self, xa: &Axis, ya: &Axis, plot: Rect) -> Vec<Vec<(f64, f64)>> {
-        let px = |v: f64| plot.x0 as f64 + xa.frac(v) * (plot.width() - 1) as f64;
-        let py = |v: f64| (plot.y1 - 1) as f64 - ya.frac(v) * (plot.height() - 1) as f64;
-        self.series
+/// The corner of the plot (upper right, upper left, lower right, lower left: first best wins)
+/// where a legend box of `w` × `h` (fractions of the plot) covers the fewest sampled points of
+/// `paths` (unit-square runs).
+fn legend_corner(paths: &[Vec<Vec<(f64, f64)>>], w: f64, h: f64) -> SeriesLabelPosition {
+    let (mx, my) = (0.02, 0.03);
+    let corners = [
+        (SeriesLabelPosition::UpperRight, (1.0 - mx - w, 1.0 - my - h)),
+        (SeriesLabelPosition::UpperLeft, (mx, 1.0 - my - h)),
+        (SeriesLabelPosition::LowerRight, (1.0 - mx - w, my)),
+        (SeriesLabelPosition::LowerLeft, (mx, my)),
+    ];
+    let hidden = |(x0, y0): (f64, f64)| -> usize {
+        let inside = |(px, py): (f64, f64)| px >= x0 && px <= x0 + w && py >= y0 && py <= y0 + h;
+        paths
             .iter()
-            .map(|se| {
-                se.points.iter().filter(|p| p.0.is_finite() && p.1.is_finite()).map(|&(x, y)| (px(x), py(y))).collect()
+            .flatten()
+            .flat_map(|run| run.windows(2))
+            .map(|seg| {
+                let (a, b) = (seg[0], seg[1]);
+                (0..=50)
+                    .filter(|&k| inside((a.0 + (b.0 - a.0) * k as f64 / 50.0, a.1 + (b.1 - a.1) * k as f64 / 50.0)))
+                    .count()
             })
-            .collect()
-    }
+            .sum()
+    };
+    corners
+        .into_iter()
+        .map(|(pos, at)| (pos, hidden(at)))
+        .min_by_key(|&(_, n)| n)
+        .map_or(SeriesLabelPosition::UpperRight, |(p, _)| p)
+}
 
-    /// The legend's size for a plot area, or `None` when it cannot fit.
-    fn legend_layout(&self, s: i64, plot: Rect) -> Option<LegendLayout> {
-        let swatch = 14 * s;
-        let row_h = text_height(s) + 3 * s;
-        let inner = 4 * s;
-        let max_rows = ((plot.height() - 2 * inner) / row_h).max(1) as usize;
-        let rows = self.series.len().min(max_rows);
-        let name_w = self.series.iter().take(rows).map(|se| text_width(&se.name, s)).max().unwrap_or(0);
-        let w = (inner * 2 + swatch + 4 * s + name_w).min(plot.width() - 4 * s);
-        let h = inner * 2 + row_h * rows as i64 - 3 * s;
-        (w > swatch && h <= plot.height()).then_some(LegendLayout {
-            s,
-            w,
-            h,
-            rows,
-            swatch,
-            row_h,
-            inner,
-            margin: 6 * s,
-        })
-    }
-
-    fn draw_legend(&self, canvas: &mut Canvas, lg: &LegendLayout, (x, y): (i64, i64)) {
-        let s = lg.s;
-        let bx = Rect::new(x, y, x + lg.w, y + lg.h);
-        canvas.fill_rect(bx, BACKGROUND);
-        canvas.stroke_rect(bx, GRIDLINE.darker());
-        for (i, se) in self.series.iter().take(lg.rows).enumerate() {
-            let ry = y + lg.inner + lg.row_h * i as i64;
-            let mid = (ry + 7 * s / 2) as f64;
-            let sx = (x + lg.inner) as f64;
-            canvas.line((sx, mid), (sx + lg.swatch as f64, mid), 1.5 * s as f64 + 1.0, self.color(i), bx);
-            canvas.text(x + lg.inner + lg.swatch + 4 * s, ry, &se.name, s, TEXT, Dir::Horizontal);
+/// The part of the segment `a`–`b` inside the unit square (Liang–Barsky), if any.
+fn clip_to_unit(a: (f64, f64), b: (f64, f64)) -> Option<((f64, f64), (f64, f64))> {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let (mut t0, mut t1) = (0.0f64, 1.0f64);
+    for (p, q) in [(-dx, a.0), (dx, 1.0 - a.0), (-dy, a.1), (dy, 1.0 - a.1)] {
+        if p == 0.0 {
+            if q < 0.0 {
+                return None;
+            }
+        } else {
+            let r = q / p;
+            if p < 0.0 {
+                t0 = t0.max(r);
+            } else {
+                t1 = t1.min(r);
+            }
         }
     }
-}
-
-/// Size and spacing of a legend box.
-struct LegendLayout {
-    s: i64,
-    w: i64,
-    h: i64,
-    rows: usize,
-    swatch: i64,
-    row_h: i64,
-    inner: i64,
-    margin: i64,
-}
-
-impl LegendLayout {
-    /// The corner of `plot` (top right, top left, bottom right, bottom left: first best wins) where
-    /// the legend hides the fewest sampled data points, and that count.
-    fn best_corner(&self, plot: Rect, paths: &[Vec<(f64, f64)>]) -> ((i64, i64), usize) {
-        let (w, h, m) = (self.w, self.h, self.margin);
-        let corners = [
-            (plot.x1 - m - w, plot.y0 + m),
-            (plot.x0 + m, plot.y0 + m),
-            (plot.x1 - m - w, plot.y1 - m - h),
-            (plot.x0 + m, plot.y1 - m - h),
-        ];
-        let hidden = |(x, y): (i64, i64)| -> usize {
-            let r = (x as f64 - 3.0, y as f64 - 3.0, (x + w) as f64 + 3.0, (y + h) as f64 + 3.0);
-            let inside = |(px, py): (f64, f64)| px >= r.0 && px <= r.2 && py >= r.1 && py <= r.3;
-            let mut count = 0;
-            for path in paths {
-                for pair in path.windows(2) {
-                    // Sample each segment finely enough that a line crossing the box is seen.
-                    let (a, b) = (pair[0], pair[1]);
-                    let n = ((b.0 - a.0).abs().max((b.1 - a.1).abs()) / 4.0).clamp(1.0, 400.0) as usize;
-                    count += (0..=n)
-                        .filter(|&k| {
-                            let t = k as f64 / n as f64;
-                            inside((a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1)))
-                        })
-                        .count();
-                }
-                if let [p] = path.as_slice() {
-                    count += 5 * usize::from(inside(*p));
-                }
-            }
-            count
-        };
-        corners.iter().map(|&c| (c, hidden(c))).min_by_key(|&(_, n)| n).unwrap_or((corners[0], 0))
+    if !(t0 <= t1) {
+        return None;
     }
+    let at = |t: f64| {
+        if t == 0.0 {
+            a
+        } else if t == 1.0 {
+            b
+        } else {
+            (a.0 + t * dx, a.1 + t * dy)
+        }
+    };
+    Some((at(t0), at(t1)))
 }
 
-impl Rgb {
-    fn darker(self) -> Rgb {
-        Rgb(self.0 / 4 * 3, self.1 / 4 * 3, self.2 / 4 * 3)
-    }
+/// The font family every chart's text uses: the embedded DejaVu Sans subset, registered once.
+const FONT_FAMILY: &str = "sans-serif";
+static FONT_BYTES: &[u8] = include_bytes!("../../fonts/DejaVuSans-subset.ttf");
+
+fn register_font() -> Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok =
+        *REGISTERED.get_or_init(|| plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, FONT_BYTES).is_ok());
+    if ok { Ok(()) } else { Err(BridgeError::InvalidInput("the embedded chart font does not parse".into())) }
 }
 
 /// Several charts laid out in a grid of `cols` columns, rendered into one image; see [`grid`].
@@ -424,23 +474,32 @@ impl ChartGrid {
         self.cols.min(self.charts.len()).max(1)
     }
 
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
+        let cells = area.split_evenly((self.rows().max(1), self.cols()));
+        for (chart, cell) in self.charts.iter().zip(&cells) {
+            chart.draw(cell)?;
+        }
+        Ok(())
+    }
+
     /// Renders all charts into one `width` × `height` image, each in an equal cell.
     pub fn render(&self, width: u32, height: u32) -> Result<Image> {
-        check_size(width, height)?;
-        let mut canvas = Canvas::new(width, height, BACKGROUND);
-        let (cols, rows) = (self.cols() as i64, self.rows().max(1) as i64);
-        let (w, h) = (i64::from(width), i64::from(height));
-        for (i, chart) in self.charts.iter().enumerate() {
-            let (c, r) = (i as i64 % cols, i as i64 / cols);
-            let cell = Rect::new(c * w / cols, r * h / rows, (c + 1) * w / cols, (r + 1) * h / rows);
-            chart.draw(&mut canvas, cell);
-        }
-        Ok(Image::from_canvas(canvas))
+        render_bitmap(width, height, |area| self.draw(area))
     }
 
     /// Renders the grid and writes it to `path` as a PNG, atomically.
     pub fn save_png(&self, path: impl AsRef<Path>, width: u32, height: u32) -> Result<()> {
         self.render(width, height)?.save_png(path)
+    }
+
+    /// Renders the grid as an SVG document.
+    pub fn render_svg(&self, width: u32, height: u32) -> Result<String> {
+        render_svg(width, height, |area| self.draw(area))
+    }
+
+    /// Renders the grid and writes it to `path` as SVG, atomically.
+    pub fn save_svg(&self, path: impl AsRef<Path>, width: u32, height: u32) -> Result<()> {
+        bridge_core::fs::write_atomic(path.as_ref(), self.render_svg(width, height)?.as_bytes())
     }
 }
 
@@ -453,6 +512,46 @@ fn check_size(width: u32, height: u32) -> Result<()> {
     Ok(())
 }
 
+fn drawing_error(e: String) -> BridgeError {
+    BridgeError::InvalidInput(format!("chart drawing failed: {e}"))
+}
+
+/// A white `width` × `height` RGB bitmap with `draw` applied.
+fn render_bitmap(
+    width: u32,
+    height: u32,
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> std::result::Result<(), String>,
+) -> Result<Image> {
+    check_size(width, height)?;
+    register_font()?;
+    let mut rgb = vec![0u8; width as usize * height as usize * 3];
+    {
+        let area = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        area.fill(&RGBColor::from(BACKGROUND)).map_err(|e| drawing_error(e.to_string()))?;
+        draw(&area).map_err(drawing_error)?;
+        area.present().map_err(|e| drawing_error(e.to_string()))?;
+    }
+    Ok(Image { width, height, rgb })
+}
+
+/// An SVG document of `width` × `height` with `draw` applied.
+fn render_svg(
+    width: u32,
+    height: u32,
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> std::result::Result<(), String>,
+) -> Result<String> {
+    check_size(width, height)?;
+    register_font()?;
+    let mut svg = String::new();
+    {
+        let area = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
+        area.fill(&RGBColor::from(BACKGROUND)).map_err(|e| drawing_error(e.to_string()))?;
+        draw(&area).map_err(drawing_error)?;
+        area.present().map_err(|e| drawing_error(e.to_string()))?;
+    }
+    Ok(svg)
+}
+
 /// A rendered RGB8 image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Image {
@@ -462,10 +561,6 @@ pub struct Image {
 }
 
 impl Image {
-    fn from_canvas(c: Canvas) -> Self {
-        Self { width: c.width as u32, height: c.height as u32, rgb: c.rgb }
-    }
-
     /// Width in pixels.
     pub fn width(&self) -> u32 {
         self.width
