@@ -157,6 +157,10 @@ pub fn grpo_loss<L: CausalLm>(
 /// The clipped-surrogate loss of `π(·; base, adapter)` on `batch` with one advantage per token
 /// (`advantages [B, T−1]`, PPO's GAE advantages) in place of the batch's per-sequence ones; KL,
 /// aggregation and entropy as [`grpo_loss`].
+///
+/// # Shapes
+/// - `batch`: `B` rows padded to `T` tokens; log-probs, mask and `advantages` are `[B, T−1]`
+/// - returned `loss`: `[1]`
 #[allow(clippy::too_many_arguments)]
 pub fn token_advantage_loss<L: CausalLm>(
     lm: &L,
