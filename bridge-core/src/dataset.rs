@@ -551,7 +551,7 @@ mod tests {
     fn bad_records_name_line_and_field() {
         let field_of = |text: &str, format: DataFormat| -> (usize, Option<String>) {
             let e = parse_records("b.jsonl", text, format, None)
-                .and_then(|rs| rs.iter().map(|r| r.final_answer().and(r.question().map(drop))).collect::<Result<()>>())
+                .and_then(|rs| rs.iter().try_for_each(|r| r.final_answer().and(r.question().map(drop))))
                 .unwrap_err();
             match e {
                 BridgeError::Data { line, field, .. } => (line, field),

@@ -425,7 +425,7 @@ fn clip_to_unit(a: (f64, f64), b: (f64, f64)) -> Option<((f64, f64), (f64, f64))
             }
         }
     }
-    if !(t0 <= t1) {
+    if t0.is_nan() || t1.is_nan() || t0 > t1 {
         return None;
     }
     let at = |t: f64| {
