@@ -124,6 +124,22 @@ pub(crate) fn score_batch<L: CausalLm>(
     Ok(ScoredBatch { logprobs: scores.logprobs, ref_logprobs, mask, entropy })
 }
 
+impl ScoredBatch {
+    /// The inputs of [`policy_loss`] (and of LUFFY's mixed loss): these scores with `batch`'s
+    /// sampler log-probs and per-sequence advantages.
+    pub(crate) fn policy_inputs(self, batch: &RlTrainingBatch) -> PolicyLossInputs {
+        let device = self.logprobs.device();
+        PolicyLossInputs {
+            logprobs: self.logprobs,
+            old_logprobs: batch.old_logprobs(&device),
+            ref_logprobs: self.ref_logprobs,
+            advantages: batch.advantages(&device),
+            mask: self.mask,
+            max_completion_len: batch.max_completion_len,
+        }
+    }
+}
+
 /// The GRPO loss of `π(·; base, adapter)` on `batch`, and the mean entropy when asked for.
 ///
 /// `reference` is `π_ref`'s base (used without adapter); it is required when `kl_coef > 0` and the
@@ -139,19 +155,8 @@ pub fn grpo_loss<L: CausalLm>(
     with_entropy: bool,
 ) -> Result<(PolicyLossOutput, Option<f64>)> {
     let s = score_batch(lm, base, adapter, batch, reference, cfg, with_entropy)?;
-    let device = s.logprobs.device();
-    let out = policy_loss(
-        cfg,
-        PolicyLossInputs {
-            logprobs: s.logprobs,
-            old_logprobs: batch.old_logprobs(&device),
-            ref_logprobs: s.ref_logprobs,
-            advantages: batch.advantages(&device),
-            mask: s.mask,
-            max_completion_len: batch.max_completion_len,
-        },
-    )?;
-    Ok((out, s.entropy))
+    let entropy = s.entropy;
+    Ok((policy_loss(cfg, s.policy_inputs(batch))?, entropy))
 }
 
 /// The clipped-surrogate loss of `π(·; base, adapter)` on `batch` with one advantage per token

@@ -301,23 +301,9 @@ pub fn mixed_loss<L: CausalLm>(
     with_entropy: bool,
 ) -> Result<(MixedPolicyLossOutput, Option<f64>)> {
     let s = score_batch(lm, base, adapter, batch, reference, cfg, with_entropy)?;
-    let device = s.logprobs.device();
-    let out = mixed_policy_loss(
-        cfg,
-        shaping_gamma,
-        MixedPolicyLossInputs {
-            policy: PolicyLossInputs {
-                logprobs: s.logprobs,
-                old_logprobs: batch.old_logprobs(&device),
-                ref_logprobs: s.ref_logprobs,
-                advantages: batch.advantages(&device),
-                mask: s.mask,
-                max_completion_len: batch.max_completion_len,
-            },
-            off_policy: batch.off_policy_mask(&device),
-        },
-    )?;
-    Ok((out, s.entropy))
+    let (entropy, off_policy) = (s.entropy, batch.off_policy_mask(&s.logprobs.device()));
+    let inputs = MixedPolicyLossInputs { policy: s.policy_inputs(batch), off_policy };
+    Ok((mixed_policy_loss(cfg, shaping_gamma, inputs)?, entropy))
 }
 
 #[cfg(test)]
