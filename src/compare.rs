@@ -2,14 +2,14 @@
 //! training, its steps and time, and one plot of their curves (what the GPU session reports for
 //! its real run, `examples/gpu.rs compare`).
 //!
-//! A run is read from its `metrics.jsonl` ([`bridge_eval::metrics::METRICS_FILE`]): the `"eval"`
+//! A run is read from its `metrics.jsonl` ([`bridge_report::metrics::METRICS_FILE`]): the `"eval"`
 //! lines give the accuracy (`eval_accuracy`; the first one is "before" when the run had
 //! `eval_on_start`, the last one "after"), the `"train"` lines the steps, the reward and the
 //! seconds spent per step (`training_seconds` + `generation_seconds`, summed into the x axis of
 //! the plot, so that runs on one wall-clock budget line up).
 
 use bridge_core::{BridgeError, Result};
-use bridge_eval::plot::{LineChart, grid};
+use bridge_report::plot::{LineChart, grid};
 use serde::Serialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -41,8 +41,8 @@ fn number(v: &Value, key: &str) -> Option<f64> {
 type Curve = Vec<(f64, f64)>;
 
 fn read_run(name: &str, run_dir: &Path) -> Result<(RunOutcome, Curve, Curve)> {
-    let path = run_dir.join(bridge_eval::metrics::METRICS_FILE);
-    let records = bridge_eval::metrics::read_metrics(&path)?;
+    let path = run_dir.join(bridge_report::metrics::METRICS_FILE);
+    let records = bridge_report::metrics::read_metrics(&path)?;
     let mut seconds = 0.0;
     let (mut accuracy, mut reward) = (Vec::new(), Vec::new());
     let mut outcome = RunOutcome {

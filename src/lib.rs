@@ -19,14 +19,18 @@
 //! | `bridge-sft` | [`sft`] | the SFT objective and trainer |
 //! | `bridge-rl` | [`rl`] | GRPO and its variants |
 //! | `bridge-bilevel` | [`bilevel`] | BRIDGE and the baselines, checkpoints |
-//! | `bridge-eval` | [`eval`] | verifier, rewards, benchmark runner, metrics and plots |
+//! | `bridge-eval` | [`eval`] | verifier, rewards, benchmark runner |
+//! | `bridge-tasks` | [`tasks`] | the quickstart's seeded arithmetic task (pre-training, SFT, RL and test splits) |
+//! | `bridge-report` | [`report`] | metrics log, progress display, charts |
 
 pub use bridge_bilevel as bilevel;
 pub use bridge_core as core;
 pub use bridge_eval as eval;
 pub use bridge_models as models;
+pub use bridge_report as report;
 pub use bridge_rl as rl;
 pub use bridge_sft as sft;
+pub use bridge_tasks as tasks;
 
 pub mod bench;
 pub mod compare;

@@ -3,7 +3,7 @@
 //!
 //! [`run`] does, for each seed:
 //!
-//! 1. generates the task splits ([`bridge_eval::tasks`], seeded) and writes them to
+//! 1. generates the task splits ([`bridge_tasks`], seeded) and writes them to
 //!    `RUN_DIR/seed-S/data/`: levels 1–2 are plain arithmetic the base model has seen worked
 //!    out, levels 3–4 need a skill it has never seen (squares, `a^2`) that only the
 //!    demonstrations show;
@@ -48,19 +48,20 @@ use bridge_bilevel::{
     Bridge, Chord, ColdStart, LoopConfig, Luffy, Metrics, NaiveAlternating, OptimConfig, Ppo, RlZero, RunEvent,
     RunInputs, SftOnly, TrainingAlgorithm, UnrolledBridge, init_state, run_steps,
 };
+use bridge_core::DataFormat;
 use bridge_core::error::ensure_finite;
 use bridge_core::{
     AdamWSettings, BridgeError, BridgeRng, CausalLm, CharCodec, DataCursor, DeviceChoice, FlatGradients,
     GroupOptimizer, InMemorySource, LambdaScheduleConfig, Result, RewardFunction, SequenceBatch, SftExample,
     TokenSequence, derive_seed, independent_copy,
 };
-use bridge_eval::metrics::MetricsWriter;
 use bridge_eval::reward::{AccuracyReward, NoisyReward};
-use bridge_eval::runner::{DatasetFormat, EvalConfig, EvalDataset, PromptTemplate};
-use bridge_eval::tasks::{ALPHABET, TaskConfig, TaskSplits, generate};
+use bridge_eval::runner::{EvalConfig, EvalDataset, PromptTemplate};
 use bridge_models::{Decoder, DecoderConfig, DecoderWeights, LoraConfig};
+use bridge_report::metrics::MetricsWriter;
 use bridge_rl::GrpoConfig;
 use bridge_sft::{SftTokenizer, TokenizeConfig, TokenizedSource};
+use bridge_tasks::{ALPHABET, TaskConfig, TaskSplits, generate};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -942,11 +943,11 @@ impl<'a> SeedSetup<'a> {
         let tokenizer = SftTokenizer::new(lm.codec(), &tokenize)?;
         let examples: InMemorySource<SftExample> = InMemorySource::new(splits.sft.clone());
         let sft = InMemorySource::new(TokenizedSource::new(&examples, &tokenizer)?.sequences().to_vec());
-        let test = EvalDataset::load(data_dir.join("test.jsonl"), DatasetFormat::Auto)?;
+        let test = EvalDataset::load(data_dir.join("test.jsonl"), DataFormat::Auto)?;
         let val = if splits.val.is_empty() {
             None
         } else {
-            Some(EvalDataset::load(data_dir.join("val.jsonl"), DatasetFormat::Auto)?)
+            Some(EvalDataset::load(data_dir.join("val.jsonl"), DataFormat::Auto)?)
         };
         Ok(SeedSetup {
             cfg,
@@ -1402,7 +1403,7 @@ mod tests {
         for cfg in [QuickstartConfig::full(), QuickstartConfig::quick()] {
             let task = &cfg.task;
             let splits = generate(task).unwrap();
-            let count = |ps: &[bridge_eval::tasks::Problem]| {
+            let count = |ps: &[bridge_tasks::Problem]| {
                 (1..=task.levels).map(|l| ps.iter().filter(|p| p.level == l).count()).collect::<Vec<_>>()
             };
             assert_eq!(count(&splits.problems.test), task.test_per_level);

@@ -17,16 +17,17 @@ use bridge_bilevel::{
     LoopConfig, Metrics, OptimConfig, Replica, RunEvent, RunInputs, init_state, latest_checkpoint,
     read_checkpoint_meta, resume_from_checkpoint, run_data_parallel, run_steps,
 };
+use bridge_core::DataFormat;
 use bridge_core::reward::WeightedRewards;
 use bridge_core::{
     BridgeError, BridgeRng, CausalLm, CharCodec, CollectiveSync, DeviceChoice, ExampleSource, GradientSync,
     InMemorySource, LambdaScheduleConfig, Result, RewardFunction, RlPrompt, TextCodec, independent_copy,
 };
-use bridge_eval::metrics::{MetricsWriter, ProgressReporter};
 use bridge_eval::reward::{AccuracyReward, FormatReward, RewardScale};
-use bridge_eval::runner::{DatasetFormat, EvalConfig, EvalDataset, encode_prompts, evaluate_datasets};
+use bridge_eval::runner::{EvalConfig, EvalDataset, encode_prompts, evaluate_datasets};
 use bridge_models::tokenizer::HfCodec;
 use bridge_models::{DecodeEngine, Decoder, DecoderConfig, DecoderWeights, LoraConfig, Precision};
+use bridge_report::metrics::{MetricsWriter, ProgressReporter};
 use bridge_rl::GrpoConfig;
 use bridge_sft::{DatasetConfig, SftTokenizer, TokenizeConfig};
 use burn::module::Module;
@@ -331,7 +332,7 @@ pub struct EvalData {
     pub path: PathBuf,
     /// Its format (`auto` detects).
     #[serde(default)]
-    pub format: DatasetFormat,
+    pub format: DataFormat,
 }
 
 /// Reads and validates a config file; a TOML error names the file, line and key.
@@ -907,8 +908,8 @@ pub fn train_with(cfg: &TrainConfig, mode: RunMode, registry: &AlgorithmRegistry
         run_data_parallel(&lm, replicas, sync, &inputs, &loop_cfg, evaluate, on_event)?.state
     };
     progress.finish();
-    let metrics_path = run_dir.join(bridge_eval::metrics::METRICS_FILE);
-    bridge_eval::plot::plot_metrics(
+    let metrics_path = run_dir.join(bridge_report::metrics::METRICS_FILE);
+    bridge_report::plot::plot_metrics(
         &metrics_path,
         &["reward_mean", "eval_accuracy", "sft_loss", "cooperative_gain"],
         "step",

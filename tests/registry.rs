@@ -7,9 +7,9 @@ mod common;
 use bridge::bilevel::algorithm::{next_rollouts, next_sft_batch, record_rollouts, rl_batch, rl_loss};
 use bridge::bilevel::{Metrics, Needs, StepContext, TrainState, TrainingAlgorithm};
 use bridge::core::{BridgeError, CausalLm, FlatGradients, Result, error::ensure_finite};
-use bridge::eval::metrics::read_metrics;
 use bridge::models::Decoder;
 use bridge::registry::{AlgorithmConfig, AlgorithmRegistry, DataNeeds, RunContext};
+use bridge::report::metrics::read_metrics;
 use bridge::train::{RunMode, load_config, load_config_with, train_with};
 use common::{model_and_data, setup};
 use serde::{Deserialize, Serialize};
@@ -159,7 +159,7 @@ fn luffy_refuses_prompts_without_demonstrations_before_training() {
         "{\"messages\": [{\"role\": \"user\", \"content\": \"1+1=\"}], \"answer\": \"2\"}\n",
     )
     .unwrap();
-    bare.data.rl.as_mut().unwrap().format = bridge::sft::DataFormat::Messages;
+    bare.data.rl.as_mut().unwrap().format = bridge::core::DataFormat::Messages;
     bare.run.run_dir = dir.join("bare");
     let e = train_with(&bare, RunMode::Fresh, &AlgorithmRegistry::builtin()).unwrap_err().to_string();
     assert!(e.contains("data.rl") && e.contains("chat.jsonl:1"), "{e}");

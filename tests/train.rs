@@ -6,7 +6,7 @@
 
 mod common;
 
-use bridge::eval::metrics::read_metrics;
+use bridge::report::metrics::read_metrics;
 use bridge::train::{AlgorithmSection, RunMode, TrainConfig, parse_config, train};
 use common::{model_and_data, setup};
 use std::collections::BTreeMap;

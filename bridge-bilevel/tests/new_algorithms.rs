@@ -5,15 +5,15 @@
 mod common;
 
 use bridge_bilevel::{
-    Chord, ChordConfig, LoopConfig, Luffy, Metrics, OptimConfig, Ppo, PpoConfig, RunEvent, RunInputs, StepContext,
+    Chord, ChordConfig, LoopConfig, Luffy, Metrics, OptimConfig, Ppo, PpoConfig, RlZero, RunInputs, StepContext,
     TrainState, TrainingAlgorithm, UnrolledBridge, UnrolledConfig, init_state, latest_checkpoint,
-    resume_from_checkpoint, run_steps,
+    resume_from_checkpoint,
 };
 use bridge_core::testing::BigramLm;
 use bridge_core::{AdamWSettings, CausalLm, FlatGradients, SequenceBatch, schedule::LinearRamp, step_along};
 use bridge_rl::{
-    AdvantageScaling, LuffyConfig, MuSchedule, chord_sft_loss, collect_mixed_rollouts, collect_rollouts, grpo_loss,
-    mixed_loss, token_advantage_loss,
+    AdvantageScaling, LuffyConfig, MuSchedule, Rollouts, chord_sft_loss, collect_mixed_rollouts, collect_rollouts,
+    grpo_loss, mixed_loss, token_advantage_loss,
 };
 use burn::tensor::{Tensor, TensorData};
 use common::*;
@@ -23,6 +23,28 @@ const ALPHA: f64 = 0.3;
 
 fn sgd() -> OptimConfig {
     OptimConfig { theta: AdamWSettings::sgd(ALPHA), adapter: Some(AdamWSettings::sgd(0.7)), ..OptimConfig::default() }
+}
+
+/// The rollouts the algorithm's first step samples on `weights` (the state's prompt cursor and
+/// rollout RNG, cloned, so the step itself draws the same ones).
+fn first_rollouts(
+    s: &TrainState<BigramLm>,
+    ctx: &StepContext<'_, BigramLm>,
+    adapter: Option<&<BigramLm as CausalLm>::Adapter>,
+) -> Rollouts {
+    let (mut cursor, mut rng) = (s.rl_cursor.clone(), s.rollout_rng.clone());
+    let prompts = cursor.next_batch(ctx.prompts, ctx.rl.prompts_per_step).unwrap();
+    collect_rollouts(
+        ctx.lm,
+        &s.theta,
+        adapter,
+        &prompts,
+        &ctx.rl.sampling,
+        ctx.reward,
+        ctx.rl.advantage_scaling,
+        &mut rng,
+    )
+    .unwrap()
 }
 
 /// A state at θ₀ (and w₀) with plain SGD, and the step context of the common task.
@@ -67,20 +89,8 @@ fn chord_step_is_one_minus_mu_grpo_plus_mu_phi_weighted_sft() {
         let mu = config.mu.mu(0);
         let phi = config.phi;
         let (state, m) = one_step(&mut Chord { config }, |s, ctx| {
-            let (mut cursor, mut sft_cursor, mut rng) =
-                (s.rl_cursor.clone(), s.sft_cursor.clone(), s.rollout_rng.clone());
-            let prompts = cursor.next_batch(ctx.prompts, ctx.rl.prompts_per_step).unwrap();
-            let r = collect_rollouts(
-                ctx.lm,
-                &s.theta,
-                None,
-                &prompts,
-                &ctx.rl.sampling,
-                ctx.reward,
-                ctx.rl.advantage_scaling,
-                &mut rng,
-            )
-            .unwrap();
+            let mut sft_cursor = s.sft_cursor.clone();
+            let r = first_rollouts(s, ctx, None);
             assert!(r.advantages.zero_std_groups < r.advantages.groups, "the batch carries RL signal");
             let batch = r.training_batch(ctx.lm.codec().pad_token_id(), false).unwrap();
             let (rl, _) = grpo_loss(ctx.lm, &s.theta, None, &batch, None, &ctx.rl.loss, false).unwrap();
@@ -139,19 +149,7 @@ fn ppo_first_step_matches_gae_from_a_zero_critic_on_both_parameter_groups() {
     let mut algo = Ppo::new(config);
     let mut expected_head = (Vec::new(), 0.0f64);
     let (_, m) = one_step(&mut algo, |s, ctx| {
-        let (mut cursor, mut rng) = (s.rl_cursor.clone(), s.rollout_rng.clone());
-        let prompts = cursor.next_batch(ctx.prompts, ctx.rl.prompts_per_step).unwrap();
-        let r = collect_rollouts(
-            ctx.lm,
-            &s.theta,
-            None,
-            &prompts,
-            &ctx.rl.sampling,
-            ctx.reward,
-            ctx.rl.advantage_scaling,
-            &mut rng,
-        )
-        .unwrap();
+        let r = first_rollouts(s, ctx, None);
         let batch = r.training_batch(ctx.lm.codec().pad_token_id(), false).unwrap();
         let (b, t1) = (batch.sequences.batch_size(), batch.sequences.seq_len() - 1);
         let mut adv = vec![0.0f64; b * t1];
@@ -208,19 +206,8 @@ fn unrolled_bridge_step_moves_theta_by_7_and_w_by_the_hypergradient() {
     let config = UnrolledConfig { alpha: Some(0.2), epsilon: 0.01 };
     let (_, m) = one_step(&mut UnrolledBridge { config: config.clone() }, |s, ctx| {
         let w = s.adapter.clone().unwrap();
-        let (mut cursor, mut sft_cursor, mut rng) = (s.rl_cursor.clone(), s.sft_cursor.clone(), s.rollout_rng.clone());
-        let prompts = cursor.next_batch(ctx.prompts, ctx.rl.prompts_per_step).unwrap();
-        let r = collect_rollouts(
-            ctx.lm,
-            &s.theta,
-            Some(&w),
-            &prompts,
-            &ctx.rl.sampling,
-            ctx.reward,
-            ctx.rl.advantage_scaling,
-            &mut rng,
-        )
-        .unwrap();
+        let mut sft_cursor = s.sft_cursor.clone();
+        let r = first_rollouts(s, ctx, Some(&w));
         let batch = r.training_batch(ctx.lm.codec().pad_token_id(), false).unwrap();
         let sft = SequenceBatch::new(sft_cursor.next_batch(ctx.sft, 2).unwrap(), 0).unwrap();
         let mut g = bridge_sft::sft_loss(ctx.lm, &s.theta, Some(&w), &sft).unwrap().loss.backward();
@@ -274,6 +261,17 @@ fn learns(algo: &mut dyn TrainingAlgorithm<BigramLm>, lr: f64) -> Vec<Metrics> {
     log
 }
 
+/// RL-zero (GRPO alone), the reference the other RL methods are compared with, through the same
+/// run loop (it replaced `bridge_rl::GrpoTrainer`): it learns the task, and with one epoch per
+/// batch the policy that is trained is the one that sampled (importance ratio 1).
+#[test]
+fn rl_zero_learns_the_task_with_ratio_one() {
+    let log = learns(&mut RlZero, 0.1);
+    for m in &log {
+        assert!((m["ratio_mean"] - 1.0).abs() < 1e-5, "{}", m["ratio_mean"]);
+    }
+}
+
 #[test]
 fn chord_learns_the_task_and_its_sft_loss_falls() {
     let log = learns(&mut Chord::default(), 0.1);
@@ -312,23 +310,7 @@ fn run(
     let inputs =
         RunInputs { sft: &sft, prompts: &prompts, reward: &reward, rl: &rl, sft_batch_size: 2, lambda: &lambda };
     let cfg = LoopConfig { total_steps: total, checkpoint_every, run_dir: dir.into(), ..LoopConfig::default() };
-    let mut log = Vec::new();
-    let state = run_steps(
-        &lm,
-        algo,
-        state,
-        &inputs,
-        &cfg,
-        |_, _| Ok(Metrics::new()),
-        |e| {
-            if let RunEvent::Step(m) = e {
-                log.push(without_timing(m));
-            }
-            Ok(())
-        },
-    )
-    .unwrap();
-    (state, log)
+    run_logged(&lm, algo, state, &inputs, &cfg, |_, _| Ok(Metrics::new()), true)
 }
 
 fn fresh_state(algo: &dyn TrainingAlgorithm<BigramLm>, weight_seed: u64) -> TrainState<BigramLm> {

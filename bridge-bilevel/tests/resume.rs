@@ -4,8 +4,8 @@
 mod common;
 
 use bridge_bilevel::{
-    Bridge, LoopConfig, Metrics, OptimConfig, RunEvent, RunInputs, TrainState, TrainingAlgorithm, init_state,
-    latest_checkpoint, prune_checkpoints, run_steps,
+    Bridge, LoopConfig, Metrics, OptimConfig, RunInputs, TrainState, TrainingAlgorithm, init_state, latest_checkpoint,
+    prune_checkpoints,
 };
 use bridge_core::testing::BigramLm;
 use bridge_core::{AdamWSettings, schedule::LinearRamp};
@@ -41,24 +41,10 @@ fn run(
         run_dir: dir.into(),
         ..LoopConfig::default()
     };
-    let mut algo = Bridge::default();
-    let mut log = Vec::new();
-    let state = run_steps(
-        &lm,
-        &mut algo,
-        state,
-        &inputs,
-        &cfg,
-        |_, s| Ok(Metrics::from([("theta_sum".to_string(), values(&s.theta).iter().map(|v| f64::from(*v)).sum())])),
-        |e| {
-            if let RunEvent::Step(m) = e {
-                log.push(without_timing(m));
-            }
-            Ok(())
-        },
-    )
-    .unwrap();
-    (state, log)
+    let theta_sum = |_: &BigramLm, s: &TrainState<BigramLm>| {
+        Ok(Metrics::from([("theta_sum".to_string(), values(&s.theta).iter().map(|v| f64::from(*v)).sum())]))
+    };
+    run_logged(&lm, &mut Bridge::default(), state, &inputs, &cfg, theta_sum, true)
 }
 
 #[test]

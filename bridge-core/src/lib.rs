@@ -7,6 +7,7 @@
 //! | [`policy`] | [`CausalLm`]: a causal LM whose base θ and adapter w are separate modules, so one adapter can be applied to two bases (θ and BRIDGE's RL-only θ̂) in one step; [`SequenceBatch`], [`SamplingParams`], [`Completion`], [`TextCodec`] |
 //! | [`reward`] | [`RewardFunction`]: scores a completion against an example's reference, or skips it |
 //! | [`data`] | [`SftSource`] / [`PromptSource`] (through [`ExampleSource`]), [`DataCursor`] for seeded, resumable shuffling |
+//! | [`dataset`] | [`DataFormat`]: the JSONL forms (GSM8K, MATH, prompt/completion, messages, generic), detected once; a [`dataset::Record`]'s question, worked solution and final answer, for SFT/RL data and benchmarks alike |
 //! | [`grads`] | [`FlatGradients`]: one parameter group's gradient as a vector (add, scale, dot) |
 //! | [`outer`] | [`OuterObjective`]: the upper level of a bilevel step; [`CooperativeGain`] is BRIDGE's equation (8) |
 //! | [`schedule`] | [`LambdaSchedule`] for λ: constant, linear ramp, cosine, piecewise by epoch |
@@ -21,6 +22,7 @@
 pub mod codec;
 pub mod config;
 pub mod data;
+pub mod dataset;
 pub mod device;
 pub mod error;
 pub mod fs;
@@ -39,6 +41,7 @@ pub mod testing;
 pub use codec::{CharCodec, IdsOnlyCodec};
 pub use config::{AdamWSettings, GroupOptimizer, OptimizerKind};
 pub use data::{DataCursor, ExampleSource, InMemorySource, Metadata, PromptSource, RlPrompt, SftExample, SftSource};
+pub use dataset::DataFormat;
 pub use device::DeviceChoice;
 pub use error::{BridgeError, Result};
 pub use grads::{FlatGradients, independent_copy, step_along};

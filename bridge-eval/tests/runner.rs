@@ -5,10 +5,10 @@
 /// Everything sits in `runner::` so that `cargo test -p bridge-eval runner` selects these tests.
 mod runner {
     use bridge_core::testing::{BigramBase, BigramLm, CharCodec};
-    use bridge_core::{BridgeError, FinishReason};
+    use bridge_core::{BridgeError, DataFormat, FinishReason};
     use bridge_eval::runner::{
-        DatasetFormat, EvalConfig, EvalDataset, EvalReport, MajorityVote, Outcome, PromptTemplate, SampledEval,
-        evaluate, evaluate_datasets, majority_vote, pass_at_k, score_completion,
+        EvalConfig, EvalDataset, EvalReport, MajorityVote, Outcome, PromptTemplate, SampledEval, evaluate,
+        evaluate_datasets, majority_vote, pass_at_k, score_completion,
     };
     use bridge_eval::verify::VerifyOptions;
     use burn::module::Param;
@@ -49,11 +49,11 @@ mod runner {
             "{\"question\": \"How many?\", \"answer\": \"3 + 4 = 7\\n#### 1,234\"}\n\n\
          {\"question\": \"Q2\", \"answer\": \"#### -5\", \"difficulty\": 2}\n",
         );
-        let ds = EvalDataset::load(&gsm, DatasetFormat::Auto).unwrap();
-        assert_eq!((ds.format, ds.name.as_str(), ds.len()), (DatasetFormat::Gsm8k, "gsm", 2));
+        let ds = EvalDataset::load(&gsm, DataFormat::Auto).unwrap();
+        assert_eq!((ds.format, ds.name.as_str(), ds.len()), (DataFormat::Gsm8k, "gsm", 2));
         assert_eq!(ds.records[0].id, "gsm.jsonl:1");
         assert_eq!(ds.records[0].question, "How many?");
-        assert_eq!(ds.records[0].gold, "1,234");
+        assert_eq!(ds.records[0].gold, "1234", "thousands commas are removed (bridge_core::dataset)");
         assert_eq!(ds.records[0].solution.as_deref(), Some("3 + 4 = 7\n#### 1,234"));
         assert_eq!(ds.records[1].id, "gsm.jsonl:3", "ids count physical lines, blank ones included");
         assert_eq!(ds.records[1].gold, "-5");
@@ -68,8 +68,8 @@ mod runner {
 {"problem": "P3", "answer": 12}
 "#,
         );
-        let ds = EvalDataset::load(&math, DatasetFormat::Auto).unwrap();
-        assert_eq!(ds.format, DatasetFormat::Math);
+        let ds = EvalDataset::load(&math, DataFormat::Auto).unwrap();
+        assert_eq!(ds.format, DataFormat::Math);
         let golds: Vec<&str> = ds.records.iter().map(|r| r.gold.as_str()).collect();
         assert_eq!(golds, [r"\frac{1}{2}", "7", "12"]);
         assert_eq!(ds.records[0].category("level").as_deref(), Some("Level 5"));
@@ -82,14 +82,14 @@ mod runner {
             "gen.jsonl",
             "{\"prompt\": \"1+1=\", \"answer\": 2}\n{\"question\": \"Capital?\", \"answer\": \" Paris \", \"id\": 7}\n",
         );
-        let ds = EvalDataset::load(&generic, DatasetFormat::Auto).unwrap();
-        assert_eq!(ds.format, DatasetFormat::Generic);
+        let ds = EvalDataset::load(&generic, DataFormat::Auto).unwrap();
+        assert_eq!(ds.format, DataFormat::Generic);
         assert_eq!((ds.records[0].question.as_str(), ds.records[0].gold.as_str()), ("1+1=", "2"));
         assert_eq!((ds.records[1].question.as_str(), ds.records[1].gold.as_str()), ("Capital?", "Paris"));
         assert_eq!(ds.records[1].metadata.get("id"), Some(&Value::from(7)));
 
         // A forced format wins over detection: the whole GSM8K solution becomes the gold answer.
-        let ds = EvalDataset::load(&gsm, DatasetFormat::Generic).unwrap();
+        let ds = EvalDataset::load(&gsm, DataFormat::Generic).unwrap();
         assert_eq!(ds.records[0].gold, "3 + 4 = 7\n#### 1,234");
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -97,27 +97,27 @@ mod runner {
     #[test]
     fn malformed_lines_name_file_line_and_field() {
         let dir = scratch("malformed");
-        let cases: &[(&str, DatasetFormat, usize, Option<&str>)] = &[
+        let cases: &[(&str, DataFormat, usize, Option<&str>)] = &[
             (
                 "{\"question\":\"q\",\"answer\":\"#### 1\"}\n{\"question\":\"q\",\"answer\":\"no marker\"}\n",
-                DatasetFormat::Gsm8k,
+                DataFormat::Gsm8k,
                 2,
                 Some("answer"),
             ),
-            ("{\"question\":\"q\",\"answer\":\"#### 1\"}\n\n{not json\n", DatasetFormat::Auto, 3, None),
+            ("{\"question\":\"q\",\"answer\":\"#### 1\"}\n\n{not json\n", DataFormat::Auto, 3, None),
             (
                 "{\"question\":\"q\",\"answer\":\"#### 1\"}\n{\"answer\":\"#### 2\"}\n",
-                DatasetFormat::Auto,
+                DataFormat::Auto,
                 2,
                 Some("question"),
             ),
-            ("{\"question\":\"q\",\"answer\":[1]}\n", DatasetFormat::Generic, 1, Some("answer")),
-            ("{\"question\":\"q\",\"answer\":\"  \"}\n", DatasetFormat::Generic, 1, Some("answer")),
-            ("{\"question\":7,\"answer\":\"1\"}\n", DatasetFormat::Generic, 1, Some("question")),
-            ("{\"problem\":\"p\",\"solution\":\"no box here\"}\n", DatasetFormat::Auto, 1, Some("solution")),
-            ("{\"problem\":\"p\"}\n", DatasetFormat::Math, 1, Some("solution")),
-            ("{\"problem\":\"p\",\"solution\":\"\\\\boxed{1}\"}\n[1, 2]\n", DatasetFormat::Auto, 2, None),
-            ("{\"text\":\"what format?\"}\n", DatasetFormat::Auto, 1, None),
+            ("{\"question\":\"q\",\"answer\":[1]}\n", DataFormat::Generic, 1, Some("answer")),
+            ("{\"question\":\"q\",\"answer\":\"  \"}\n", DataFormat::Generic, 1, Some("answer")),
+            ("{\"question\":7,\"answer\":\"1\"}\n", DataFormat::Generic, 1, Some("question")),
+            ("{\"problem\":\"p\",\"solution\":\"no box here\"}\n", DataFormat::Auto, 1, Some("solution")),
+            ("{\"problem\":\"p\"}\n", DataFormat::Math, 1, Some("solution")),
+            ("{\"problem\":\"p\",\"solution\":\"\\\\boxed{1}\"}\n[1, 2]\n", DataFormat::Auto, 2, None),
+            ("{\"text\":\"what format?\"}\n", DataFormat::Auto, 1, None),
         ];
         for (i, (text, format, line, field)) in cases.iter().enumerate() {
             let path = write(&dir, &format!("bad{i}.jsonl"), text);
@@ -127,10 +127,7 @@ mod runner {
             let (p, l, f) = data_err(err);
             assert_eq!((p, l, f.as_deref()), (path, *line, *field), "case {i}: {message}");
         }
-        assert!(matches!(
-            EvalDataset::load(dir.join("absent.jsonl"), DatasetFormat::Auto),
-            Err(BridgeError::Io { .. })
-        ));
+        assert!(matches!(EvalDataset::load(dir.join("absent.jsonl"), DataFormat::Auto), Err(BridgeError::Io { .. })));
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -258,12 +255,12 @@ mod runner {
     #[test]
     fn greedy_evaluation_of_a_hand_set_bigram_model() {
         let (lm, base) = toy_model();
-        let data = EvalDataset::parse("toy.jsonl", TOY, DatasetFormat::Auto).unwrap();
+        let data = EvalDataset::parse("toy.jsonl", TOY, DataFormat::Auto).unwrap();
         let config = EvalConfig { keep_records: true, ..toy_config() };
         let report = evaluate(&lm, &base, None, &data, &config).unwrap();
         assert_eq!(report.datasets.len(), 1);
         let d = &report.datasets[0];
-        assert_eq!((d.name.as_str(), d.records, d.format), ("toy", 5, DatasetFormat::Generic));
+        assert_eq!((d.name.as_str(), d.records, d.format), ("toy", 5, DataFormat::Generic));
         assert!(d.sampled.is_none());
         let g = d.greedy.as_ref().unwrap();
         assert_eq!((g.records, g.completions, g.correct, g.unparseable), (5, 5, 2, 2));
@@ -315,7 +312,7 @@ mod runner {
     #[test]
     fn stop_strings_and_chat_prompts_reach_the_model() {
         let (lm, base) = toy_model();
-        let data = EvalDataset::parse("toy.jsonl", TOY, DatasetFormat::Auto).unwrap();
+        let data = EvalDataset::parse("toy.jsonl", TOY, DataFormat::Auto).unwrap();
         // Stopping on "ee" ends e's completion early: no longer truncated.
         let config = EvalConfig { stop_strings: vec!["ee".into()], ..toy_config() };
         let g = evaluate(&lm, &base, None, &data, &config).unwrap().datasets[0].greedy.clone().unwrap();
@@ -324,7 +321,7 @@ mod runner {
         // CharCodec's chat template is the identity, so a chat prompt with the instruction "e" is
         // "a\ne": the bigram model continues from e's row ("eeee", no answer) instead of a's ("1").
         let one =
-            EvalDataset::parse("one.jsonl", "{\"question\": \"a\", \"answer\": \"1\"}\n", DatasetFormat::Auto).unwrap();
+            EvalDataset::parse("one.jsonl", "{\"question\": \"a\", \"answer\": \"1\"}\n", DataFormat::Auto).unwrap();
         let chat = |instruction: Option<&str>| EvalConfig {
             prompt: PromptTemplate::Chat { system_prompt: None, instruction: instruction.map(str::to_owned) },
             keep_records: true,
@@ -346,7 +343,7 @@ mod runner {
     fn sampled_evaluation_reports_avg_pass_and_maj_at_k() {
         // With near-one-hot rows, sampling reproduces the greedy answers.
         let (lm, base) = toy_model();
-        let data = EvalDataset::parse("toy.jsonl", TOY, DatasetFormat::Auto).unwrap();
+        let data = EvalDataset::parse("toy.jsonl", TOY, DataFormat::Auto).unwrap();
         let config = EvalConfig { sampled: Some(SampledEval::with_k(4)), ..toy_config() };
         let report = evaluate(&lm, &base, None, &data, &config).unwrap();
         let s = report.datasets[0].sampled.as_ref().unwrap();
@@ -367,7 +364,7 @@ mod runner {
             ('e', Some('6'), 40.0),
         ]);
         let text = "{\"question\":\"f\",\"answer\":\"1\"}\n{\"question\":\"d\",\"answer\":\"2\"}\n{\"question\":\"e\",\"answer\":\"6\"}\n";
-        let data = EvalDataset::parse("mix.jsonl", text, DatasetFormat::Auto).unwrap();
+        let data = EvalDataset::parse("mix.jsonl", text, DataFormat::Auto).unwrap();
         let sampled = SampledEval { k: 8, temperature: 1.0, top_p: None, top_k: None, pass_at: vec![1, 3, 8] };
         let config = EvalConfig { sampled: Some(sampled), keep_records: true, seed: 11, ..toy_config() };
         let report = evaluate(&lm, &base, None, &data, &config).unwrap();
@@ -407,14 +404,14 @@ mod runner {
     #[test]
     fn bad_configs_and_empty_datasets_are_errors() {
         let (lm, base) = toy_model();
-        let data = EvalDataset::parse("toy.jsonl", TOY, DatasetFormat::Auto).unwrap();
+        let data = EvalDataset::parse("toy.jsonl", TOY, DataFormat::Auto).unwrap();
         let err = evaluate(&lm, &base, None, &data, &EvalConfig { batch_size: 0, ..toy_config() }).unwrap_err();
         assert!(matches!(err, BridgeError::Config { .. }), "{err}");
         let bad_template = EvalConfig { prompt: PromptTemplate::Plain { template: "Q:".into() }, ..toy_config() };
         assert!(evaluate(&lm, &base, None, &data, &bad_template).is_err());
         let err = evaluate(&lm, &base, None, &data, &EvalConfig { limit: Some(0), ..toy_config() }).unwrap_err();
         assert!(err.to_string().contains("no records"), "{err}");
-        let empty = EvalDataset::parse("empty.jsonl", "\n\n", DatasetFormat::Auto).unwrap();
+        let empty = EvalDataset::parse("empty.jsonl", "\n\n", DataFormat::Auto).unwrap();
         assert!(empty.is_empty());
         assert!(evaluate(&lm, &base, None, &empty, &toy_config()).is_err());
     }
@@ -438,10 +435,9 @@ mod runner {
 
     fn two_dataset_report() -> EvalReport {
         let (lm, base) = toy_model();
-        let toy = EvalDataset::parse("toy.jsonl", TOY, DatasetFormat::Auto).unwrap();
+        let toy = EvalDataset::parse("toy.jsonl", TOY, DataFormat::Auto).unwrap();
         let other =
-            EvalDataset::parse("other|set.jsonl", "{\"question\":\"a\",\"answer\":\"1\"}\n", DatasetFormat::Auto)
-                .unwrap();
+            EvalDataset::parse("other|set.jsonl", "{\"question\":\"a\",\"answer\":\"1\"}\n", DataFormat::Auto).unwrap();
         let config = EvalConfig { sampled: Some(SampledEval::with_k(2)), keep_records: true, ..toy_config() };
         let mut seen = Vec::new();
         let report =
@@ -512,8 +508,8 @@ mod runner {
             eprintln!("skipping: {} is absent", path.display());
             return;
         }
-        let data = EvalDataset::load(&path, DatasetFormat::Auto).unwrap();
-        assert_eq!(data.format, DatasetFormat::Gsm8k);
+        let data = EvalDataset::load(&path, DataFormat::Auto).unwrap();
+        assert_eq!(data.format, DataFormat::Gsm8k);
         assert!(!data.is_empty());
         let opts = VerifyOptions::default();
         let wrong: Vec<(String, Outcome)> = data

@@ -180,15 +180,9 @@ impl KvCache {
         if let Some(bad) = rows.iter().find(|&&r| r >= self.rows()) {
             return Err(BridgeError::InvalidInput(format!("cache row {bad} out of {}", self.rows())));
         }
-        let idx = index_tensor(rows, &self.mask.device());
-        let pick = |t: &Tensor<4>| t.clone().select(0, idx.clone());
-        self.keys = self.keys.iter().map(pick).collect();
-        self.values = self.values.iter().map(pick).collect();
-        self.cos = pick(&self.cos);
-        self.sin = pick(&self.sin);
-        self.cos_q = pick(&self.cos_q);
-        self.sin_q = pick(&self.sin_q);
-        self.mask = pick(&self.mask);
+        let device = self.mask.device();
+        let rope = [&mut self.cos, &mut self.sin, &mut self.cos_q, &mut self.sin_q, &mut self.mask];
+        graph::select_cache_rows(self.keys.iter_mut().chain(self.values.iter_mut()).chain(rope), rows, &device);
         self.offsets = rows.iter().map(|&r| self.offsets[r]).collect();
         Ok(())
     }

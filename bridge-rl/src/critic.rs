@@ -163,6 +163,9 @@ pub fn value_loss(
 }
 
 /// A host `[rows, cols]` matrix as a tensor.
+///
+/// # Shapes
+/// `values`: `rows·cols` row-major → `[rows, cols]`
 pub fn matrix(values: Vec<f32>, rows: usize, cols: usize, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(values, [rows, cols]), device)
 }

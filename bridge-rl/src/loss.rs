@@ -177,6 +177,17 @@ pub fn policy_loss(cfg: &PolicyLossConfig, inputs: PolicyLossInputs) -> Result<P
     )
 }
 
+/// The clipped surrogate `min(ρ·A, clip(ρ, 1−ε_low, 1+ε_high)·A)` per token (GRPO's, and the
+/// on-policy part of LUFFY's mixed loss).
+///
+/// # Shapes
+/// `ratio`, `advantages`: `[B, T]` → `[B, T]`
+pub(crate) fn clipped_surrogate(cfg: &PolicyLossConfig, ratio: Tensor<2>, advantages: Tensor<2>) -> Tensor<2> {
+    let unclipped = ratio.clone() * advantages.clone();
+    let clipped = ratio.clamp(1.0 - cfg.epsilon_low, 1.0 + cfg.epsilon_high) * advantages;
+    unclipped.min_pair(clipped)
+}
+
 /// The tensors of [`token_policy_loss`]: [`PolicyLossInputs`] with one advantage per token (PPO's
 /// GAE advantages).
 ///
@@ -236,9 +247,7 @@ pub fn token_policy_loss(cfg: &PolicyLossConfig, inputs: TokenPolicyLossInputs) 
         return Err(BridgeError::InvalidInput("policy loss over a batch without completion tokens".into()));
     }
     let ratio = (logprobs.clone() - old_logprobs).exp();
-    let unclipped = ratio.clone() * adv.clone();
-    let clipped = ratio.clone().clamp(1.0 - cfg.epsilon_low, 1.0 + cfg.epsilon_high) * adv.clone();
-    let surrogate = unclipped.min_pair(clipped);
+    let surrogate = clipped_surrogate(cfg, ratio.clone(), adv.clone());
     let mut per_token = surrogate.clone().neg();
     let mut kl_mean = 0.0;
     if cfg.kl_coef > 0.0 {

@@ -21,7 +21,9 @@
 
 use crate::advantage::{AdvantageScaling, compute_advantages};
 use crate::grpo::score_batch;
-use crate::loss::{PolicyLossConfig, PolicyLossStats, aggregate, kl_estimate, scalar};
+use crate::loss::{
+    PolicyLossConfig, PolicyLossInputs, PolicyLossStats, aggregate, clipped_surrogate, kl_estimate, scalar,
+};
 use crate::rollout::{RlTrainingBatch, Rollouts};
 use bridge_core::{
     BridgeError, BridgeRng, CausalLm, Completion, FinishReason, Result, RewardFunction, RlPrompt, SamplingParams,
@@ -186,25 +188,16 @@ pub fn collect_mixed_rollouts<L: CausalLm>(
     })
 }
 
-/// The tensors of [`mixed_policy_loss`].
+/// The tensors of [`mixed_policy_loss`]: GRPO's [`PolicyLossInputs`] (advantages over the mixed
+/// group; `old_logprobs` read on on-policy tokens only) and which tokens are demonstrations.
 ///
 /// # Shapes
-/// `logprobs`, `old_logprobs`, `ref_logprobs`, `mask`, `off_policy`: `[B, T]`; `advantages`: `[B]`
+/// `policy` as [`PolicyLossInputs`] (`[B, T]`, advantages `[B]`); `off_policy`: `[B, T]`
 pub struct MixedPolicyLossInputs {
-    /// `log π_θ` of each target, differentiable.
-    pub logprobs: Tensor<2>,
-    /// `log π_old` (the sampler's), read on on-policy tokens only.
-    pub old_logprobs: Tensor<2>,
-    /// `log π_ref`; required when `kl_coef > 0`.
-    pub ref_logprobs: Option<Tensor<2>>,
-    /// One advantage per sequence (over the mixed group).
-    pub advantages: Tensor<1>,
-    /// 1 on completion tokens that take part in the loss.
-    pub mask: Tensor<2>,
+    /// The inputs of the on-policy clipped surrogate, over all tokens of the batch.
+    pub policy: PolicyLossInputs,
     /// 1 on the tokens of demonstrations, 0 on sampled ones.
     pub off_policy: Tensor<2>,
-    /// `L_max` for [`crate::LossAggregation::DrGrpo`].
-    pub max_completion_len: usize,
 }
 
 /// Statistics of the off-policy part of a [`mixed_policy_loss`].
@@ -239,13 +232,8 @@ pub fn mixed_policy_loss(
     inputs: MixedPolicyLossInputs,
 ) -> Result<MixedPolicyLossOutput> {
     let MixedPolicyLossInputs {
-        logprobs,
-        old_logprobs,
-        ref_logprobs,
-        advantages,
-        mask,
+        policy: PolicyLossInputs { logprobs, old_logprobs, ref_logprobs, advantages, mask, max_completion_len },
         off_policy,
-        max_completion_len,
     } = inputs;
     let [b, t] = logprobs.dims();
     let tokens = scalar(mask.clone().sum());
@@ -257,8 +245,7 @@ pub fn mixed_policy_loss(
     let on = mask.clone() - off.clone();
     // On-policy: GRPO's clipped surrogate.
     let ratio = (logprobs.clone() - old_logprobs).exp();
-    let clipped = ratio.clone().clamp(1.0 - cfg.epsilon_low, 1.0 + cfg.epsilon_high) * adv.clone();
-    let surrogate = (ratio.clone() * adv.clone()).min_pair(clipped);
+    let surrogate = clipped_surrogate(cfg, ratio.clone(), adv.clone());
     // Off-policy: policy shaping in place of the ratio, no clip.
     let shaped = policy_shaping(logprobs.clone(), shaping_gamma);
     let off_surrogate = shaped.clone() * adv.clone();
@@ -314,21 +301,9 @@ pub fn mixed_loss<L: CausalLm>(
     with_entropy: bool,
 ) -> Result<(MixedPolicyLossOutput, Option<f64>)> {
     let s = score_batch(lm, base, adapter, batch, reference, cfg, with_entropy)?;
-    let device = s.logprobs.device();
-    let out = mixed_policy_loss(
-        cfg,
-        shaping_gamma,
-        MixedPolicyLossInputs {
-            logprobs: s.logprobs,
-            old_logprobs: batch.old_logprobs(&device),
-            ref_logprobs: s.ref_logprobs,
-            advantages: batch.advantages(&device),
-            mask: s.mask,
-            off_policy: batch.off_policy_mask(&device),
-            max_completion_len: batch.max_completion_len,
-        },
-    )?;
-    Ok((out, s.entropy))
+    let (entropy, off_policy) = (s.entropy, batch.off_policy_mask(&s.logprobs.device()));
+    let inputs = MixedPolicyLossInputs { policy: s.policy_inputs(batch), off_policy };
+    Ok((mixed_policy_loss(cfg, shaping_gamma, inputs)?, entropy))
 }
 
 #[cfg(test)]
@@ -354,16 +329,18 @@ mod tests {
 
     fn inputs(device: &Device, logp: Tensor<2>) -> MixedPolicyLossInputs {
         MixedPolicyLossInputs {
-            logprobs: logp,
-            old_logprobs: t2(&OLD, device),
-            ref_logprobs: Some(t2(&REF, device)),
-            advantages: Tensor::from_data(
-                TensorData::new(ADV.iter().map(|&x| x as f32).collect::<Vec<_>>(), [B]),
-                device,
-            ),
-            mask: t2(&MASK, device),
+            policy: PolicyLossInputs {
+                logprobs: logp,
+                old_logprobs: t2(&OLD, device),
+                ref_logprobs: Some(t2(&REF, device)),
+                advantages: Tensor::from_data(
+                    TensorData::new(ADV.iter().map(|&x| x as f32).collect::<Vec<_>>(), [B]),
+                    device,
+                ),
+                mask: t2(&MASK, device),
+                max_completion_len: 6,
+            },
             off_policy: t2(&OFF, device),
-            max_completion_len: 6,
         }
     }
 

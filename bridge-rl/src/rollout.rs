@@ -187,6 +187,11 @@ impl Rollouts {
 
 impl RlTrainingBatch {
     /// `π_old` log-probs `[B, T−1]`.
+    ///
+    /// # Shapes
+    /// `B` = the batch's rows, `T` = its padded length; the same for [`Self::mask`],
+    /// [`Self::ref_logprobs`] and [`Self::off_policy_mask`] (`[B, T−1]`) and
+    /// [`Self::advantages`] (`[B]`).
     pub fn old_logprobs(&self, device: &Device) -> Tensor<2> {
         let shape = [self.sequences.batch_size(), self.sequences.seq_len() - 1];
         Tensor::from_data(TensorData::new(self.old_logprobs.clone(), shape), device)

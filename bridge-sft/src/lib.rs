@@ -1,8 +1,9 @@
 //! # bridge-sft
 //!
 //! The supervised lower-level objective of BRIDGE, `J_SFT(θ, w) = E_{D_SFT} log π(r, y | x; θ, w)`
-//! (method.md §2), usable on its own (the SFT baseline, [`SftTrainer`]) and as a building block of
-//! the bilevel trainer ([`sft_loss`]).
+//! (method.md §2): data, tokenisation, batches and the loss ([`sft_loss`]), the building blocks that
+//! `bridge-bilevel`'s algorithms compose. SFT alone is the `SftOnly` algorithm there, trained by
+//! the same run loop as every other method.
 //!
 //! | module | what it provides |
 //! |---|---|
@@ -10,7 +11,7 @@
 //! | [`tokenize`] | [`SftTokenizer`]: example → [`bridge_core::TokenSequence`] with the prompt masked out, EOS, truncation policies |
 //! | [`batch`] | padded batches and first-fit-decreasing packing; [`SftBatcher`] combines tokenisation and batching |
 //! | [`loss`] | [`masked_nll`]: token-mean (default), sum or per-sequence-mean negative log-likelihood |
-//! | [`step`] | [`sft_loss`] for any trainer, and [`SftTrainer`], the standalone SFT baseline |
+//! | [`step`] | [`sft_loss`], the SFT loss of a batch at any weights `(θ, w)` |
 //!
 //! Losses are *minimised*: the SFT loss is `−J_SFT` normalised per target token (by default).
 //!
@@ -40,9 +41,7 @@ pub mod step;
 pub mod tokenize;
 
 pub use batch::{BatchConfig, SftBatch, SftBatcher, TokenizedSource, pack_sequences, pad_batch};
-pub use data::{
-    DataFormat, DatasetConfig, JsonlRecord, PromptTemplate, load_rl_prompts, load_sft_examples, read_jsonl,
-};
+pub use data::{DatasetConfig, PromptTemplate, load_rl_prompts, load_sft_examples};
 pub use loss::{LossReduction, MaskedNll, masked_nll};
-pub use step::{SftConfig, SftLossOutput, SftStepMetrics, SftTrainer, sft_loss, sft_loss_with};
+pub use step::{SftLossOutput, sft_loss, sft_loss_with};
 pub use tokenize::{SftTokenizer, TokenizeConfig, TokenizeOutcome, TokenizeStats, TruncationPolicy};

@@ -1,8 +1,9 @@
 //! The JSONL loaders: every format, every malformed-line case, and the shipped GSM-Symbolic file.
 
+use bridge_core::DataFormat;
 use bridge_core::testing::CharCodec;
 use bridge_core::{BridgeError, ChatMessage, ExampleSource, TextCodec};
-use bridge_sft::data::{DataFormat, DatasetConfig, PromptTemplate, load_rl_prompts, load_sft_examples};
+use bridge_sft::data::{DatasetConfig, PromptTemplate, load_rl_prompts, load_sft_examples};
 use std::path::PathBuf;
 
 fn write(name: &str, text: &str) -> PathBuf {

@@ -1,7 +1,8 @@
 //! The flags of `examples/eval.rs`.
 
 use crate::common::{ModelArgs, Placement, non_negative, positive, probability};
-use bridge_eval::runner::{DatasetFormat, EvalConfig, PromptTemplate, SampledEval};
+use bridge_core::DataFormat;
+use bridge_eval::runner::{EvalConfig, PromptTemplate, SampledEval};
 use clap::Parser;
 use std::path::PathBuf;
 
@@ -20,9 +21,9 @@ pub struct Args {
     /// Benchmark file (JSONL: GSM8K, MATH or generic); repeat for several.
     #[arg(long, value_name = "FILE.jsonl", required = true)]
     pub data: Vec<PathBuf>,
-    /// auto, gsm8k, math or generic.
+    /// auto, gsm8k, math, generic or prompt_completion.
     #[arg(long, value_name = "F", default_value = "auto")]
-    pub format: DatasetFormat,
+    pub format: DataFormat,
     /// Also sample K completions per prompt: avg@K, pass@j, maj@K.
     #[arg(long, value_name = "K", value_parser = positive)]
     pub k: Option<usize>,

@@ -2,7 +2,7 @@
 
 use super::{Method, SeedRun};
 use bridge_core::Result;
-use bridge_eval::plot::{LineChart, grid};
+use bridge_report::plot::{LineChart, grid};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 

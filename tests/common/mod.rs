@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use bridge::eval::tasks::{ALPHABET, TaskConfig, generate};
+use bridge::tasks::{ALPHABET, TaskConfig, generate};
 use std::path::{Path, PathBuf};
 
 /// Writes the data of a two-level task (`data/sft.jsonl`, `rl.jsonl`, `test.jsonl`, …) and a tiny

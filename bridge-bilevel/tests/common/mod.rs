@@ -116,22 +116,29 @@ pub fn run_loop(
     let inputs = RunInputs { sft: &sft, prompts: &prompts, reward: &reward, rl: &rl, sft_batch_size, lambda: &lambda };
     let dir = std::env::temp_dir().join(format!("bridge-loop-{}-{}-{steps}", std::process::id(), algo.name()));
     let cfg = LoopConfig { total_steps: steps, run_dir: dir.clone(), ..LoopConfig::default() };
-    let mut log = Vec::new();
-    let state = run_steps(
-        &lm,
-        algo,
-        state,
-        &inputs,
-        &cfg,
-        |_, _| Ok(Metrics::new()),
-        |e| {
-            if let RunEvent::Step(m) = e {
-                log.push(m.clone());
-            }
-            Ok(())
-        },
-    )
-    .unwrap();
+    let (state, log) = run_logged(&lm, algo, state, &inputs, &cfg, |_, _| Ok(Metrics::new()), false);
     let _ = std::fs::remove_dir_all(dir);
+    (state, log)
+}
+
+/// Runs `algo` from `state` through `run_steps` (`evaluate` as its evaluation hook) and returns
+/// the final state and every step's metrics, without the wall-clock entries when `untimed`.
+pub fn run_logged(
+    lm: &BigramLm,
+    algo: &mut dyn TrainingAlgorithm<BigramLm>,
+    state: TrainState<BigramLm>,
+    inputs: &RunInputs<'_>,
+    cfg: &LoopConfig,
+    evaluate: impl FnMut(&BigramLm, &TrainState<BigramLm>) -> bridge_core::Result<Metrics>,
+    untimed: bool,
+) -> (TrainState<BigramLm>, Vec<Metrics>) {
+    let mut log = Vec::new();
+    let state = run_steps(lm, algo, state, inputs, cfg, evaluate, |e| {
+        if let RunEvent::Step(m) = e {
+            log.push(if untimed { without_timing(m) } else { m.clone() });
+        }
+        Ok(())
+    })
+    .unwrap();
     (state, log)
 }

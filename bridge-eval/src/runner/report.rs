@@ -1,9 +1,8 @@
 //! What an evaluation produces: [`EvalReport`], written as JSON and as markdown tables.
 
 use super::config::EvalConfig;
-use super::dataset::DatasetFormat;
 use crate::verify::Verdict;
-use bridge_core::{BridgeError, FinishReason, Result};
+use bridge_core::{BridgeError, DataFormat, FinishReason, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -200,7 +199,7 @@ pub struct DatasetReport {
     /// Its file, if any.
     pub path: Option<String>,
     /// Its format.
-    pub format: DatasetFormat,
+    pub format: DataFormat,
     /// Records evaluated (after `limit`).
     pub records: usize,
     /// Greedy (temperature 0) scores: pass@1.

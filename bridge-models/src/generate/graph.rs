@@ -77,6 +77,23 @@ fn int_tensor(values: Vec<i64>, device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(values, [n]), device)
 }
 
+/// Keeps (and reorders) the rows `rows` of every per-row cache tensor in `tensors` (rows are
+/// dimension 0; the caller has checked them): how both engines compact a batch or repeat its
+/// prompt rows.
+///
+/// # Shapes
+/// each tensor: `[B, …]` → `[rows.len(), …]`
+pub(crate) fn select_cache_rows<'t>(
+    tensors: impl IntoIterator<Item = &'t mut Tensor<4>>,
+    rows: &[usize],
+    device: &Device,
+) {
+    let idx = int_tensor(rows.iter().map(|&r| r as i64).collect(), device);
+    for t in tensors {
+        *t = t.clone().select(0, idx.clone());
+    }
+}
+
 /// `values` written over the whole of `*t`, in place when `*t` is uniquely owned.
 fn refresh<const D: usize, K>(t: &mut Tensor<D, K>, values: Tensor<D, K>, in_place: &mut bool)
 where
@@ -127,15 +144,8 @@ impl StaticBatch {
             return Err(BridgeError::InvalidInput(format!("selecting rows {rows:?} of a batch of {b}")));
         }
         let device = self.pad.device();
-        let idx = int_tensor(rows.iter().map(|&r| r as i64).collect(), &device);
-        let pick = |t: &Tensor<4>| t.clone().select(0, idx.clone());
-        self.keys = self.keys.iter().map(pick).collect();
-        self.values = self.values.iter().map(pick).collect();
-        self.cos = pick(&self.cos);
-        self.sin = pick(&self.sin);
-        self.cos_q = pick(&self.cos_q);
-        self.sin_q = pick(&self.sin_q);
-        self.pad = pick(&self.pad);
+        let rope = [&mut self.cos, &mut self.sin, &mut self.cos_q, &mut self.sin_q, &mut self.pad];
+        select_cache_rows(self.keys.iter_mut().chain(self.values.iter_mut()).chain(rope), rows, &device);
         self.tokens = int_tensor(vec![0; rows.len()], &device);
         self.uniforms = Tensor::zeros([rows.len(), 1], &device);
         Ok(())
@@ -330,33 +340,14 @@ mod tests {
     use super::*;
     use crate::generate::{Generator, KvCache};
     use crate::io::hf::load_hf_dir;
-    use bridge_core::policy::TextCodec;
+    use bridge_core::IdsOnlyCodec;
     use std::path::PathBuf;
-
-    struct Ids(usize);
-    impl TextCodec for Ids {
-        fn encode(&self, _: &str) -> Result<Vec<u32>> {
-            Err(BridgeError::Tokenizer("ids only".into()))
-        }
-        fn decode(&self, ids: &[u32]) -> Result<String> {
-            Ok(format!("{ids:?}"))
-        }
-        fn vocab_size(&self) -> usize {
-            self.0
-        }
-        fn eos_token_ids(&self) -> &[u32] {
-            &[]
-        }
-        fn pad_token_id(&self) -> u32 {
-            0
-        }
-    }
 
     fn setup() -> (Decoder, DecoderWeights) {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("llama3_gqa");
         let (cfg, w) = load_hf_dir(path, &Device::flex()).unwrap();
         let v = cfg.vocab_size;
-        (Decoder::new(cfg, Box::new(Ids(v))).unwrap(), w)
+        (Decoder::new(cfg, Box::new(IdsOnlyCodec { vocab_size: v })).unwrap(), w)
     }
 
     fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {

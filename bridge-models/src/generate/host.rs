@@ -602,26 +602,8 @@ mod tests {
     use super::*;
     use crate::io::hf::load_hf_dir;
     use bridge_core::BridgeRng;
+    use bridge_core::IdsOnlyCodec;
     use burn::tensor::{Device, Int, TensorData};
-
-    struct Ids(usize);
-    impl bridge_core::policy::TextCodec for Ids {
-        fn encode(&self, _: &str) -> Result<Vec<u32>> {
-            Err(BridgeError::Tokenizer("ids only".into()))
-        }
-        fn decode(&self, ids: &[u32]) -> Result<String> {
-            Ok(format!("{ids:?}"))
-        }
-        fn vocab_size(&self) -> usize {
-            self.0
-        }
-        fn eos_token_ids(&self) -> &[u32] {
-            &[]
-        }
-        fn pad_token_id(&self) -> u32 {
-            0
-        }
-    }
 
     fn full_logits(lm: &Decoder, w: &DecoderWeights, a: Option<&LoraAdapter>, seq: &[u32]) -> Vec<f32> {
         let device = w.device();
@@ -642,7 +624,7 @@ mod tests {
         for name in ["llama3_gqa", "llama_bias_tied", "qwen2_tied", "qwen3_qknorm"] {
             let (cfg, w) = load_hf_dir(fixtures.join(name), &device).unwrap();
             let v = cfg.vocab_size;
-            let lm = Decoder::new(cfg, Box::new(Ids(v))).unwrap();
+            let lm = Decoder::new(cfg, Box::new(IdsOnlyCodec { vocab_size: v })).unwrap();
             let adapter = lm
                 .init_adapter(&crate::weights::lora::LoraConfig::default(), &device, &mut BridgeRng::seed_from_u64(5))
                 .unwrap()
@@ -699,7 +681,7 @@ mod tests {
         let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
         let (cfg, w) = load_hf_dir(fixtures.join("qwen2_tied"), &device).unwrap();
         let v = cfg.vocab_size;
-        let lm = Decoder::new(cfg, Box::new(Ids(v))).unwrap();
+        let lm = Decoder::new(cfg, Box::new(IdsOnlyCodec { vocab_size: v })).unwrap();
         let half = w.clone().cast(burn::tensor::FloatDType::BF16);
         assert!(matches!(HostModel::new(&lm, &half, None), Err(BridgeError::InvalidInput(_))));
         let model = HostModel::new(&lm, &w, None).unwrap();

@@ -8,7 +8,7 @@
 //!   lines elsewhere (CI logs, `nohup`, files).
 //!
 //! ```no_run
-//! use bridge_eval::metrics::{MetricsWriter, ProgressReporter};
+//! use bridge_report::metrics::{MetricsWriter, ProgressReporter};
 //! # fn main() -> bridge_core::Result<()> {
 //! let mut log = MetricsWriter::create("runs/demo")?;
 //! let mut progress = ProgressReporter::new(100).log_every(10);
@@ -244,7 +244,7 @@ pub fn truncate_metrics(path: impl AsRef<Path>, step: u64) -> Result<usize> {
         }
     }
     if kept.len() != bytes.len() || kept.as_bytes() != bytes.as_slice() {
-        crate::plot::write_atomic(path, kept.as_bytes())?;
+        bridge_core::fs::write_atomic(path, kept.as_bytes())?;
         sync_dir(path);
     }
     Ok(count)

@@ -1,7 +1,8 @@
 use super::*;
-use crate::runner::{DatasetFormat, EvalDataset};
-use crate::verify::{VerifyOptions, verify};
 use bridge_core::BridgeError;
+use bridge_core::DataFormat;
+use bridge_eval::runner::EvalDataset;
+use bridge_eval::verify::{VerifyOptions, verify};
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
@@ -425,8 +426,8 @@ fn files_round_trip() {
     let dir = std::env::temp_dir().join(format!("bridge-tasks-test-{}", std::process::id()));
     s.write_jsonl(&dir).unwrap();
     assert_eq!(read_pretrain(dir.join("pretrain.txt")).unwrap(), s.pretrain);
-    let test = EvalDataset::load(dir.join("test.jsonl"), DatasetFormat::Auto).unwrap();
-    assert_eq!(test.format, DatasetFormat::Gsm8k);
+    let test = EvalDataset::load(dir.join("test.jsonl"), DataFormat::Auto).unwrap();
+    assert_eq!(test.format, DataFormat::Gsm8k);
     assert_eq!(test.records.len(), s.test.len());
     for (r, p) in test.records.iter().zip(&s.test) {
         assert_eq!(r.question, question_of(&p.prompt));
@@ -437,7 +438,7 @@ fn files_round_trip() {
     let first: serde_json::Value = serde_json::from_str(sft_text.lines().next().unwrap()).unwrap();
     assert_eq!(first["answer"], serde_json::Value::from(s.sft[0].completion.clone()));
     assert_eq!(first["id"], serde_json::Value::from(s.sft[0].id.clone()));
-    let rl = EvalDataset::load(dir.join("rl.jsonl"), DatasetFormat::Auto).unwrap();
+    let rl = EvalDataset::load(dir.join("rl.jsonl"), DataFormat::Auto).unwrap();
     assert_eq!(
         rl.records.iter().map(|r| r.gold.clone()).collect::<Vec<_>>(),
         s.rl.iter().map(|p| p.reference.clone()).collect::<Vec<_>>()

@@ -1,3 +1,5 @@
+//! # bridge-tasks
+//!
 //! The quickstart's embedded reasoning task: multi-step integer arithmetic with worked solutions.
 //!
 //! A task family small enough that the whole comparison (base, SFT, RL-zero, cold start,
@@ -52,7 +54,7 @@
 //! `pretrain.txt`.
 //!
 //! ```
-//! use bridge_eval::tasks::{TaskConfig, generate};
+//! use bridge_tasks::{TaskConfig, generate};
 //! let cfg = TaskConfig { n_pretrain: 50, pretrain_problems: vec![5, 10], n_sft: 8, n_rl: 20, n_test: 8, ..Default::default() };
 //! let splits = generate(&cfg).unwrap();
 //! assert_eq!(splits.test.len(), 8);

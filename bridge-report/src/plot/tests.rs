@@ -288,3 +288,25 @@ fn eight_series_each_show_their_colour() {
         assert!(n > 100, "{c:?}: {n} pixels");
     }
 }
+
+#[test]
+fn svg_has_the_text_and_each_series_colour() {
+    let chart = LineChart::new("Reward & loss")
+        .x_label("step")
+        .series("a", vec![(0.0, 0.0), (1.0, 1.0)])
+        .series("b", vec![(0.0, 1.0), (1.0, 0.0)]);
+    let svg = chart.render_svg(400, 300).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{}", &svg[..svg.len().min(200)]);
+    assert!(svg.contains("\nReward &amp; loss\n") && svg.contains("\nstep\n"), "title and axis label are text: {svg}");
+    for c in &PALETTE[..2] {
+        let hex = format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2);
+        assert!(svg.contains(&hex), "{hex} missing");
+    }
+    assert!(!svg.contains(&format!("#{:02X}{:02X}{:02X}", PALETTE[2].0, PALETTE[2].1, PALETTE[2].2)));
+    let dir = scratch("svg");
+    grid(vec![chart.clone(), chart], 2).save_svg(dir.join("g.svg"), 800, 300).unwrap();
+    let text = std::fs::read_to_string(dir.join("g.svg")).unwrap();
+    assert_eq!(text.matches("Reward &amp; loss").count(), 2);
+    assert!(matches!(LineChart::new("t").render_svg(0, 5), Err(BridgeError::InvalidInput(_))));
+    let _ = std::fs::remove_dir_all(dir);
+}
