@@ -13,7 +13,7 @@ use bridge_core::{
     BridgeError, CausalLm, ExampleSource, FlatGradients, GroupOptimizer, PromptSource, Result, RewardFunction,
     RlPrompt, SequenceBatch, Shard, TokenSequence, error::ensure_finite,
 };
-use bridge_rl::{GrpoConfig, GrpoStepMetrics, PolicyLossStats, RlTrainingBatch, Rollouts, collect_rollouts, grpo_loss};
+use bridge_rl::{GrpoConfig, PolicyLossStats, RlTrainingBatch, RolloutStats, Rollouts, collect_rollouts, grpo_loss};
 use bridge_sft::sft_loss;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
@@ -193,7 +193,7 @@ pub fn sft_term<L: CausalLm>(
 
 /// Adds the rollout statistics (reward, lengths, zero-std groups, generation time) to `m`.
 pub fn record_rollouts(m: &mut Metrics, prefix: &str, rollouts: &Rollouts) {
-    let r = GrpoStepMetrics::from_rollouts(0, rollouts);
+    let r = RolloutStats::of(rollouts);
     for (k, v) in [
         ("reward_mean", r.reward_mean),
         ("reward_std", r.reward_std),

@@ -200,11 +200,10 @@ pub fn token_advantage_loss<L: CausalLm>(
     Ok((out, s.entropy))
 }
 
-/// What one GRPO step did (one JSONL line of the metrics file).
+/// The statistics of one step's rollouts (`record_rollouts` in bridge-bilevel writes them into the
+/// step's metrics line; the loss statistics come from [`crate::PolicyLossStats`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct GrpoStepMetrics {
-    /// Step index (0-based).
-    pub step: u64,
+pub struct RolloutStats {
     /// Mean reward of the non-skipped completions.
     pub reward_mean: f64,
     /// Standard deviation of those rewards.
@@ -221,40 +220,17 @@ pub struct GrpoStepMetrics {
     pub completion_len_max: usize,
     /// Fraction of completions cut by `max_new_tokens`.
     pub truncated_fraction: f64,
-    /// Loss of the last epoch.
-    pub loss: f64,
-    /// Token-mean clipped surrogate of the last epoch.
-    pub surrogate: f64,
-    /// Token-mean KL to the reference (0 when disabled).
-    pub kl: f64,
-    /// Token-mean policy entropy (when logged).
-    pub entropy: Option<f64>,
-    /// Mean importance ratio.
-    pub ratio_mean: f64,
-    /// Fraction of tokens clipped from below.
-    pub clip_low_fraction: f64,
-    /// Fraction of tokens clipped from above.
-    pub clip_high_fraction: f64,
-    /// Fraction of tokens outside the clip range.
-    pub clip_fraction: f64,
-    /// Completion tokens in the loss.
-    pub tokens: usize,
-    /// Base gradient norm before clipping (last epoch).
-    pub grad_norm: f64,
     /// Seconds spent generating.
     pub generation_seconds: f64,
-    /// Seconds spent in loss, backward and optimiser.
-    pub training_seconds: f64,
 }
 
-impl GrpoStepMetrics {
-    /// The rollout part of the metrics.
-    pub fn from_rollouts(step: u64, rollouts: &Rollouts) -> Self {
+impl RolloutStats {
+    /// The statistics of `rollouts`.
+    pub fn of(rollouts: &Rollouts) -> Self {
         let lens: Vec<usize> = rollouts.completions.iter().map(|c| c.tokens.len()).collect();
         let n = lens.len().max(1) as f64;
         let truncated = rollouts.completions.iter().filter(|c| c.finish == FinishReason::Length).count();
         Self {
-            step,
             reward_mean: rollouts.reward_mean(),
             reward_std: rollouts.reward_std(),
             skipped: rollouts.skipped(),
@@ -264,7 +240,6 @@ impl GrpoStepMetrics {
             completion_len_max: lens.iter().copied().max().unwrap_or(0),
             truncated_fraction: truncated as f64 / n,
             generation_seconds: rollouts.generation_seconds,
-            ..Self::default()
         }
     }
 }
@@ -272,6 +247,42 @@ impl GrpoStepMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rollout_stats_are_computed_from_the_completions_by_hand() {
+        use crate::advantage::compute_advantages;
+        use bridge_core::{Completion, Reward, RlPrompt};
+        let completion = |k: usize, len: usize, finish| Completion {
+            prompt_index: 0,
+            sample_index: k,
+            tokens: vec![1; len],
+            text: String::new(),
+            logprobs: vec![0.0; len],
+            finish,
+        };
+        // One group of three: rewards 1, 0 and skipped; lengths 2, 4 and 6, the last one cut.
+        let rewards = vec![Reward::scored(1.0), Reward::scored(0.0), Reward::skip("no answer")];
+        let values: Vec<Option<f64>> = rewards.iter().map(|r| r.value).collect();
+        let rollouts = Rollouts {
+            prompts: vec![RlPrompt::new("p", "q", "a")],
+            prompt_tokens: vec![vec![1]],
+            completions: vec![
+                completion(0, 2, FinishReason::Stop),
+                completion(1, 4, FinishReason::Stop),
+                completion(2, 6, FinishReason::Length),
+            ],
+            rewards,
+            advantages: compute_advantages(&values, 3, AdvantageScaling::default(), 1e-4).unwrap(),
+            off_policy: vec![false; 3],
+            group_size: 3,
+            max_new_tokens: 6,
+            generation_seconds: 1.5,
+        };
+        let s = RolloutStats::of(&rollouts);
+        assert_eq!((s.reward_mean, s.reward_std, s.skipped), (0.5, 0.5, 1));
+        assert_eq!((s.completion_len_mean, s.completion_len_min, s.completion_len_max), (4.0, 2, 6));
+        assert_eq!((s.truncated_fraction, s.generation_seconds, s.zero_std_fraction), (1.0 / 3.0, 1.5, 0.0));
+    }
 
     #[test]
     fn config_validation_names_fields() {

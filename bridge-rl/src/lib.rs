@@ -24,7 +24,7 @@ pub mod rollout;
 
 pub use chord::{ChordSftOutput, MuSchedule, chord_sft_loss};
 pub use critic::{ValueHead, ValueLossOutput, critic_features, gae, value_loss, whiten};
-pub use grpo::{GrpoConfig, GrpoStepMetrics, grpo_loss, token_advantage_loss};
+pub use grpo::{GrpoConfig, RolloutStats, grpo_loss, token_advantage_loss};
 pub use luffy::{
     LuffyConfig, MixedPolicyLossInputs, MixedPolicyLossOutput, OffPolicyStats, collect_mixed_rollouts, mixed_loss,
     mixed_policy_loss, policy_shaping,
