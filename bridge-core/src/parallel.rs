@@ -231,8 +231,8 @@ impl fmt::Debug for CollectiveSync {
 impl CollectiveSync {
     /// Starts burn's communication server for `devices` (one per rank, in rank order). Only
     /// CUDA devices have collectives; `choices` names them so that a wrong one is reported.
-    pub fn new(choices: &[crate::DeviceChoice]) -> Result<Self> {
-        if let Some(bad) = choices.iter().find(|c| !matches!(c, crate::DeviceChoice::Cuda(_))) {
+    pub fn new(choices: &[crate::device::DeviceChoice]) -> Result<Self> {
+        if let Some(bad) = choices.iter().find(|c| !matches!(c, crate::device::DeviceChoice::Cuda(_))) {
             return Err(BridgeError::config(
                 "run.devices",
                 format!(
@@ -554,7 +554,7 @@ mod tests {
 
     #[test]
     fn collectives_refuse_flex_devices_naming_the_field() {
-        let e = CollectiveSync::new(&[crate::DeviceChoice::Flex]).unwrap_err().to_string();
+        let e = CollectiveSync::new(&[crate::device::DeviceChoice::Flex]).unwrap_err().to_string();
         assert!(e.contains("run.devices") && e.contains("flex"), "{e}");
     }
 }

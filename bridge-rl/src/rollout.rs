@@ -239,14 +239,14 @@ impl RlTrainingBatch {
     /// (token mean), rows with at least one loss token (sequence mean), rows (Dr.GRPO, whose
     /// `L_max` is the same on every rank). A data-parallel rank's share of the global loss is its
     /// count over the sum of all ranks' counts ([`bridge_core::Shard::share`]).
-    pub fn loss_normaliser(&self, aggregation: crate::LossAggregation) -> f64 {
+    pub fn loss_normaliser(&self, aggregation: crate::loss::LossAggregation) -> f64 {
         let width = self.sequences.seq_len().saturating_sub(1).max(1);
         match aggregation {
-            crate::LossAggregation::TokenMean => self.num_loss_tokens() as f64,
-            crate::LossAggregation::SequenceMean => {
+            crate::loss::LossAggregation::TokenMean => self.num_loss_tokens() as f64,
+            crate::loss::LossAggregation::SequenceMean => {
                 self.mask.chunks(width).filter(|row| row.iter().any(|m| *m > 0.0)).count() as f64
             }
-            crate::LossAggregation::DrGrpo => self.sequences.batch_size() as f64,
+            crate::loss::LossAggregation::DrGrpo => self.sequences.batch_size() as f64,
         }
     }
 

@@ -4,8 +4,7 @@
 //! the base and adapter groups, clip, check finiteness and update. Training goes through those
 //! algorithms and their run loop (`bridge_bilevel::run_steps`); this crate holds no loop.
 
-use crate::MaskedNll;
-use crate::loss::{LossReduction, masked_nll};
+use crate::loss::{LossReduction, MaskedNll, masked_nll};
 use bridge_core::{CausalLm, Result, SequenceBatch};
 use burn::tensor::Tensor;
 

@@ -384,7 +384,7 @@ impl Problem {
 
     /// The prompt: `template` with every `{question}` replaced by the question.
     pub fn prompt(&self, template: &str) -> String {
-        template.replace(super::QUESTION_PLACEHOLDER, &self.question)
+        template.replace(super::alphabet::QUESTION_PLACEHOLDER, &self.question)
     }
 
     /// Prompt followed by the worked solution (a pre-training document).

@@ -1,7 +1,7 @@
 //! [`TaskConfig`]: what [`generate`](super::generate) produces.
 
+use super::alphabet::{ALPHABET, QUESTION_PLACEHOLDER};
 use super::arith::Op;
-use super::{ALPHABET, QUESTION_PLACEHOLDER};
 use bridge_core::{BridgeError, Result};
 use serde::{Deserialize, Serialize};
 

@@ -61,20 +61,14 @@
 //! assert!(splits.sft[0].completion.contains("#### "));
 //! ```
 
+mod alphabet;
 mod arith;
 mod config;
 mod generate;
 #[cfg(test)]
 mod tests;
 
+pub use alphabet::{ALPHABET, QUESTION_PLACEHOLDER};
 pub use arith::{Expr, MAX_EXPONENT, MAX_PAREN_DEPTH, MAX_QUESTION_LEN, Op, Problem, Step};
 pub use config::{LevelCounts, MAX_FACTS_PER_DOC, MAX_LEVEL, MAX_SPLIT_LEN, MAX_VALUE_LIMIT, TaskConfig};
 pub use generate::{SplitProblems, TaskSplits, generate, read_pretrain};
-
-/// Every character any generated text (question, prompt, solution, pre-training document) uses,
-/// in byte order: newline, space, `#()*+-`, the digits, `:=`, `A`, `Q` and `^` (squares,
-/// [`TaskConfig::squares_per_level`]).
-pub const ALPHABET: &str = "\n #()*+-0123456789:=AQ^";
-
-/// The placeholder of [`TaskConfig::prompt_template`].
-pub const QUESTION_PLACEHOLDER: &str = "{question}";

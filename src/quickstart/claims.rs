@@ -14,8 +14,10 @@
 //!
 //! With 3 seeds t = 4.30: only a difference that is consistent across the seeds counts.
 
+use super::config::{BudgetSpec, Method};
+use super::report::Stat;
 use super::report::{best_baseline, render_table};
-use super::{BudgetSpec, Method, SeedRun, Stat};
+use super::results::SeedRun;
 use serde::{Deserialize, Serialize};
 
 /// The outcome of one claim.
@@ -207,7 +209,7 @@ pub fn claims(seeds: &[SeedRun], budget: &BudgetSpec) -> Vec<Claim> {
 
     let switch = budget.cold_start_sft_steps;
     let half = switch + (budget.steps.saturating_sub(switch)) / 2;
-    let dip = |measure: &dyn Fn(&super::MethodRun) -> Option<f64>| -> Vec<f64> {
+    let dip = |measure: &dyn Fn(&super::results::MethodRun) -> Option<f64>| -> Vec<f64> {
         seeds
             .iter()
             .filter_map(|s| {

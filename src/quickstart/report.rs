@@ -1,6 +1,7 @@
 //! The quickstart's summary over seeds, its table and its plot.
 
-use super::{Method, SeedRun};
+use super::config::Method;
+use super::results::{CurvePoint, MethodRun, SeedRun};
 use bridge_core::Result;
 use bridge_report::plot::{LineChart, grid};
 use serde::{Deserialize, Serialize};
@@ -54,7 +55,7 @@ pub struct MethodSummary {
     /// Training CPU time (all threads), seconds, over the runs that report it.
     #[serde(default)]
     pub train_cpu_seconds: Option<Stat>,
-    /// Training CPU time ([`super::CurvePoint::cpu_time`]) until the test accuracy first reached
+    /// Training CPU time ([`CurvePoint::cpu_time`]) until the test accuracy first reached
     /// the best baseline's final accuracy of the same seed (the highest final accuracy among SFT, RL-zero, Cold-start and
     /// alternating), over the seeds where it did (`None`: no seed did, or no baseline ran).
     pub time_to_best_baseline: Option<Stat>,
@@ -87,9 +88,9 @@ pub fn summarise(methods: &[Method], seeds: &[SeedRun], levels: u32) -> Vec<Meth
     methods
         .iter()
         .map(|&method| {
-            let runs: Vec<(&SeedRun, &super::MethodRun)> =
+            let runs: Vec<(&SeedRun, &MethodRun)> =
                 seeds.iter().filter_map(|s| s.methods.iter().find(|m| m.method == method).map(|m| (s, m))).collect();
-            let finals: Vec<&super::CurvePoint> = runs.iter().filter_map(|(_, m)| m.last()).collect();
+            let finals: Vec<&CurvePoint> = runs.iter().filter_map(|(_, m)| m.last()).collect();
             let level = |l: usize| {
                 Stat::of(&finals.iter().map(|p| p.levels.get(l).copied().unwrap_or(0.0)).collect::<Vec<_>>())
             };
@@ -180,8 +181,8 @@ pub(super) fn render_table(rows: &[Vec<String>]) -> String {
 }
 
 /// Mean curve of `method` over the seeds, point by point (every seed evaluates at the same steps).
-fn mean_curve(method: Method, seeds: &[SeedRun], value: impl Fn(&super::CurvePoint) -> f64) -> Vec<(f64, f64)> {
-    let curves: Vec<&Vec<super::CurvePoint>> =
+fn mean_curve(method: Method, seeds: &[SeedRun], value: impl Fn(&CurvePoint) -> f64) -> Vec<(f64, f64)> {
+    let curves: Vec<&Vec<CurvePoint>> =
         seeds.iter().filter_map(|s| s.methods.iter().find(|m| m.method == method).map(|m| &m.curve)).collect();
     let len = curves.iter().map(|c| c.len()).min().unwrap_or(0);
     (0..len)
@@ -204,7 +205,7 @@ pub(super) fn plot(methods: &[Method], seeds: &[SeedRun], levels: u32, path: &Pa
         .map(|(t, _)| t)
         .fold(0.0f64, f64::max)
         .max(1e-3);
-    let chart = |title: String, value: &dyn Fn(&super::CurvePoint) -> f64| {
+    let chart = |title: String, value: &dyn Fn(&CurvePoint) -> f64| {
         let mut c = LineChart::new(title).x_label("training wall time (s)").y_label("test accuracy").y_range(0.0, 1.0);
         for &m in methods {
             let mut points = mean_curve(m, seeds, value);

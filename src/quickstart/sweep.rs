@@ -1,9 +1,10 @@
 //! The hyper-parameter search (`quickstart --sweep`): every method gets the same grid, budget,
 //! data and evaluation, and is scored on the validation split.
 
-use super::{
-    CurvePoint, Hyper, Method, QuickstartConfig, SeedSetup, Split, Stat, in_pool, report::render_table, source_commit,
-};
+use super::config::{Hyper, Method, QuickstartConfig};
+use super::report::{Stat, render_table};
+use super::results::{CurvePoint, source_commit};
+use super::seed::{SeedSetup, Split, in_pool};
 use bridge_core::{BridgeError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

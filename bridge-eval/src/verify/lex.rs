@@ -1,6 +1,6 @@
 //! Tokeniser for normalised answers (LaTeX and plain text maths).
 
-use super::parse::ParseError;
+use super::error::ParseError;
 
 /// Real functions understood by the evaluator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

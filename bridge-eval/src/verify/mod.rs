@@ -61,6 +61,7 @@
 //! [`ParseError::OutOfFuel`], or [`Verdict::Undecided`]), never a hang or a panic.
 
 mod compare;
+mod error;
 mod extract;
 mod fuel;
 mod lex;

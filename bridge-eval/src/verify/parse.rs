@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+pub use super::error::ParseError;
 use super::fuel::{Exhausted, Fuel};
 use super::lex::{ConstK, Func, Rel, Tok, lex};
 use super::normalize::{MATH_WORDS, normalize};
@@ -21,55 +22,6 @@ const MAX_TOKENS: usize = 600;
 const MAX_POSTFIX: usize = 4;
 /// Fuel for [`parse_answer`] when called on its own.
 pub const DEFAULT_PARSE_FUEL: u64 = 20_000;
-
-/// Why an answer string could not be parsed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
-    /// Nothing left after normalisation.
-    #[error("empty answer")]
-    Empty,
-    /// The answer is longer than the parser accepts.
-    #[error("answer too long (limit {max})")]
-    TooLong {
-        /// The limit that was exceeded (bytes or tokens).
-        max: usize,
-    },
-    /// Brackets, fractions or powers nest too deeply.
-    #[error("answer nests deeper than {max} levels")]
-    TooDeep {
-        /// The depth limit.
-        max: usize,
-    },
-    /// A character the tokeniser does not understand.
-    #[error("unexpected character {0:?}")]
-    UnexpectedChar(char),
-    /// A LaTeX command the parser does not understand.
-    #[error("unknown command \\{0}")]
-    UnknownCommand(String),
-    /// A token in a place where it makes no sense.
-    #[error("unexpected {found} at token {pos}")]
-    UnexpectedToken {
-        /// Token index.
-        pos: usize,
-        /// Description of the token found.
-        found: String,
-    },
-    /// The answer ended in the middle of an expression (e.g. unbalanced braces).
-    #[error("unexpected end of answer")]
-    UnexpectedEnd,
-    /// A well-formed construct this verifier does not support.
-    #[error("unsupported construct: {0}")]
-    Unsupported(&'static str),
-    /// The step budget ran out.
-    #[error("step budget exhausted")]
-    OutOfFuel,
-}
-
-impl From<Exhausted> for ParseError {
-    fn from(_: Exhausted) -> Self {
-        ParseError::OutOfFuel
-    }
-}
 
 /// An arithmetic expression (opaque; compare with [`super::answers_equivalent`]).
 #[derive(Clone, PartialEq)]
