@@ -152,7 +152,7 @@ impl std::str::FromStr for Method {
     }
 }
 
-/// One method's hyper-parameters: what [`sweep`] chooses.
+/// One method's hyper-parameters: what [`sweep`](crate::quickstart::sweep()) chooses.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hyper {
@@ -182,7 +182,7 @@ impl Hyper {
     }
 }
 
-/// The hyper-parameter search of [`sweep`]: the same grid for every method.
+/// The hyper-parameter search of [`sweep`](crate::quickstart::sweep()): the same grid for every method.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SweepSpec {
@@ -314,12 +314,12 @@ pub struct QuickstartConfig {
     /// The training budget.
     pub budget: BudgetSpec,
     /// Each trained method's hyper-parameters (keys: [`Method::slug`]); the defaults are
-    /// [`sweep`]'s choice (docs/quickstart.md).
+    /// [`sweep`](crate::quickstart::sweep())'s choice (docs/quickstart.md).
     pub hyper: BTreeMap<Method, Hyper>,
     /// The hyper-parameter search of `--sweep`.
     pub sweep: SweepSpec,
     /// Probability with which every RL reward is flipped (0 ↔ 1) from a seeded stream: a noisy
-    /// verifier ([`NoisyReward`]). 0: the clean reward.
+    /// verifier ([`NoisyReward`](bridge_eval::reward::NoisyReward)). 0: the clean reward.
     pub reward_noise: f64,
     /// Maximum new tokens of the greedy evaluation.
     pub eval_max_new_tokens: usize,
