@@ -37,3 +37,15 @@ pub(crate) fn vocab_chunk(rows: usize) -> usize {
 pub(crate) fn query_chunk(batch_heads: usize, keys: usize) -> usize {
     (CHUNK_ELEMENTS / (batch_heads * keys).max(1)).max(1)
 }
+
+/// Deterministic pseudo-random values in [−scale, scale): the inputs of the custom ops' tests.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u64, scale: f64) -> Vec<f64> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}

@@ -212,19 +212,9 @@ pub(crate) fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, chunk: 
 mod tests {
     use super::*;
     use crate::forward::causal_mask;
+    use crate::ops::test_values as values;
     use burn::tensor::activation::softmax;
     use burn::tensor::{DType, Device, TensorCreationOptions, TensorData};
-
-    /// Deterministic pseudo-random values in [−scale, scale).
-    fn values(n: usize, seed: u64, scale: f64) -> Vec<f64> {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
-            })
-            .collect()
-    }
 
     fn tensor(shape: [usize; 4], seed: u64, dtype: DType, device: &Device) -> Tensor<4> {
         let n = shape.iter().product();

@@ -211,18 +211,8 @@ pub(crate) fn chunked_token_scores(
 mod tests {
     use super::*;
     use crate::forward::log_softmax_scores;
+    use crate::ops::test_values as values;
     use burn::tensor::{DType, Device, FloatDType, TensorCreationOptions, TensorData};
-
-    /// Deterministic pseudo-random values in [−scale, scale).
-    fn values(n: usize, seed: u64, scale: f64) -> Vec<f64> {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
-            })
-            .collect()
-    }
 
     fn f32_tensor<const D: usize>(v: Vec<f64>, shape: [usize; D], device: &Device) -> Tensor<D> {
         Tensor::from_data(TensorData::new(v.into_iter().map(|x| x as f32).collect::<Vec<_>>(), shape), device)
