@@ -601,6 +601,8 @@ struct Prepared {
     device: burn::tensor::Device,
     /// The devices of ranks 1.. of a data-parallel run (`run.devices`).
     replica_devices: Vec<burn::tensor::Device>,
+    /// How the ranks' gradients are summed (`None`: one rank, or the host exchange).
+    sync: Option<Arc<dyn GradientSync>>,
     lm: Decoder,
     theta0: DecoderWeights,
     sft: InMemorySource<bridge_core::TokenSequence>,
@@ -685,6 +687,7 @@ fn prepare(cfg: &TrainConfig, mode: RunMode, registry: &AlgorithmRegistry<Decode
     let device = rank_devices[0].autodiff_device()?;
     // Every rank's device exists in this build (rank 0's is opened below).
     let replica_devices = rank_devices[1..].iter().map(|d| d.autodiff_device()).collect::<Result<Vec<_>>>()?;
+    let sync = cfg.run.gradient_sync(&rank_devices)?;
     let (lm, theta0) = open_lm(&cfg.model, &device, cfg.run.seed)?;
     let codec = lm.codec();
     let algorithm = cfg.algorithm.name.as_str();
@@ -773,7 +776,7 @@ fn prepare(cfg: &TrainConfig, mode: RunMode, registry: &AlgorithmRegistry<Decode
     if !eval_sets.is_empty() {
         check_length("eval.max_new_tokens", cfg.eval.max_new_tokens, eval_prompt_len, "evaluation prompt")?;
     }
-    Ok(Prepared { device, replica_devices, lm, theta0, sft, prompts, eval_sets, checkpoint, spec, warnings })
+    Ok(Prepared { device, replica_devices, sync, lm, theta0, sft, prompts, eval_sets, checkpoint, spec, warnings })
 }
 
 /// Runs (or, with [`RunMode::Resume`], continues) the training the config describes.
@@ -792,7 +795,7 @@ pub fn train(cfg: &TrainConfig, mode: RunMode) -> Result<RunSummary> {
 /// [`train`] with the algorithms of `registry`.
 pub fn train_with(cfg: &TrainConfig, mode: RunMode, registry: &AlgorithmRegistry<Decoder>) -> Result<RunSummary> {
     let started = Instant::now();
-    let Prepared { device, replica_devices, lm, theta0, sft, prompts, eval_sets, checkpoint, spec, warnings } =
+    let Prepared { device, replica_devices, sync, lm, theta0, sft, prompts, eval_sets, checkpoint, spec, warnings } =
         prepare(cfg, mode, registry)?;
     for w in &warnings {
         eprintln!("warning: {w}");
@@ -823,8 +826,6 @@ pub fn train_with(cfg: &TrainConfig, mode: RunMode, registry: &AlgorithmRegistry
         }
         replicas.push(Replica { state, algorithm });
     }
-    let rank_devices = cfg.run.rank_devices()?;
-    let sync = cfg.run.gradient_sync(&rank_devices)?;
     let mut state = init_state(needs, theta0, adapter0, &cfg.optim, with_reference, seed)?;
     if let Some(ckpt) = &checkpoint {
         state = resume_from_checkpoint(state, algorithm.as_mut(), ckpt)?.0;
